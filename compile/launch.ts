@@ -1,0 +1,54 @@
+/**
+ * `deno task start`: derives the permission flags from the manifest (the same code that feeds
+ * `deno compile`) and runs `main.ts` under exactly those flags, forwarding signals and the exit
+ * status. Arguments are those of `main.ts` (`run` when no command is given).
+ */
+import { join } from "node:path";
+import { parseCommand, UsageError } from "../src/config/cli.ts";
+import { loadConfig } from "../src/config/config.ts";
+import { ConfigError } from "../src/config/errors.ts";
+import { permissionFlags } from "../src/permissions/flags.ts";
+
+const PROJECT_ROOT = join(import.meta.dirname!, "..");
+
+async function launch(args: string[]): Promise<number> {
+  let flags: string[] = [];
+  try {
+    const command = parseCommand(args);
+    if (command.name === "run" || command.name === "check") {
+      const config = await loadConfig(command.manifest, { dataDir: command.dataDir });
+      flags = permissionFlags(config, { projectRoot: PROJECT_ROOT });
+    }
+  } catch (error) {
+    if (error instanceof UsageError || error instanceof ConfigError) {
+      console.error(error instanceof UsageError ? `${error.message}\n\n${error.usage}` : error.message);
+      return 2;
+    }
+    throw error;
+  }
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "--cached-only", ...flags, join(PROJECT_ROOT, "main.ts"), ...args],
+    stdin: "inherit",
+    stdout: "inherit",
+    stderr: "inherit",
+  }).spawn();
+  const forward = (signal: Deno.Signal) => () => {
+    try {
+      child.kill(signal);
+    } catch { /* already exited */ }
+  };
+  const onInt = forward("SIGINT");
+  const onTerm = forward("SIGTERM");
+  Deno.addSignalListener("SIGINT", onInt);
+  Deno.addSignalListener("SIGTERM", onTerm);
+  const status = await child.status;
+  Deno.removeSignalListener("SIGINT", onInt);
+  Deno.removeSignalListener("SIGTERM", onTerm);
+  return status.signal ? 128 + signalNumber(status.signal) : status.code;
+}
+
+function signalNumber(signal: Deno.Signal): number {
+  return ({ SIGINT: 2, SIGKILL: 9, SIGTERM: 15 } as Record<string, number>)[signal] ?? 1;
+}
+
+Deno.exit(await launch(Deno.args));

@@ -1,0 +1,102 @@
+import { type Command, parseCommand, UsageError } from "./src/config/cli.ts";
+import { type Config, loadConfig } from "./src/config/config.ts";
+import { ConfigError } from "./src/config/errors.ts";
+import { createLogger } from "./src/observability/log.ts";
+import { netAllowlist, permissionFlags } from "./src/permissions/flags.ts";
+import { broaderPermissions } from "./src/permissions/self_check.ts";
+import { startRuntime } from "./src/runtime.ts";
+import { SCHEMA_VERSION } from "./src/store/migrations.ts";
+import { VERSION } from "./src/version.ts";
+
+/** How long an orderly shutdown may take before the process exits anyway. */
+const SHUTDOWN_GRACE_MS = 10_000;
+const PROJECT_ROOT = import.meta.dirname!;
+
+async function main(): Promise<number> {
+  let command: Command;
+  try {
+    command = parseCommand();
+  } catch (error) {
+    if (!(error instanceof UsageError)) throw error;
+    console.error(`${error.message}\n\n${error.usage}`);
+    return 2;
+  }
+  switch (command.name) {
+    case "help":
+      console.log(command.text);
+      return 0;
+    case "version":
+      console.log(JSON.stringify({ outpost: VERSION, deno: Deno.version.deno, schema: SCHEMA_VERSION }));
+      return 0;
+    case "check":
+      return await check(command.manifest, command.dataDir);
+    case "run":
+      return await run(command.manifest, command.dataDir, command.unsafeBroadPermissions);
+  }
+}
+
+async function loadOrReport(manifest: string, dataDir?: string): Promise<Config | null> {
+  try {
+    return await loadConfig(manifest, { dataDir });
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    console.error(error.message);
+    return null;
+  }
+}
+
+async function check(manifest: string, dataDir?: string): Promise<number> {
+  const config = await loadOrReport(manifest, dataDir);
+  if (!config) return 2;
+  let flags: string[] | string;
+  try {
+    flags = permissionFlags(config, { projectRoot: PROJECT_ROOT });
+  } catch (error) {
+    flags = `unavailable: ${(error as Error).message}`;
+  }
+  console.log(JSON.stringify({ valid: true, manifest: config.manifestPath, config, permissionFlags: flags }, null, 2));
+  return 0;
+}
+
+async function run(manifest: string, dataDir: string | undefined, unsafeBroad: boolean): Promise<number> {
+  const config = await loadOrReport(manifest, dataDir);
+  if (!config) return 2;
+  const log = createLogger(config.logLevel);
+  const broader = await broaderPermissions(netAllowlist(config));
+  if (broader.length > 0 && !unsafeBroad) {
+    log.error("permissions.too_broad", { problems: broader });
+    console.error(
+      `Refusing to start: Deno grants more than the manifest allows:\n  ${broader.join("\n  ")}\n` +
+        `Start Outpost with "deno task start" (flags derived from the manifest), or pass ` +
+        `--unsafe-broad-permissions to override.`,
+    );
+    return 3;
+  }
+  if (broader.length > 0) log.warn("permissions.too_broad_overridden", { problems: broader });
+
+  const shutdown = new AbortController();
+  const onSignal = () => shutdown.abort();
+  Deno.addSignalListener("SIGINT", onSignal);
+  Deno.addSignalListener("SIGTERM", onSignal);
+  let runtime;
+  try {
+    runtime = await startRuntime(config, log, shutdown.signal);
+  } catch (error) {
+    log.error("runtime.start_failed", { error });
+    console.error(`Outpost could not start: ${(error as Error).message}`);
+    return 1;
+  }
+  log.info("outpost.started", { version: VERSION, manifest: config.manifestPath, dataDir: config.storage.dataDir });
+  await new Promise<void>((resolve) => shutdown.signal.addEventListener("abort", () => resolve(), { once: true }));
+  const forced = setTimeout(() => {
+    log.error("outpost.shutdown_timeout", { graceMs: SHUTDOWN_GRACE_MS });
+    Deno.exit(1);
+  }, SHUTDOWN_GRACE_MS);
+  await runtime.finished;
+  clearTimeout(forced);
+  Deno.removeSignalListener("SIGINT", onSignal);
+  Deno.removeSignalListener("SIGTERM", onSignal);
+  return 0;
+}
+
+if (import.meta.main) Deno.exit(await main());

@@ -1,0 +1,37 @@
+import { Hono } from "hono";
+import type { Logger } from "../observability/log.ts";
+import type { Metrics } from "../observability/metrics.ts";
+import type { Store } from "../store/store.ts";
+import { errorHandler } from "./errors.ts";
+import { healthRoutes, type ReadinessProbe } from "./health.ts";
+import { readingsRoutes } from "./readings.ts";
+
+export interface ApiOptions {
+  store: Store;
+  metrics: Metrics;
+  log: Logger;
+  readiness: ReadinessProbe;
+  bodyLimitBytes: number;
+  /** Serve /metrics on this app (false when a separate metrics port serves it). */
+  serveMetrics: boolean;
+}
+
+/** The local HTTP API over the running components. */
+export function createApi(options: ApiOptions): Hono {
+  const app = new Hono();
+  const { metrics } = options;
+  app.use(async function recordLatency(c, next) {
+    const started = performance.now();
+    await next();
+    const route = c.req.routePath === "/*" ? "unmatched" : c.req.routePath;
+    metrics.httpDuration.observe(
+      { route, method: c.req.method, status: String(c.res.status) },
+      (performance.now() - started) / 1000,
+    );
+  });
+  app.route("/", healthRoutes({ readiness: options.readiness, metrics: options.serveMetrics ? metrics : null }));
+  app.route("/", readingsRoutes(options));
+  app.notFound((c) => c.json({ error: "not_found", message: `No route for ${c.req.method} ${c.req.path}` }, 404));
+  app.onError(errorHandler(options.log));
+  return app;
+}

@@ -1,0 +1,45 @@
+import { Hono } from "hono";
+import type { Metrics } from "../observability/metrics.ts";
+
+/** One component's part in readiness: `ok: false` fails /readyz; `degraded` only reports. */
+export interface ReadinessCheck {
+  name: string;
+  ok: boolean;
+  degraded?: boolean;
+  detail?: string;
+}
+
+export type ReadinessProbe = () => ReadinessCheck[];
+
+export interface HealthRouteOptions {
+  readiness: ReadinessProbe;
+  metrics: Metrics | null;
+}
+
+/**
+ * `/healthz` (the process answers), `/readyz` (store open and migrated, intake running; outside
+ * dependencies such as the broker show as degraded without failing) and `/metrics`.
+ */
+export function healthRoutes(options: HealthRouteOptions): Hono {
+  const app = new Hono();
+  app.get("/healthz", (c) => c.json({ status: "ok" }));
+  app.get("/readyz", (c) => {
+    const checks = options.readiness();
+    const ready = checks.every((check) => check.ok);
+    const degraded = checks.some((check) => check.degraded);
+    const status = ready ? (degraded ? "degraded" : "ready") : "not_ready";
+    return c.json({ status, checks }, ready ? 200 : 503);
+  });
+  if (options.metrics) app.route("/", metricsRoutes(options.metrics));
+  return app;
+}
+
+/** `/metrics` alone, for a separate metrics port. */
+export function metricsRoutes(metrics: Metrics): Hono {
+  const app = new Hono();
+  app.get("/metrics", async (c) => {
+    c.header("Content-Type", metrics.contentType);
+    return c.body(await metrics.render());
+  });
+  return app;
+}

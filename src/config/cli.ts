@@ -1,0 +1,82 @@
+import { parseArgs } from "node:util";
+import { DEFAULT_MANIFEST } from "./config.ts";
+
+export type Command =
+  | { name: "run"; manifest: string; dataDir?: string; unsafeBroadPermissions: boolean }
+  | { name: "check"; manifest: string; dataDir?: string }
+  | { name: "version" }
+  | { name: "help"; text: string };
+
+/** Bad command-line usage; main prints the message and the usage and exits 2. */
+export class UsageError extends Error {
+  readonly usage: string;
+  constructor(message: string, usage: string) {
+    super(message);
+    this.name = "UsageError";
+    this.usage = usage;
+  }
+}
+
+export const USAGE = {
+  main: `Usage: outpost <command> [options]
+
+Commands:
+  run       Start Outpost (default when no command is given)
+  check     Validate a manifest without starting
+  version   Print the version
+
+Run "outpost <command> --help" for a command's options.`,
+  run: `Usage: outpost run [--manifest PATH] [--data-dir DIR] [--unsafe-broad-permissions]
+
+  --manifest PATH               Deployment manifest (default ${DEFAULT_MANIFEST})
+  --data-dir DIR                Overrides spec.storage.dataDir
+  --unsafe-broad-permissions    Start even when Deno grants more network access than the manifest`,
+  check: `Usage: outpost check [--manifest PATH] [--data-dir DIR]
+
+Validates the manifest, prints the resolved configuration and the permission flags, and exits
+0 when valid or 2 listing every problem.`,
+  version: `Usage: outpost version
+
+Prints the Outpost version, the Deno version and the schema version.`,
+} as const;
+
+/** Parses `Deno.args` (or the given list) into one command. */
+export function parseCommand(args: readonly string[] = Deno.args): Command {
+  const [first, ...rest] = args;
+  const name = first === undefined || first.startsWith("-") ? "run" : first;
+  const tail = name === first ? rest : [...args];
+  if (first === "help" || (name === "run" && first !== "run" && (first === "--help" || first === "-h"))) {
+    return { name: "help", text: USAGE.main };
+  }
+  if (!(name in USAGE) || name === "main") throw new UsageError(`Unknown command: ${name}`, USAGE.main);
+  const usage = USAGE[name as keyof typeof USAGE];
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: tail,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        help: { type: "boolean", short: "h" },
+        manifest: { type: "string" },
+        "data-dir": { type: "string" },
+        "unsafe-broad-permissions": { type: "boolean" },
+      },
+    });
+  } catch (error) {
+    throw new UsageError((error as Error).message, usage);
+  }
+  const values = parsed.values;
+  if (values.help) return { name: "help", text: usage };
+  const manifest = values.manifest ?? DEFAULT_MANIFEST;
+  const dataDir = values["data-dir"];
+  if (name === "version") {
+    if (tail.length > 0) throw new UsageError("version takes no options", usage);
+    return { name: "version" };
+  }
+  if (name === "check") {
+    if (values["unsafe-broad-permissions"]) throw new UsageError("check takes no --unsafe-broad-permissions", usage);
+    return { name: "check", manifest, dataDir };
+  }
+  return { name: "run", manifest, dataDir, unsafeBroadPermissions: values["unsafe-broad-permissions"] ?? false };
+}

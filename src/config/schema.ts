@@ -1,0 +1,78 @@
+import { z } from "zod";
+
+const HOST = String.raw`(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\])`;
+const HOST_PORT = new RegExp(`^${HOST}(?::(\\d{1,5}))?$`);
+const HOST_REQUIRED_PORT = new RegExp(`^${HOST}:(\\d{1,5})$`);
+
+function validPort(text: string | undefined): boolean {
+  if (text === undefined) return true;
+  const port = Number(text);
+  return port >= 1 && port <= 65535;
+}
+
+/** `host[:port]`, as in `spec.network.egressAllowed`. */
+export const hostPort = z.string().refine(
+  (value) => validPort(HOST_PORT.exec(value)?.[1]) && HOST_PORT.test(value),
+  { error: (issue) => `${JSON.stringify(issue.input)} is not host[:port]` },
+);
+
+/** `host:port` with the port required, as in `spec.api.listen`. */
+export const listenAddress = z.string().refine(
+  (value) => HOST_REQUIRED_PORT.test(value) && validPort(HOST_REQUIRED_PORT.exec(value)?.[1]),
+  { error: (issue) => `${JSON.stringify(issue.input)} is not host:port (e.g. "127.0.0.1:8080")` },
+);
+
+const mqttUrl = z.string().refine((value) => {
+  try {
+    const url = new URL(value);
+    return (url.protocol === "mqtt:" || url.protocol === "tcp:") && url.hostname !== "";
+  } catch {
+    return false;
+  }
+}, { error: (issue) => `${JSON.stringify(issue.input)} is not an mqtt://host[:port] URL` });
+
+const topicFilter = z.string().min(1).max(256).refine(
+  (value) => !/\+[^/]|[^/]\+|#./.test(value),
+  { error: (issue) => `${JSON.stringify(issue.input)} is not a valid MQTT topic filter` },
+);
+
+export const manifestSchema = z.object({
+  apiVersion: z.literal("fde/v1"),
+  kind: z.literal("Deployment"),
+  metadata: z.object({
+    name: z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, "must be lowercase letters, digits and dashes"),
+  }).strict(),
+  spec: z.object({
+    network: z.object({
+      egressAllowed: z.array(hostPort).default([]),
+      egressBlocked: z.array(z.literal("*")).default(["*"]),
+    }).strict().prefault({}),
+    observability: z.object({
+      metricsEnabled: z.boolean().default(true),
+      metricsPort: z.number().int().min(1).max(65535).optional(),
+      logLevel: z.enum(["debug", "info", "warn", "error"]).default("info"),
+    }).strict().prefault({}),
+    api: z.object({
+      listen: listenAddress.default("127.0.0.1:8080"),
+      bodyLimitBytes: z.number().int().min(1024).max(64 * 1024 * 1024).default(1024 * 1024),
+    }).strict().prefault({}),
+    ingest: z.object({
+      mqtt: z.object({
+        url: mqttUrl.optional(),
+        topics: z.array(topicFilter).min(1).default(["outpost/+/readings"]),
+        clientId: z.string().min(1).max(64).optional(),
+        keepaliveSeconds: z.number().int().min(5).max(3600).default(30),
+      }).strict().prefault({}),
+    }).strict().prefault({}),
+    storage: z.object({
+      dataDir: z.string().min(1).default("./data"),
+      retentionHours: z.number().positive().max(24 * 3650).default(168),
+      maxSizeMB: z.number().positive().max(1024 * 1024).default(1024),
+    }).strict().prefault({}),
+    // Reserved for the detection and forwarding issues: accepted, not yet used.
+    detection: z.looseObject({}).optional(),
+    forwarding: z.looseObject({}).optional(),
+  }).strict().prefault({}),
+}).strict();
+
+export type Manifest = z.output<typeof manifestSchema>;

@@ -1,0 +1,157 @@
+import type { MqttIngestConfig } from "../config/config.ts";
+import type { Logger } from "../observability/log.ts";
+import type { Metrics } from "../observability/metrics.ts";
+import type { Store } from "../store/store.ts";
+import { type MqttMessage, MqttSession } from "./mqtt_session.ts";
+import { parseReadings } from "./reading_schema.ts";
+
+export type MqttSourceState = "connecting" | "connected" | "backoff" | "stopped";
+
+const BACKOFF_MIN_MS = 500;
+const BACKOFF_MAX_MS = 30_000;
+const STOP_GRACE_MS = 5_000;
+
+/**
+ * MQTT ingest: keeps a persistent QoS 1 session to the broker, stores every valid message and
+ * dead-letters invalid ones, and acknowledges each message only after its commit. Reconnects
+ * with exponential backoff and jitter; a broker outage never stops the process.
+ */
+export class MqttSource {
+  readonly #config: MqttIngestConfig;
+  readonly #store: Store;
+  readonly #metrics: Metrics;
+  readonly #log: Logger;
+  readonly #decoder = new TextDecoder("utf-8", { fatal: true });
+  #state: MqttSourceState = "connecting";
+  #lastError: string | null = null;
+  #session: MqttSession | null = null;
+  readonly finished: Promise<void>;
+
+  constructor(config: MqttIngestConfig, deps: { store: Store; metrics: Metrics; log: Logger }, signal: AbortSignal) {
+    this.#config = config;
+    this.#store = deps.store;
+    this.#metrics = deps.metrics;
+    this.#log = deps.log;
+    this.finished = this.#run(signal);
+  }
+
+  get state(): MqttSourceState {
+    return this.#state;
+  }
+
+  get lastError(): string | null {
+    return this.#lastError;
+  }
+
+  async #run(signal: AbortSignal): Promise<void> {
+    let delayMs = BACKOFF_MIN_MS;
+    while (!signal.aborted) {
+      this.#state = "connecting";
+      const session = await this.#connect();
+      if (session) {
+        delayMs = BACKOFF_MIN_MS;
+        const onAbort = () => void session.stop(STOP_GRACE_MS);
+        signal.addEventListener("abort", onAbort, { once: true });
+        const error = await session.closed;
+        signal.removeEventListener("abort", onAbort);
+        this.#session = null;
+        this.#metrics.mqttConnected.set(0);
+        if (signal.aborted) break;
+        this.#lastError = error?.message ?? "closed";
+        this.#log.warn("mqtt.disconnected", { error: this.#lastError });
+      }
+      this.#state = "backoff";
+      const wait = delayMs / 2 + Math.random() * delayMs / 2;
+      delayMs = Math.min(delayMs * 2, BACKOFF_MAX_MS);
+      await sleep(wait, signal);
+    }
+    this.#state = "stopped";
+  }
+
+  async #connect(): Promise<MqttSession | null> {
+    const { broker, clientId, topics, keepaliveSeconds } = this.#config;
+    try {
+      const session = await MqttSession.open({
+        host: broker.host,
+        port: broker.port,
+        clientId,
+        topics,
+        keepaliveSeconds,
+        onMessage: (message) => this.#handle(message),
+      });
+      this.#session = session;
+      this.#state = "connected";
+      this.#lastError = null;
+      this.#metrics.mqttConnected.set(1);
+      this.#log.info("mqtt.connected", { broker: `${broker.host}:${broker.port}`, clientId, topics });
+      return session;
+    } catch (error) {
+      this.#lastError = (error as Error).message;
+      this.#log.warn("mqtt.connect_failed", { broker: `${broker.host}:${broker.port}`, error: this.#lastError });
+      return null;
+    }
+  }
+
+  /** Resolves once the message is committed (or dead-lettered); rejects leave it unacknowledged. */
+  async #handle(message: MqttMessage): Promise<void> {
+    const device = deviceFromTopic(message.topic, this.#config.topics);
+    let body: unknown;
+    try {
+      body = JSON.parse(this.#decoder.decode(message.payload));
+    } catch (error) {
+      return this.#deadLetter(message, `invalid JSON: ${(error as Error).message}`);
+    }
+    const parsed = parseReadings(body, device);
+    if (!parsed.ok) {
+      const reason = parsed.issues.slice(0, 20).map((issue) => `${issue.path}: ${issue.message}`).join("; ");
+      return this.#deadLetter(message, reason);
+    }
+    try {
+      const result = await this.#store.write(parsed.readings, "mqtt");
+      this.#metrics.readings.inc({ source: "mqtt", result: "stored" }, result.inserted);
+      if (result.duplicates > 0) this.#metrics.readings.inc({ source: "mqtt", result: "duplicate" }, result.duplicates);
+    } catch (error) {
+      this.#metrics.readings.inc({ source: "mqtt", result: "rejected" }, parsed.readings.length);
+      throw error;
+    }
+  }
+
+  async #deadLetter(message: MqttMessage, reason: string): Promise<void> {
+    await this.#store.writeDeadLetter({ source: "mqtt", topic: message.topic, reason, payload: message.payload });
+    this.#metrics.readings.inc({ source: "mqtt", result: "invalid" });
+    this.#metrics.deadLetters.inc({ source: "mqtt" });
+    this.#log.debug("mqtt.dead_letter", { topic: message.topic, reason });
+  }
+}
+
+/** The device named by the first `+` of the filter that matches the topic, if any. */
+export function deviceFromTopic(topic: string, filters: readonly string[]): string | undefined {
+  const levels = topic.split("/");
+  for (const filter of filters) {
+    const parts = filter.split("/");
+    let device: string | undefined;
+    let matches = true;
+    for (let i = 0; i < parts.length; i++) {
+      if (parts[i] === "#") break;
+      if (i >= levels.length || (parts[i] !== "+" && parts[i] !== levels[i])) {
+        matches = false;
+        break;
+      }
+      if (parts[i] === "+" && device === undefined) device = levels[i];
+    }
+    if (matches && (parts.includes("#") || parts.length === levels.length)) return device || undefined;
+  }
+  return undefined;
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(done, ms);
+    function done() {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    }
+    signal.addEventListener("abort", done, { once: true });
+  });
+}

@@ -1,0 +1,83 @@
+import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import type { StoreStats } from "../store/store.ts";
+
+/**
+ * Outpost's Prometheus metrics. prom-client's default process metrics are not registered: they
+ * read /proc, which Deno's permissions deny, and would report 0.
+ */
+export class Metrics {
+  readonly registry = new Registry();
+  readonly readings = new Counter({
+    name: "outpost_readings_total",
+    help: "Readings received, by source (http, mqtt) and result (stored, duplicate, invalid, rejected)",
+    labelNames: ["source", "result"] as const,
+    registers: [this.registry],
+  });
+  readonly deadLetters = new Counter({
+    name: "outpost_dead_letters_total",
+    help: "Invalid MQTT payloads kept in the dead-letter table",
+    labelNames: ["source"] as const,
+    registers: [this.registry],
+  });
+  readonly httpDuration = new Histogram({
+    name: "outpost_http_request_duration_seconds",
+    help: "Local API request latency by route, method and status",
+    labelNames: ["route", "method", "status"] as const,
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+    registers: [this.registry],
+  });
+  readonly mqttConnected = new Gauge({
+    name: "outpost_mqtt_connected",
+    help: "1 while the MQTT ingest session is connected to the broker",
+    registers: [this.registry],
+  });
+
+  constructor(stats: () => StoreStats) {
+    const storeSize = new Gauge({
+      name: "outpost_store_size_bytes",
+      help: "Bytes in use by the libSQL store",
+      registers: [this.registry],
+    });
+    const storeLimit = new Gauge({
+      name: "outpost_store_limit_bytes",
+      help: "Hard size limit of the libSQL store (spec.storage.maxSizeMB)",
+      registers: [this.registry],
+    });
+    const storeRows = new Gauge({
+      name: "outpost_store_readings",
+      help: "Readings held in the store",
+      registers: [this.registry],
+    });
+    const rss = new Gauge({
+      name: "outpost_process_resident_memory_bytes",
+      help: "Resident set size of the Outpost process",
+      registers: [this.registry],
+    });
+    const heap = new Gauge({
+      name: "outpost_process_heap_used_bytes",
+      help: "V8 heap in use",
+      registers: [this.registry],
+    });
+    this.#collect = () => {
+      const current = stats();
+      storeSize.set(current.usedBytes);
+      storeLimit.set(current.maxSizeBytes);
+      storeRows.set(current.rows);
+      const memory = Deno.memoryUsage();
+      rss.set(memory.rss);
+      heap.set(memory.heapUsed);
+    };
+  }
+
+  readonly #collect: () => void;
+
+  /** The exposition text, refreshed from the store and the process. */
+  async render(): Promise<string> {
+    this.#collect();
+    return await this.registry.metrics();
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+}

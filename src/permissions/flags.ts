@@ -1,0 +1,54 @@
+import { join } from "node:path";
+import { type Config, OUTPOST_ENV_VARS } from "../config/config.ts";
+import { HOST_TARGET, nativeAddonPaths, type NativeTarget } from "./native_addons.ts";
+
+/** Variables read by the libraries we ship (libsql's loader checks LIBSQL_JS_DEV). */
+const LIBRARY_ENV_VARS = ["LIBSQL_JS_DEV"];
+/** libsql's loader calls detect-libc, which reads `process.report`: these are what that needs. */
+const LIBRARY_SYS_APIS = ["cpus", "hostname", "networkInterfaces"];
+
+export interface PermissionOptions {
+  /** Folder that holds `models/`, `policies/` and `node_modules/`. */
+  projectRoot: string;
+  target?: NativeTarget;
+  /** Override for the addon paths (a compiled binary extracts them elsewhere). */
+  nativeAddons?: readonly string[];
+}
+
+/** Every host:port Outpost may open or listen on, derived from the manifest. */
+export function netAllowlist(config: Config): string[] {
+  const entries = new Set<string>();
+  const listen = config.api.listen;
+  entries.add(formatHostPort(listen.host, listen.port));
+  if (config.metrics.enabled && config.metrics.port !== listen.port) {
+    entries.add(formatHostPort(listen.host, config.metrics.port));
+  }
+  if (config.mqtt) entries.add(formatHostPort(config.mqtt.broker.host, config.mqtt.broker.port));
+  for (const destination of config.network.egressAllowed) entries.add(destination);
+  return [...entries];
+}
+
+/** The exact Deno permission flags for running Outpost with this config. */
+export function permissionFlags(config: Config, options: PermissionOptions): string[] {
+  const root = options.projectRoot;
+  const addons = options.nativeAddons ?? nativeAddonPaths(root, options.target ?? HOST_TARGET);
+  const readPaths = [config.storage.dataDir, join(root, "models"), join(root, "policies"), config.manifestPath];
+  return [
+    "--no-prompt",
+    `--allow-net=${netAllowlist(config).join(",")}`,
+    `--allow-read=${unique(readPaths).join(",")}`,
+    `--allow-write=${config.storage.dataDir}`,
+    `--allow-ffi=${addons.join(",")}`,
+    `--allow-env=${[...OUTPOST_ENV_VARS, ...LIBRARY_ENV_VARS].join(",")}`,
+    "--ignore-env",
+    `--allow-sys=${LIBRARY_SYS_APIS.join(",")}`,
+  ];
+}
+
+function formatHostPort(host: string, port: number): string {
+  return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+function unique(values: string[]): string[] {
+  return [...new Set(values)];
+}

@@ -1,0 +1,97 @@
+import { createApi } from "./api/app.ts";
+import { metricsRoutes, type ReadinessCheck } from "./api/health.ts";
+import type { Config } from "./config/config.ts";
+import { MqttSource } from "./ingest/mqtt_source.ts";
+import type { Logger } from "./observability/log.ts";
+import { Metrics } from "./observability/metrics.ts";
+import { Store } from "./store/store.ts";
+
+export interface Runtime {
+  /** Settles after an orderly shutdown once `signal` aborts. */
+  readonly finished: Promise<void>;
+}
+
+/**
+ * The one place where components are wired together: store → metrics → API (and ingest over
+ * HTTP) → MQTT ingest. Shutdown runs in reverse: stop intake, finish in-flight commits, close
+ * the store last.
+ */
+export async function startRuntime(config: Config, log: Logger, signal: AbortSignal): Promise<Runtime> {
+  const store = await Store.open(config.storage, log);
+  const metrics = new Metrics(() => store.stats());
+  const intake = new AbortController();
+  const mqtt = config.mqtt ? new MqttSource(config.mqtt, { store, metrics, log }, intake.signal) : null;
+  let serving = false;
+
+  const readiness = (): ReadinessCheck[] => {
+    const storeProblems = store.problems();
+    const checks: ReadinessCheck[] = [
+      { name: "store", ok: storeProblems.length === 0, detail: storeProblems.join("; ") || "open and migrated" },
+      { name: "http_intake", ok: serving, detail: serving ? "listening" : "not listening" },
+    ];
+    if (mqtt) {
+      const connected = mqtt.state === "connected";
+      checks.push({
+        name: "mqtt_broker",
+        ok: true,
+        degraded: !connected,
+        detail: connected ? "connected" : `${mqtt.state}${mqtt.lastError ? `: ${mqtt.lastError}` : ""}`,
+      });
+    } else {
+      checks.push({ name: "mqtt_broker", ok: true, detail: "disabled (spec.ingest.mqtt.url not set)" });
+    }
+    return checks;
+  };
+
+  const separateMetrics = config.metrics.enabled && config.metrics.port !== config.api.listen.port;
+  const api = createApi({
+    store,
+    metrics,
+    log,
+    readiness,
+    bodyLimitBytes: config.api.bodyLimitBytes,
+    serveMetrics: config.metrics.enabled && !separateMetrics,
+  });
+  const servers: Deno.HttpServer[] = [];
+  try {
+    servers.push(listen(config.api.listen, api.fetch, "api", log));
+    if (separateMetrics) {
+      const app = metricsRoutes(metrics);
+      servers.push(listen({ host: config.api.listen.host, port: config.metrics.port }, app.fetch, "metrics", log));
+    }
+  } catch (error) {
+    for (const server of servers) await server.shutdown();
+    intake.abort();
+    await mqtt?.finished;
+    await store.close();
+    throw error;
+  }
+  serving = true;
+
+  const finished = (async () => {
+    await new Promise<void>((resolve) => {
+      if (signal.aborted) resolve();
+      else signal.addEventListener("abort", () => resolve(), { once: true });
+    });
+    log.info("runtime.stopping", {});
+    serving = false;
+    intake.abort();
+    await Promise.all([...servers.map((server) => server.shutdown()), mqtt?.finished]);
+    await store.close();
+    log.info("runtime.stopped", {});
+  })();
+  return { finished };
+}
+
+function listen(
+  address: { host: string; port: number },
+  handler: (request: Request) => Response | Promise<Response>,
+  name: string,
+  log: Logger,
+): Deno.HttpServer {
+  return Deno.serve({
+    hostname: address.host,
+    port: address.port,
+    onListen: ({ hostname, port }) => log.info("http.listening", { server: name, address: `${hostname}:${port}` }),
+  }, handler);
+}

@@ -1,0 +1,171 @@
+import type { Client, InStatement } from "@libsql/client";
+import { setImmediate } from "node:timers";
+import type { Reading } from "../ingest/reading_schema.ts";
+import { StoreFullError, StoreUnavailableError } from "./errors.ts";
+
+/** How many rows one INSERT statement carries (5 parameters each, far below SQLite's limit). */
+const ROWS_PER_STATEMENT = 500;
+/** How many rows one commit carries at most; the rest wait for the next commit. */
+const ROWS_PER_COMMIT = 20_000;
+
+export interface WriteResult {
+  /** Readings newly stored. */
+  inserted: number;
+  /** Readings already stored before (same device and ts): kept once, not twice. */
+  duplicates: number;
+}
+
+interface PendingWrite {
+  readings: readonly Reading[];
+  source: string;
+  resolve: (result: WriteResult) => void;
+  reject: (error: Error) => void;
+}
+
+export interface WriterOptions {
+  maxSizeBytes: number;
+  /** Current bytes in use, refreshed by the store. */
+  usedBytes: () => number;
+  /** Called after every commit with the rows it added. */
+  onCommit?: (rowsInserted: number) => void;
+}
+
+/**
+ * Group commit: every `write` joins the next commit, and its promise settles only once that
+ * commit is durable. Concurrent writers share one transaction of multi-row INSERTs.
+ */
+export class ReadingWriter {
+  #client: Client;
+  #options: WriterOptions;
+  #queue: PendingWrite[] = [];
+  #scheduled = false;
+  #flushing: Promise<void> | null = null;
+  #closed = false;
+  #lastError: StoreUnavailableError | null = null;
+
+  constructor(client: Client, options: WriterOptions) {
+    this.#client = client;
+    this.#options = options;
+  }
+
+  /** The error of the last failed commit, cleared by the next successful one. */
+  get lastError(): StoreUnavailableError | null {
+    return this.#lastError;
+  }
+
+  get isFull(): boolean {
+    return this.#options.usedBytes() >= this.#options.maxSizeBytes;
+  }
+
+  /** Stores the readings; resolves after the commit that holds them. */
+  write(readings: readonly Reading[], source: string): Promise<WriteResult> {
+    if (this.#closed) return Promise.reject(new StoreUnavailableError("store is closing"));
+    const used = this.#options.usedBytes();
+    if (used >= this.#options.maxSizeBytes) {
+      return Promise.reject(new StoreFullError(used, this.#options.maxSizeBytes));
+    }
+    if (readings.length === 0) return Promise.resolve({ inserted: 0, duplicates: 0 });
+    return new Promise((resolve, reject) => {
+      this.#queue.push({ readings, source, resolve, reject });
+      this.#schedule();
+    });
+  }
+
+  /** Commits what is queued, then refuses further writes. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    while (this.#flushing || this.#queue.length > 0) {
+      this.#flushing ??= this.#flush();
+      await this.#flushing;
+    }
+  }
+
+  #schedule(): void {
+    if (this.#scheduled || this.#flushing) return;
+    this.#scheduled = true;
+    // setImmediate lets pending I/O (other requests) join this commit before it starts.
+    setImmediate(() => {
+      this.#scheduled = false;
+      if (!this.#flushing) this.#flushing = this.#flush();
+    });
+  }
+
+  async #flush(): Promise<void> {
+    const batch = this.#takeBatch();
+    try {
+      if (batch.length > 0) await this.#commit(batch);
+    } finally {
+      this.#flushing = null;
+      if (this.#queue.length > 0) this.#schedule();
+    }
+  }
+
+  #takeBatch(): PendingWrite[] {
+    const batch: PendingWrite[] = [];
+    let rows = 0;
+    while (this.#queue.length > 0 && (rows === 0 || rows + this.#queue[0].readings.length <= ROWS_PER_COMMIT)) {
+      const next = this.#queue.shift()!;
+      rows += next.readings.length;
+      batch.push(next);
+    }
+    return batch;
+  }
+
+  async #commit(batch: PendingWrite[]): Promise<void> {
+    const receivedMs = Date.now();
+    const rows: { reading: Reading; source: string }[] = [];
+    for (const pending of batch) {
+      for (const reading of pending.readings) rows.push({ reading, source: pending.source });
+    }
+    const statements: InStatement[] = [];
+    for (let start = 0; start < rows.length; start += ROWS_PER_STATEMENT) {
+      statements.push(insertStatement(rows.slice(start, start + ROWS_PER_STATEMENT), receivedMs));
+    }
+    let inserted: Set<string>;
+    try {
+      const results = await this.#client.batch(statements, "write");
+      inserted = new Set();
+      for (const result of results) {
+        for (const row of result.rows) inserted.add(readingKey(String(row[0]), Number(row[1])));
+      }
+      this.#lastError = null;
+    } catch (error) {
+      const failure = new StoreUnavailableError(describeSqliteError(error), { cause: error });
+      this.#lastError = failure;
+      for (const pending of batch) pending.reject(failure);
+      return;
+    }
+    this.#options.onCommit?.(inserted.size);
+    for (const pending of batch) {
+      let fresh = 0;
+      for (const reading of pending.readings) {
+        if (inserted.delete(readingKey(reading.device, reading.ts))) fresh++;
+      }
+      pending.resolve({ inserted: fresh, duplicates: pending.readings.length - fresh });
+    }
+  }
+}
+
+function insertStatement(rows: { reading: Reading; source: string }[], receivedMs: number): InStatement {
+  const args: (string | number)[] = [];
+  for (const { reading, source } of rows) {
+    args.push(reading.device, reading.ts, JSON.stringify(reading.values), source, receivedMs);
+  }
+  const placeholders = "(?,?,?,?,?),".repeat(rows.length).slice(0, -1);
+  return {
+    sql:
+      `INSERT OR IGNORE INTO readings (device, ts, values_json, source, received_ms) VALUES ${placeholders} RETURNING device, ts`,
+    args,
+  };
+}
+
+function readingKey(device: string, ts: number): string {
+  return `${ts}\u0000${device}`;
+}
+
+function describeSqliteError(error: unknown): string {
+  const code = (error as { code?: string }).code ?? "";
+  if (code.includes("FULL")) return "disk full";
+  if (code.includes("BUSY") || code.includes("LOCKED")) return "database locked";
+  return (error as Error).message ?? String(error);
+}
