@@ -4,7 +4,6 @@ import { ConfigError } from "./src/config/errors.ts";
 import { createLogger } from "./src/observability/log.ts";
 import { netAllowlist, permissionFlags } from "./src/permissions/flags.ts";
 import { broaderPermissions } from "./src/permissions/self_check.ts";
-import { startRuntime } from "./src/runtime.ts";
 import { SCHEMA_VERSION } from "./src/store/migrations.ts";
 import { VERSION } from "./src/version.ts";
 
@@ -80,6 +79,8 @@ async function run(manifest: string, dataDir: string | undefined, unsafeBroad: b
   Deno.addSignalListener("SIGTERM", onSignal);
   let runtime;
   try {
+    // Loaded here so that check, version and help need no native addon and no permission for it.
+    const { startRuntime } = await import("./src/runtime.ts");
     runtime = await startRuntime(config, log, shutdown.signal);
   } catch (error) {
     log.error("runtime.start_failed", { error });

@@ -1,6 +1,7 @@
 import { z } from "zod";
 
-const HOST = String.raw`(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\])`;
+const HOST = String
+  .raw`(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\])`;
 const HOST_PORT = new RegExp(`^${HOST}(?::(\\d{1,5}))?$`);
 const HOST_REQUIRED_PORT = new RegExp(`^${HOST}:(\\d{1,5})$`);
 

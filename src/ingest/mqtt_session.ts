@@ -99,7 +99,9 @@ export class MqttSession {
       this.#lastPacketAt = Date.now();
       if (stage === "connack") {
         if (packet.cmd !== "connack") return this.#fail(new Error(`Expected CONNACK, got ${packet.cmd}`));
-        if (packet.returnCode !== 0) return this.#fail(new Error(`Broker refused connection: code ${packet.returnCode}`));
+        if (packet.returnCode !== 0) {
+          return this.#fail(new Error(`Broker refused connection: code ${packet.returnCode}`));
+        }
         stage = "suback";
         this.#send({
           cmd: "subscribe",

@@ -61,7 +61,10 @@ const batchWithoutDevice = z.object({ readings: z.array(singleWithoutDevice).min
  */
 export function parseReadings(body: unknown, defaultDevice?: string): ParseResult {
   if (typeof body !== "object" || body === null || Array.isArray(body)) {
-    return { ok: false, issues: [{ path: "(body)", message: "must be a JSON object: a reading or {\"readings\":[...]}" }] };
+    return {
+      ok: false,
+      issues: [{ path: "(body)", message: 'must be a JSON object: a reading or {"readings":[...]}' }],
+    };
   }
   const isBatch = "readings" in body;
   const schema = isBatch

@@ -1,0 +1,153 @@
+import { join } from "node:path";
+import { loadConfig } from "../../src/config/config.ts";
+import { permissionFlags } from "../../src/permissions/flags.ts";
+import { freePort } from "./ports.ts";
+
+export const PROJECT_ROOT = join(import.meta.dirname!, "..", "..");
+export const MAIN = join(PROJECT_ROOT, "main.ts");
+
+export interface ManifestOptions {
+  apiPort?: number;
+  metricsPort?: number;
+  mqttUrl?: string;
+  topics?: string[];
+  maxSizeMB?: number;
+  bodyLimitBytes?: number;
+  egressAllowed?: string[];
+  logLevel?: string;
+}
+
+/** Writes a manifest for a test into `dir` and returns its path. */
+export async function writeManifest(dir: string, options: ManifestOptions = {}): Promise<string> {
+  const apiPort = options.apiPort ?? await freePort();
+  const lines = [
+    "apiVersion: fde/v1",
+    "kind: Deployment",
+    "metadata:",
+    "  name: outpost-test",
+    "spec:",
+    "  network:",
+    `    egressAllowed: ${JSON.stringify(options.egressAllowed ?? [])}`,
+    "  observability:",
+    `    logLevel: ${options.logLevel ?? "info"}`,
+    ...(options.metricsPort ? [`    metricsPort: ${options.metricsPort}`] : []),
+    "  api:",
+    `    listen: 127.0.0.1:${apiPort}`,
+    ...(options.bodyLimitBytes ? [`    bodyLimitBytes: ${options.bodyLimitBytes}`] : []),
+    "  ingest:",
+    "    mqtt:",
+    ...(options.mqttUrl ? [`      url: ${options.mqttUrl}`] : []),
+    `      topics: ${JSON.stringify(options.topics ?? ["outpost/+/readings"])}`,
+    "      clientId: outpost-test",
+    "      keepaliveSeconds: 5",
+    "  storage:",
+    `    dataDir: ${join(dir, "data")}`,
+    `    maxSizeMB: ${options.maxSizeMB ?? 1024}`,
+  ];
+  const path = join(dir, "outpost.yaml");
+  await Deno.writeTextFile(path, lines.join("\n") + "\n");
+  return path;
+}
+
+export interface OutpostProcess {
+  readonly url: string;
+  readonly manifest: string;
+  readonly dataDir: string;
+  readonly process: Deno.ChildProcess;
+  /** Everything the process wrote to stderr so far (its JSON log). */
+  log(): string;
+  /** SIGTERM, then waits; returns the exit code. */
+  stop(): Promise<number>;
+  /** SIGKILL, then waits. */
+  kill(): Promise<void>;
+}
+
+export interface StartOptions {
+  /** Extra flags before main.ts (e.g. "-A"); replaces the derived flags when `replaceFlags`. */
+  flags?: string[];
+  replaceFlags?: boolean;
+  args?: string[];
+  waitReady?: boolean;
+}
+
+/** Starts `main.ts run` as a child with the manifest's derived permission flags. */
+export async function startOutpost(manifest: string, options: StartOptions = {}): Promise<OutpostProcess> {
+  const config = await loadConfig(manifest);
+  const derived = permissionFlags(config, { projectRoot: PROJECT_ROOT });
+  const flags = options.replaceFlags ? options.flags ?? [] : [...derived, ...(options.flags ?? [])];
+  const process = new Deno.Command(Deno.execPath(), {
+    args: ["run", "--cached-only", ...flags, MAIN, "run", "--manifest", manifest, ...(options.args ?? [])],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  }).spawn();
+  let output = "";
+  const decoder = new TextDecoder();
+  const drain = async (stream: ReadableStream<Uint8Array>) => {
+    for await (const chunk of stream) output += decoder.decode(chunk, { stream: true });
+  };
+  const drained = Promise.all([drain(process.stdout), drain(process.stderr)]);
+  const url = `http://${config.api.listen.host}:${config.api.listen.port}`;
+  const handle: OutpostProcess = {
+    url,
+    manifest,
+    dataDir: config.storage.dataDir,
+    process,
+    log: () => output,
+    async stop() {
+      try {
+        process.kill("SIGTERM");
+      } catch { /* gone */ }
+      const status = await process.status;
+      await drained;
+      return status.code;
+    },
+    async kill() {
+      try {
+        process.kill("SIGKILL");
+      } catch { /* gone */ }
+      await process.status;
+      await drained;
+    },
+  };
+  if (options.waitReady ?? true) {
+    try {
+      await waitForReady(url, process.status);
+    } catch (error) {
+      await handle.kill();
+      throw new Error(`Outpost did not become ready: ${(error as Error).message}\n${output}`);
+    }
+  }
+  return handle;
+}
+
+/** Polls `/readyz` until it answers 200; fails if the process exits first. */
+export async function waitForReady(
+  url: string,
+  exited: Promise<Deno.CommandStatus>,
+  timeoutMs = 20_000,
+): Promise<void> {
+  let gone = false;
+  exited.then(() => (gone = true));
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (gone) throw new Error("process exited");
+    try {
+      const response = await fetch(`${url}/readyz`);
+      await response.body?.cancel();
+      if (response.status === 200) return;
+    } catch { /* not listening yet */ }
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+  throw new Error(`not ready after ${timeoutMs} ms`);
+}
+
+/** POSTs JSON to the API. */
+export async function postJson(url: string, body: unknown, contentType = "application/json"): Promise<Response> {
+  return await fetch(url, {
+    method: "POST",
+    headers: { "content-type": contentType },
+    body: typeof body === "string" ? body : JSON.stringify(body),
+  });
+}
