@@ -2,7 +2,7 @@ import { type Command, parseCommand, UsageError } from "./src/config/cli.ts";
 import { type Config, loadConfig } from "./src/config/config.ts";
 import { ConfigError } from "./src/config/errors.ts";
 import { createLogger } from "./src/observability/log.ts";
-import { netAllowlist, permissionFlags } from "./src/permissions/flags.ts";
+import { netAllowlist, permissionFlags, V8_FLAGS } from "./src/permissions/flags.ts";
 import { broaderPermissions } from "./src/permissions/self_check.ts";
 import { SCHEMA_VERSION } from "./src/store/migrations.ts";
 import { VERSION } from "./src/version.ts";
@@ -53,7 +53,11 @@ async function check(manifest: string, dataDir?: string): Promise<number> {
   } catch (error) {
     flags = `unavailable: ${(error as Error).message}`;
   }
-  console.log(JSON.stringify({ valid: true, manifest: config.manifestPath, config, permissionFlags: flags }, null, 2));
+  console.log(JSON.stringify(
+    { valid: true, manifest: config.manifestPath, config, permissionFlags: flags, v8Flags: V8_FLAGS },
+    null,
+    2,
+  ));
   return 0;
 }
 

@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { parseCommand, UsageError } from "../src/config/cli.ts";
 import { loadConfig } from "../src/config/config.ts";
 import { ConfigError } from "../src/config/errors.ts";
-import { permissionFlags } from "../src/permissions/flags.ts";
+import { runtimeFlags } from "../src/permissions/flags.ts";
 
 const PROJECT_ROOT = join(import.meta.dirname!, "..");
 
@@ -17,7 +17,7 @@ async function launch(args: string[]): Promise<number> {
     const command = parseCommand(args);
     if (command.name === "run" || command.name === "check") {
       const config = await loadConfig(command.manifest, { dataDir: command.dataDir });
-      flags = permissionFlags(config, { projectRoot: PROJECT_ROOT });
+      flags = runtimeFlags(config, { projectRoot: PROJECT_ROOT });
     }
   } catch (error) {
     if (error instanceof UsageError || error instanceof ConfigError) {

@@ -164,7 +164,7 @@ export class MqttSession {
   }
 
   #applyBackpressure(): void {
-    const limit = this.#options.maxInFlight ?? 20_000;
+    const limit = this.#options.maxInFlight ?? 2_000;
     if (!this.#paused && this.#acks.length >= limit) {
       this.#paused = true;
       this.#socket.pause();

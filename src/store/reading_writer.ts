@@ -117,17 +117,18 @@ export class ReadingWriter {
     for (const pending of batch) {
       for (const reading of pending.readings) rows.push({ reading, source: pending.source });
     }
-    const statements: InStatement[] = [];
+    // The first statement notes the highest id before this commit: rows inserted by it get
+    // higher ids, which tells apart new rows from duplicates when there are any.
+    const statements: InStatement[] = ["SELECT coalesce(max(id), 0) FROM readings"];
     for (let start = 0; start < rows.length; start += ROWS_PER_STATEMENT) {
       statements.push(insertStatement(rows.slice(start, start + ROWS_PER_STATEMENT), receivedMs));
     }
-    let inserted: Set<string>;
+    let inserted: Set<string> | null = null;
+    let insertedCount = 0;
     try {
       const results = await this.#client.batch(statements, "write");
-      inserted = new Set();
-      for (const result of results) {
-        for (const row of result.rows) inserted.add(readingKey(String(row[0]), Number(row[1])));
-      }
+      for (const result of results.slice(1)) insertedCount += result.rowsAffected;
+      if (insertedCount < rows.length) inserted = await this.#insertedSince(Number(results[0].rows[0][0]));
       this.#lastError = null;
     } catch (error) {
       const failure = new StoreUnavailableError(describeSqliteError(error), { cause: error });
@@ -135,14 +136,27 @@ export class ReadingWriter {
       for (const pending of batch) pending.reject(failure);
       return;
     }
-    this.#options.onCommit?.(inserted.size);
+    this.#options.onCommit?.(insertedCount);
     for (const pending of batch) {
+      if (inserted === null) {
+        pending.resolve({ inserted: pending.readings.length, duplicates: 0 });
+        continue;
+      }
       let fresh = 0;
       for (const reading of pending.readings) {
         if (inserted.delete(readingKey(reading.device, reading.ts))) fresh++;
       }
       pending.resolve({ inserted: fresh, duplicates: pending.readings.length - fresh });
     }
+  }
+
+  /** Keys of the rows committed after `maxIdBefore` (only this writer inserts readings). */
+  async #insertedSince(maxIdBefore: number): Promise<Set<string>> {
+    const result = await this.#client.execute({
+      sql: "SELECT device, ts FROM readings WHERE id > ?",
+      args: [maxIdBefore],
+    });
+    return new Set(result.rows.map((row) => readingKey(String(row[0]), Number(row[1]))));
   }
 }
 
@@ -153,8 +167,7 @@ function insertStatement(rows: { reading: Reading; source: string }[], receivedM
   }
   const placeholders = "(?,?,?,?,?),".repeat(rows.length).slice(0, -1);
   return {
-    sql:
-      `INSERT OR IGNORE INTO readings (device, ts, values_json, source, received_ms) VALUES ${placeholders} RETURNING device, ts`,
+    sql: `INSERT OR IGNORE INTO readings (device, ts, values_json, source, received_ms) VALUES ${placeholders}`,
     args,
   };
 }

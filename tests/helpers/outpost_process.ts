@@ -1,6 +1,6 @@
 import { join } from "node:path";
 import { loadConfig } from "../../src/config/config.ts";
-import { permissionFlags } from "../../src/permissions/flags.ts";
+import { runtimeFlags } from "../../src/permissions/flags.ts";
 import { freePort } from "./ports.ts";
 
 export const PROJECT_ROOT = join(import.meta.dirname!, "..", "..");
@@ -73,7 +73,7 @@ export interface StartOptions {
 /** Starts `main.ts run` as a child with the manifest's derived permission flags. */
 export async function startOutpost(manifest: string, options: StartOptions = {}): Promise<OutpostProcess> {
   const config = await loadConfig(manifest);
-  const derived = permissionFlags(config, { projectRoot: PROJECT_ROOT });
+  const derived = runtimeFlags(config, { projectRoot: PROJECT_ROOT });
   const flags = options.replaceFlags ? options.flags ?? [] : [...derived, ...(options.flags ?? [])];
   const process = new Deno.Command(Deno.execPath(), {
     args: ["run", "--cached-only", ...flags, MAIN, "run", "--manifest", manifest, ...(options.args ?? [])],

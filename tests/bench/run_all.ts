@@ -1,0 +1,21 @@
+/**
+ * `deno task bench`: every capability's benchmark, each figure printed next to the limit it is
+ * compared against. `--quick` runs each briefly (CI uses it to keep the benchmarks working).
+ */
+import { parseArgs } from "node:util";
+import { benchIngest } from "./ingest_bench.ts";
+
+const { values } = parseArgs({ args: Deno.args, options: { quick: { type: "boolean" } } });
+const quick = values.quick ?? false;
+
+console.log(
+  `# Outpost benchmarks (${
+    quick ? "quick" : "full"
+  }), Deno ${Deno.version.deno}, ${navigator.hardwareConcurrency} cores`,
+);
+console.log("\n## Ingest");
+await benchIngest(
+  quick
+    ? { seconds: 1, mqttMessages: 2_000, rawRows: 20_000, startupRuns: 2 }
+    : { seconds: 10, mqttMessages: 50_000, rawRows: 200_000, startupRuns: 7 },
+);
