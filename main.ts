@@ -31,6 +31,8 @@ async function main(): Promise<number> {
       return await check(command.manifest, command.dataDir);
     case "run":
       return await run(command.manifest, command.dataDir, command.unsafeBroadPermissions);
+    case "audit-verify":
+      return await auditVerify(command.manifest, command.dataDir);
   }
 }
 
@@ -59,6 +61,15 @@ async function check(manifest: string, dataDir?: string): Promise<number> {
     2,
   ));
   return 0;
+}
+
+async function auditVerify(manifest: string, dataDir?: string): Promise<number> {
+  const config = await loadOrReport(manifest, dataDir);
+  if (!config) return 2;
+  const { verifyAuditFile } = await import("./src/egress/audit_file.ts");
+  const result = await verifyAuditFile(config.storage.dataDir);
+  console.log(JSON.stringify(result, null, 2));
+  return result.ok ? 0 : 1;
 }
 
 async function run(manifest: string, dataDir: string | undefined, unsafeBroad: boolean): Promise<number> {

@@ -1,6 +1,7 @@
 import { createApi } from "./api/app.ts";
 import { metricsRoutes, type ReadinessCheck } from "./api/health.ts";
 import type { Config } from "./config/config.ts";
+import { startForwarding } from "./forward/pipeline.ts";
 import { MqttSource } from "./ingest/mqtt_source.ts";
 import type { Logger } from "./observability/log.ts";
 import { Metrics } from "./observability/metrics.ts";
@@ -19,6 +20,14 @@ export interface Runtime {
 export async function startRuntime(config: Config, log: Logger, signal: AbortSignal): Promise<Runtime> {
   const store = await Store.open(config.storage, log);
   const metrics = new Metrics(() => store.stats());
+  let forwarding;
+  try {
+    forwarding = await startForwarding(config, { store, log, metrics });
+  } catch (error) {
+    await store.close();
+    throw error;
+  }
+  metrics.addCollector(() => forwarding.status());
   const intake = new AbortController();
   const mqtt = config.mqtt ? new MqttSource(config.mqtt, { store, metrics, log }, intake.signal) : null;
   let serving = false;
@@ -40,6 +49,13 @@ export async function startRuntime(config: Config, log: Logger, signal: AbortSig
     } else {
       checks.push({ name: "mqtt_broker", ok: true, detail: "disabled (spec.ingest.mqtt.url not set)" });
     }
+    const forwardingState = forwarding.state();
+    checks.push({
+      name: "forwarding",
+      ok: true,
+      degraded: forwardingState === "retrying",
+      detail: forwardingState === "paused" ? "paused: no sink (egress disabled)" : forwardingState,
+    });
     return checks;
   };
 
@@ -47,6 +63,7 @@ export async function startRuntime(config: Config, log: Logger, signal: AbortSig
   const api = createApi({
     store,
     metrics,
+    forwarding,
     log,
     readiness,
     bodyLimitBytes: config.api.bodyLimitBytes,
@@ -63,6 +80,7 @@ export async function startRuntime(config: Config, log: Logger, signal: AbortSig
     for (const server of servers) await server.shutdown();
     intake.abort();
     await mqtt?.finished;
+    await forwarding.stop();
     await store.close();
     throw error;
   }
@@ -77,6 +95,7 @@ export async function startRuntime(config: Config, log: Logger, signal: AbortSig
     serving = false;
     intake.abort();
     await Promise.all([...servers.map((server) => server.shutdown()), mqtt?.finished]);
+    await forwarding.stop();
     await store.close();
     log.info("runtime.stopped", {});
   })();

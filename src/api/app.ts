@@ -2,6 +2,8 @@ import { Hono } from "hono";
 import type { Logger } from "../observability/log.ts";
 import type { Metrics } from "../observability/metrics.ts";
 import type { Store } from "../store/store.ts";
+import type { Forwarding } from "../forward/pipeline.ts";
+import { egressRoutes } from "./egress_routes.ts";
 import { errorHandler } from "./errors.ts";
 import { healthRoutes, type ReadinessProbe } from "./health.ts";
 import { readingsRoutes } from "./readings.ts";
@@ -9,6 +11,7 @@ import { readingsRoutes } from "./readings.ts";
 export interface ApiOptions {
   store: Store;
   metrics: Metrics;
+  forwarding: Forwarding;
   log: Logger;
   readiness: ReadinessProbe;
   bodyLimitBytes: number;
@@ -31,6 +34,7 @@ export function createApi(options: ApiOptions): Hono {
   });
   app.route("/", healthRoutes({ readiness: options.readiness, metrics: options.serveMetrics ? metrics : null }));
   app.route("/", readingsRoutes(options));
+  app.route("/", egressRoutes({ audit: options.forwarding.audit, status: () => options.forwarding.status() }));
   app.notFound((c) => c.json({ error: "not_found", message: `No route for ${c.req.method} ${c.req.path}` }, 404));
   app.onError(errorHandler(options.log));
   return app;

@@ -4,6 +4,7 @@ import { DEFAULT_MANIFEST } from "./config.ts";
 export type Command =
   | { name: "run"; manifest: string; dataDir?: string; unsafeBroadPermissions: boolean }
   | { name: "check"; manifest: string; dataDir?: string }
+  | { name: "audit-verify"; manifest: string; dataDir?: string }
   | { name: "version" }
   | { name: "help"; text: string };
 
@@ -23,6 +24,7 @@ export const USAGE = {
 Commands:
   run       Start Outpost (default when no command is given)
   check     Validate a manifest without starting
+  audit     "audit verify": check the egress audit log's hash chain
   version   Print the version
 
 Run "outpost <command> --help" for a command's options.`,
@@ -35,6 +37,10 @@ Run "outpost <command> --help" for a command's options.`,
 
 Validates the manifest, prints the resolved configuration and the permission flags, and exits
 0 when valid or 2 listing every problem.`,
+  audit: `Usage: outpost audit verify [--manifest PATH] [--data-dir DIR]
+
+Walks the egress audit log's hash chain and prints the result as JSON. Exit 0 when intact,
+1 naming the first edited, deleted or reordered row.`,
   version: `Usage: outpost version
 
 Prints the Outpost version, the Deno version and the schema version.`,
@@ -50,10 +56,17 @@ export function parseCommand(args: readonly string[] = Deno.args): Command {
   }
   if (!(name in USAGE) || name === "main") throw new UsageError(`Unknown command: ${name}`, USAGE.main);
   const usage = USAGE[name as keyof typeof USAGE];
+  let options = tail;
+  if (name === "audit") {
+    if (tail[0] !== "verify" && !tail.includes("--help") && !tail.includes("-h")) {
+      throw new UsageError(`Unknown audit subcommand: ${tail[0] ?? "(none)"}`, usage);
+    }
+    options = tail[0] === "verify" ? tail.slice(1) : tail;
+  }
   let parsed;
   try {
     parsed = parseArgs({
-      args: tail,
+      args: options,
       strict: true,
       allowPositionals: false,
       options: {
@@ -71,9 +84,10 @@ export function parseCommand(args: readonly string[] = Deno.args): Command {
   const manifest = values.manifest ?? DEFAULT_MANIFEST;
   const dataDir = values["data-dir"];
   if (name === "version") {
-    if (tail.length > 0) throw new UsageError("version takes no options", usage);
+    if (options.length > 0) throw new UsageError("version takes no options", usage);
     return { name: "version" };
   }
+  if (name === "audit") return { name: "audit-verify", manifest, dataDir };
   if (name === "check") {
     if (values["unsafe-broad-permissions"]) throw new UsageError("check takes no --unsafe-broad-permissions", usage);
     return { name: "check", manifest, dataDir };

@@ -2,12 +2,13 @@ import { createHash } from "node:crypto";
 import { resolve } from "node:path";
 import { parseDocument } from "yaml";
 import type { z } from "zod";
+import { destinationOf, formatDestination, isAllowed } from "../egress/allowlist.ts";
 import { formatIssuePath } from "../zod_issue.ts";
 import { ConfigError, type ConfigIssue } from "./errors.ts";
 import { type Manifest, manifestSchema } from "./schema.ts";
 
 /** Environment variables Outpost reads; the permission flags allow exactly these. */
-export const OUTPOST_ENV_VARS = ["OUTPOST_ADMIN_TOKEN"] as const;
+export const OUTPOST_ENV_VARS = ["OUTPOST_ADMIN_TOKEN", "OUTPOST_SINK_TOKEN"] as const;
 
 export interface HostPort {
   readonly host: string;
@@ -22,12 +23,38 @@ export interface MqttIngestConfig {
   readonly keepaliveSeconds: number;
 }
 
+/** Priority classes of the outbox, highest first. */
+export const OUTBOX_CLASSES = ["alert", "event", "aggregate", "reading"] as const;
+export type OutboxClass = typeof OUTBOX_CLASSES[number];
+
+export interface EgressConfig {
+  readonly allowed: readonly string[];
+  readonly rateLimit: { readonly perSecond: number; readonly burst: number };
+  readonly circuitBreaker: { readonly failureThreshold: number; readonly openSeconds: number };
+}
+
+export interface ForwardingConfig {
+  readonly source: string;
+  readonly aggregateSeconds: number;
+  readonly graceSeconds: number;
+  readonly idleCloseSeconds: number;
+  readonly raw: boolean;
+  readonly batchSize: number;
+  readonly maxBufferBytes: number;
+  readonly ttlMs: Readonly<Record<OutboxClass, number>>;
+  readonly backoff: { readonly minMs: number; readonly maxMs: number };
+  readonly http: { readonly url: string; readonly gzip: boolean; readonly timeoutMs: number } | null;
+  readonly mqtt: { readonly url: string; readonly topic: string; readonly clientId: string } | null;
+}
+
 /** The resolved, frozen configuration every component receives a slice of. */
 export interface Config {
   readonly name: string;
   readonly manifestPath: string;
   readonly manifestSha256: string;
   readonly network: { readonly egressAllowed: readonly string[] };
+  readonly egress: EgressConfig;
+  readonly forwarding: ForwardingConfig;
   readonly api: { readonly listen: HostPort; readonly bodyLimitBytes: number };
   readonly metrics: { readonly enabled: boolean; readonly port: number };
   readonly logLevel: "debug" | "info" | "warn" | "error";
@@ -70,7 +97,29 @@ export function parseConfig(text: string, manifestPath: string, overrides: Confi
   }
   const result = manifestSchema.safeParse(document.toJS() ?? {});
   if (!result.success) throw new ConfigError(manifestPath, result.error.issues.map(toConfigIssue));
+  const issues = sinkIssues(result.data);
+  if (issues.length > 0) throw new ConfigError(manifestPath, issues);
   return deepFreeze(resolveConfig(result.data, text, manifestPath, overrides));
+}
+
+/** Fail closed: every configured sink must be reachable under `spec.network.egressAllowed`. */
+function sinkIssues(manifest: Manifest): ConfigIssue[] {
+  const allowed = manifest.spec.network.egressAllowed;
+  const sinks = { http: manifest.spec.forwarding.http?.url, mqtt: manifest.spec.forwarding.mqtt?.url };
+  const issues: ConfigIssue[] = [];
+  for (const [name, url] of Object.entries(sinks)) {
+    if (url === undefined) continue;
+    const destination = destinationOf(url);
+    if (!isAllowed(allowed, destination)) {
+      issues.push({
+        path: `spec.forwarding.${name}.url`,
+        message: `${formatDestination(destination)} is not in spec.network.egressAllowed (${
+          allowed.length === 0 ? "empty: egress disabled" : allowed.join(", ")
+        })`,
+      });
+    }
+  }
+  return issues;
 }
 
 function resolveConfig(manifest: Manifest, text: string, manifestPath: string, overrides: ConfigOverrides): Config {
@@ -82,6 +131,12 @@ function resolveConfig(manifest: Manifest, text: string, manifestPath: string, o
     manifestPath,
     manifestSha256: createHash("sha256").update(text).digest("hex"),
     network: { egressAllowed: spec.network.egressAllowed },
+    egress: {
+      allowed: spec.network.egressAllowed,
+      rateLimit: spec.network.rateLimit,
+      circuitBreaker: spec.network.circuitBreaker,
+    },
+    forwarding: resolveForwarding(manifest),
     api: { listen, bodyLimitBytes: spec.api.bodyLimitBytes },
     metrics: {
       enabled: spec.observability.metricsEnabled,
@@ -100,6 +155,31 @@ function resolveConfig(manifest: Manifest, text: string, manifestPath: string, o
       retentionHours: spec.storage.retentionHours,
       maxSizeBytes: Math.round(spec.storage.maxSizeMB * 1024 * 1024),
     },
+  };
+}
+
+function resolveForwarding(manifest: Manifest): ForwardingConfig {
+  const forwarding = manifest.spec.forwarding;
+  const hours = (value: number) => Math.round(value * 3_600_000);
+  return {
+    source: manifest.metadata.name,
+    aggregateSeconds: forwarding.aggregateSeconds,
+    graceSeconds: forwarding.graceSeconds,
+    idleCloseSeconds: forwarding.idleCloseSeconds,
+    raw: forwarding.raw,
+    batchSize: forwarding.batchSize,
+    maxBufferBytes: Math.round(forwarding.maxBufferMB * 1024 * 1024),
+    ttlMs: {
+      alert: hours(forwarding.ttlHours.alert),
+      event: hours(forwarding.ttlHours.event),
+      aggregate: hours(forwarding.ttlHours.aggregate),
+      reading: hours(forwarding.ttlHours.reading),
+    },
+    backoff: forwarding.backoff,
+    http: forwarding.http ?? null,
+    mqtt: forwarding.mqtt
+      ? { ...forwarding.mqtt, clientId: forwarding.mqtt.clientId ?? `outpost-${manifest.metadata.name}-uplink` }
+      : null,
   };
 }
 
@@ -127,6 +207,12 @@ function deepFreeze<T>(value: T): T {
     for (const child of Object.values(value)) deepFreeze(child);
   }
   return value;
+}
+
+/** The bearer token for the HTTP sink, from the environment only. */
+export function readSinkToken(): string | undefined {
+  const token = Deno.env.get("OUTPOST_SINK_TOKEN");
+  return token === undefined || token === "" ? undefined : token;
 }
 
 /** The admin API token, from the environment only (never the manifest). */

@@ -37,6 +37,49 @@ const topicFilter = z.string().min(1).max(256).refine(
   { error: (issue) => `${JSON.stringify(issue.input)} is not a valid MQTT topic filter` },
 );
 
+const httpUrl = z.string().refine((value) => {
+  try {
+    const url = new URL(value);
+    return (url.protocol === "http:" || url.protocol === "https:") && url.hostname !== "";
+  } catch {
+    return false;
+  }
+}, { error: (issue) => `${JSON.stringify(issue.input)} is not an http(s):// URL` });
+
+const ttlHours = z.number().positive().max(24 * 3650);
+
+const forwardingSchema = z.object({
+  aggregateSeconds: z.number().int().min(1).max(86_400).default(60),
+  /** A window closes once a reading this far past its end arrives for the device. */
+  graceSeconds: z.number().min(0).max(86_400).default(10),
+  /** ...or when it has seen no reading for this long. */
+  idleCloseSeconds: z.number().positive().max(86_400).default(120),
+  raw: z.boolean().default(false),
+  batchSize: z.number().int().min(1).max(10_000).default(500),
+  maxBufferMB: z.number().positive().max(1024 * 1024).default(256),
+  ttlHours: z.object({
+    alert: ttlHours.default(24 * 30),
+    event: ttlHours.default(24 * 30),
+    aggregate: ttlHours.default(24 * 7),
+    reading: ttlHours.default(24),
+  }).strict().prefault({}),
+  backoff: z.object({
+    minMs: z.number().int().min(10).max(600_000).default(500),
+    maxMs: z.number().int().min(10).max(3_600_000).default(60_000),
+  }).strict().prefault({}),
+  http: z.object({
+    url: httpUrl,
+    gzip: z.boolean().default(true),
+    timeoutMs: z.number().int().min(100).max(300_000).default(10_000),
+  }).strict().optional(),
+  mqtt: z.object({
+    url: mqttUrl,
+    topic: z.string().min(1).max(256).refine((value) => !/[+#]/.test(value), "must not contain wildcards")
+      .default("outpost/uplink"),
+    clientId: z.string().min(1).max(64).optional(),
+  }).strict().optional(),
+}).strict();
+
 export const manifestSchema = z.object({
   apiVersion: z.literal("fde/v1"),
   kind: z.literal("Deployment"),
@@ -47,6 +90,14 @@ export const manifestSchema = z.object({
     network: z.object({
       egressAllowed: z.array(hostPort).default([]),
       egressBlocked: z.array(z.literal("*")).default(["*"]),
+      rateLimit: z.object({
+        perSecond: z.number().positive().max(10_000).default(20),
+        burst: z.number().int().min(1).max(100_000).default(40),
+      }).strict().prefault({}),
+      circuitBreaker: z.object({
+        failureThreshold: z.number().int().min(1).max(1000).default(5),
+        openSeconds: z.number().positive().max(3600).default(30),
+      }).strict().prefault({}),
     }).strict().prefault({}),
     observability: z.object({
       metricsEnabled: z.boolean().default(true),
@@ -70,9 +121,9 @@ export const manifestSchema = z.object({
       retentionHours: z.number().positive().max(24 * 3650).default(168),
       maxSizeMB: z.number().positive().max(1024 * 1024).default(1024),
     }).strict().prefault({}),
-    // Reserved for the detection and forwarding issues: accepted, not yet used.
+    // Reserved for the detection issue: accepted, not yet used.
     detection: z.looseObject({}).optional(),
-    forwarding: z.looseObject({}).optional(),
+    forwarding: forwardingSchema.prefault({}),
   }).strict().prefault({}),
 }).strict();
 

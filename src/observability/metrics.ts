@@ -32,6 +32,48 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly egressAttempts = new Counter({
+    name: "outpost_egress_attempts_total",
+    help: "Outbound attempts by destination and outcome (ok, http_error, network_error, refused_by_policy, ...)",
+    labelNames: ["destination", "outcome"] as const,
+    registers: [this.registry],
+  });
+  readonly circuitState = new Gauge({
+    name: "outpost_egress_circuit_state",
+    help: "Circuit breaker state per destination: 0 closed, 1 half-open, 2 open",
+    labelNames: ["destination"] as const,
+    registers: [this.registry],
+  });
+  readonly circuitTransitions = new Counter({
+    name: "outpost_egress_circuit_transitions_total",
+    help: "Circuit breaker transitions per destination, by the state entered",
+    labelNames: ["destination", "to"] as const,
+    registers: [this.registry],
+  });
+  readonly forwarded = new Counter({
+    name: "outpost_forwarded_items_total",
+    help: "Items confirmed by a sink, by sink and class",
+    labelNames: ["sink", "class"] as const,
+    registers: [this.registry],
+  });
+  readonly outboxDropped = new Counter({
+    name: "outpost_outbox_dropped_total",
+    help: "Items dropped before delivery, by class and reason (overflow, expired)",
+    labelNames: ["class", "reason"] as const,
+    registers: [this.registry],
+  });
+  readonly outboxItems = new Gauge({
+    name: "outpost_outbox_items",
+    help: "Items waiting in the outbox, by class",
+    labelNames: ["class"] as const,
+    registers: [this.registry],
+  });
+  readonly outboxBytes = new Gauge({
+    name: "outpost_outbox_bytes",
+    help: "Bytes of items waiting in the outbox",
+    registers: [this.registry],
+  });
+
   constructor(stats: () => StoreStats) {
     const storeSize = new Gauge({
       name: "outpost_store_size_bytes",
@@ -71,9 +113,17 @@ export class Metrics {
 
   readonly #collect: () => void;
 
+  readonly #collectors: (() => Promise<unknown>)[] = [];
+
+  /** Runs `collector` before every render (to refresh gauges kept elsewhere). */
+  addCollector(collector: () => Promise<unknown>): void {
+    this.#collectors.push(collector);
+  }
+
   /** The exposition text, refreshed from the store and the process. */
   async render(): Promise<string> {
     this.#collect();
+    await Promise.all(this.#collectors.map((collector) => collector()));
     return await this.registry.metrics();
   }
 

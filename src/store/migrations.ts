@@ -37,6 +37,52 @@ export const MIGRATIONS: readonly Migration[] = [
       )`,
     ],
   },
+  {
+    version: 2,
+    description: "egress audit, outbox, aggregation windows, forwarding cursors",
+    statements: [
+      `CREATE TABLE egress_audit (
+        id INTEGER PRIMARY KEY,
+        ts_ms INTEGER NOT NULL,
+        destination TEXT NOT NULL,
+        purpose TEXT NOT NULL,
+        bytes_out INTEGER NOT NULL,
+        bytes_in INTEGER NOT NULL,
+        outcome TEXT NOT NULL,
+        error TEXT,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL
+      )`,
+      `CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY,
+        priority INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        item_id TEXT NOT NULL UNIQUE,
+        created_ms INTEGER NOT NULL,
+        expires_ms INTEGER NOT NULL,
+        pending_sinks INTEGER NOT NULL,
+        bytes INTEGER NOT NULL,
+        body TEXT NOT NULL
+      )`,
+      "CREATE INDEX outbox_priority ON outbox(priority, id)",
+      `CREATE TABLE aggregate_windows (
+        device TEXT NOT NULL,
+        sensor TEXT NOT NULL,
+        start_ms INTEGER NOT NULL,
+        first_reading_id INTEGER NOT NULL,
+        count INTEGER NOT NULL,
+        min REAL NOT NULL,
+        max REAL NOT NULL,
+        sum REAL NOT NULL,
+        last REAL NOT NULL,
+        last_ts INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        PRIMARY KEY (device, sensor, start_ms)
+      )`,
+      "CREATE TABLE device_watermarks (device TEXT PRIMARY KEY, max_ts INTEGER NOT NULL)",
+      "CREATE TABLE cursors (name TEXT PRIMARY KEY, position INTEGER NOT NULL)",
+    ],
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1].version;

@@ -40,6 +40,7 @@ export class Store {
   #usedBytes: number;
   #sizeCheckedAt = 0;
   #timers: ReturnType<typeof setInterval>[] = [];
+  readonly #commitListeners = new Set<(inserted: number) => void>();
   #closed = false;
 
   private constructor(database: Database, options: StoreOptions, log: Logger, counts: [number, number, number]) {
@@ -53,6 +54,7 @@ export class Store {
       onCommit: (inserted) => {
         this.#rows += inserted;
         void this.#refreshSize(false);
+        for (const listener of this.#commitListeners) listener(inserted);
       },
     });
   }
@@ -79,6 +81,11 @@ export class Store {
   /** Stores readings; resolves once they are committed. Throws StoreFullError / StoreUnavailableError. */
   write(readings: readonly Reading[], source: string): Promise<WriteResult> {
     return this.#writer.write(readings, source);
+  }
+
+  /** Calls `listener` after every commit of readings with the number of rows it added. */
+  onCommit(listener: (inserted: number) => void): void {
+    this.#commitListeners.add(listener);
   }
 
   async writeDeadLetter(letter: DeadLetter): Promise<void> {

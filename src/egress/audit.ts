@@ -1,0 +1,147 @@
+import type { Client } from "@libsql/client";
+import { createHash } from "node:crypto";
+
+export type EgressOutcome =
+  | "ok"
+  | "http_error"
+  | "network_error"
+  | "refused_by_policy"
+  | "refused_by_deno"
+  | "circuit_open"
+  | "rate_limited"
+  | "closed";
+
+export interface AuditEntry {
+  destination: string;
+  purpose: string;
+  bytesOut: number;
+  bytesIn: number;
+  outcome: EgressOutcome;
+  error?: string;
+}
+
+export interface AuditRow extends AuditEntry {
+  id: number;
+  tsMs: number;
+  prevHash: string;
+  hash: string;
+}
+
+export const GENESIS_HASH = "0".repeat(64);
+
+/** SHA-256 over the previous row's hash and this row's content, id and time included. */
+export function rowHash(prevHash: string, row: Omit<AuditRow, "hash" | "prevHash">): string {
+  const content = JSON.stringify([
+    row.id,
+    row.tsMs,
+    row.destination,
+    row.purpose,
+    row.bytesOut,
+    row.bytesIn,
+    row.outcome,
+    row.error ?? null,
+  ]);
+  return createHash("sha256").update(`${prevHash}\n${content}`).digest("hex");
+}
+
+/**
+ * The egress audit log: every outbound attempt, allowed or refused, as a hash-chained row.
+ * Appends are serialised so that each row chains onto the one before it.
+ */
+export class AuditLog {
+  readonly #client: Client;
+  #tail: Promise<unknown> = Promise.resolve();
+  #last: { id: number; hash: string } | null = null;
+
+  constructor(client: Client) {
+    this.#client = client;
+  }
+
+  append(entry: AuditEntry): Promise<void> {
+    const next = this.#tail.then(() => this.#insert(entry));
+    this.#tail = next.catch(() => {});
+    return next;
+  }
+
+  /** Resolves once every append made so far is committed (or failed). */
+  async settled(): Promise<void> {
+    await this.#tail;
+  }
+
+  async #insert(entry: AuditEntry): Promise<void> {
+    if (this.#last === null) {
+      const result = await this.#client.execute("SELECT id, hash FROM egress_audit ORDER BY id DESC LIMIT 1");
+      this.#last = result.rows.length === 0
+        ? { id: 0, hash: GENESIS_HASH }
+        : { id: Number(result.rows[0].id), hash: String(result.rows[0].hash) };
+    }
+    const row = { ...entry, id: this.#last.id + 1, tsMs: Date.now() };
+    const hash = rowHash(this.#last.hash, row);
+    await this.#client.execute({
+      sql: `INSERT INTO egress_audit (id, ts_ms, destination, purpose, bytes_out, bytes_in, outcome, error, prev_hash, hash)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      args: [
+        row.id,
+        row.tsMs,
+        row.destination,
+        row.purpose,
+        row.bytesOut,
+        row.bytesIn,
+        row.outcome,
+        row.error ?? null,
+        this.#last.hash,
+        hash,
+      ],
+    });
+    this.#last = { id: row.id, hash };
+  }
+
+  /** Rows with `ts_ms >= sinceMs` and `id > afterId`, oldest first. */
+  async list(sinceMs: number, limit: number, afterId = 0): Promise<AuditRow[]> {
+    const result = await this.#client.execute({
+      sql: "SELECT * FROM egress_audit WHERE ts_ms >= ? AND id > ? ORDER BY id LIMIT ?",
+      args: [sinceMs, afterId, limit],
+    });
+    return result.rows.map(toAuditRow);
+  }
+}
+
+export type VerifyResult =
+  | { ok: true; rows: number; headHash: string }
+  | { ok: false; rows: number; firstBadId: number; reason: string };
+
+/**
+ * Walks the chain in id order. An edited row fails its own hash; a deleted row leaves a gap in
+ * the ids and breaks the next row's prev_hash; a reordered row breaks prev_hash. Deleting rows
+ * from the end leaves a valid shorter chain: compare `headHash` with one recorded elsewhere.
+ */
+export async function verifyAudit(client: Client): Promise<VerifyResult> {
+  const result = await client.execute("SELECT * FROM egress_audit ORDER BY id");
+  let prevHash = GENESIS_HASH;
+  let expectedId = 1;
+  for (const raw of result.rows) {
+    const row = toAuditRow(raw);
+    const bad = (reason: string): VerifyResult => ({ ok: false, rows: result.rows.length, firstBadId: row.id, reason });
+    if (row.id !== expectedId) return bad(`expected row ${expectedId} next, found ${row.id}: rows missing`);
+    if (row.prevHash !== prevHash) return bad("prev_hash does not match the previous row: rows deleted or reordered");
+    if (rowHash(prevHash, row) !== row.hash) return bad("content does not match its hash: row edited");
+    prevHash = row.hash;
+    expectedId++;
+  }
+  return { ok: true, rows: result.rows.length, headHash: prevHash };
+}
+
+function toAuditRow(row: Record<string, unknown>): AuditRow {
+  return {
+    id: Number(row.id),
+    tsMs: Number(row.ts_ms),
+    destination: String(row.destination),
+    purpose: String(row.purpose),
+    bytesOut: Number(row.bytes_out),
+    bytesIn: Number(row.bytes_in),
+    outcome: String(row.outcome) as EgressOutcome,
+    error: row.error === null || row.error === undefined ? undefined : String(row.error),
+    prevHash: String(row.prev_hash),
+    hash: String(row.hash),
+  };
+}

@@ -1,0 +1,118 @@
+import { MqttClient } from "mqtt";
+import { gzipSync } from "node:zlib";
+import type { ForwardingConfig } from "../config/config.ts";
+import { destinationOf, formatDestination } from "../egress/allowlist.ts";
+import type { Egress } from "../egress/egress.ts";
+import type { Logger } from "../observability/log.ts";
+import type { SinkName } from "./outbox.ts";
+
+/** A place batches go to; `send` resolves only once the receiver confirmed the batch. */
+export interface Sink {
+  readonly name: SinkName;
+  readonly destination: string;
+  send(batchKey: string, itemBodies: readonly string[]): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** The receiver answered but did not accept the batch. */
+export class SinkRejectedError extends Error {
+  readonly status: number;
+  constructor(status: number, detail: string) {
+    super(`Sink refused the batch: HTTP ${status}${detail ? `: ${detail}` : ""}`);
+    this.name = "SinkRejectedError";
+    this.status = status;
+  }
+}
+
+const GZIP_ABOVE_BYTES = 1024;
+
+/** Batch body: `{"source","batch","items":[...]}`; each item body is already JSON. */
+export function batchBody(source: string, batchKey: string, itemBodies: readonly string[]): string {
+  return `{"source":${JSON.stringify(source)},"batch":${JSON.stringify(batchKey)},"items":[${itemBodies.join(",")}]}`;
+}
+
+/** POSTs JSON batches to the collector through the egress; gzip above 1 KiB; bearer token from the env. */
+export class HttpSink implements Sink {
+  readonly name = "http" as const;
+  readonly destination: string;
+  readonly #config: NonNullable<ForwardingConfig["http"]>;
+  readonly #source: string;
+  readonly #egress: Egress;
+  readonly #token: string | undefined;
+
+  constructor(config: ForwardingConfig, deps: { egress: Egress; token?: string }) {
+    this.#config = config.http!;
+    this.#source = config.source;
+    this.#egress = deps.egress;
+    this.#token = deps.token;
+    this.destination = formatDestination(destinationOf(this.#config.url));
+  }
+
+  async send(batchKey: string, itemBodies: readonly string[]): Promise<void> {
+    const json = batchBody(this.#source, batchKey, itemBodies);
+    const headers: Record<string, string> = { "content-type": "application/json", "idempotency-key": batchKey };
+    if (this.#token) headers.authorization = `Bearer ${this.#token}`;
+    let body: Uint8Array<ArrayBuffer> | string = json;
+    if (this.#config.gzip && json.length > GZIP_ABOVE_BYTES) {
+      body = new Uint8Array(gzipSync(json));
+      headers["content-encoding"] = "gzip";
+    }
+    const response = await this.#egress.fetch("forward", this.#config.url, {
+      method: "POST",
+      headers,
+      body,
+      signal: AbortSignal.timeout(this.#config.timeoutMs),
+    });
+    if (response.status < 200 || response.status >= 300) {
+      throw new SinkRejectedError(response.status, (await response.text()).slice(0, 200));
+    }
+  }
+
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+/** Publishes batches with QoS 1 to an uplink broker; the PUBACK confirms. The socket comes from the egress. */
+export class MqttUplinkSink implements Sink {
+  readonly name = "mqtt" as const;
+  readonly destination: string;
+  readonly #client: MqttClient;
+  readonly #topic: string;
+  readonly #source: string;
+
+  constructor(config: ForwardingConfig, deps: { egress: Egress; log: Logger }) {
+    const uplink = config.mqtt!;
+    const destination = destinationOf(uplink.url);
+    this.destination = formatDestination(destination);
+    this.#topic = uplink.topic;
+    this.#source = config.source;
+    this.#client = new MqttClient(() => deps.egress.socketSync("uplink", destination), {
+      clientId: uplink.clientId,
+      protocolVersion: 4,
+      clean: true,
+      reconnectPeriod: Math.max(1000, config.backoff.minMs),
+      connectTimeout: 10_000,
+      queueQoSZero: false,
+    });
+    this.#client.on("error", (error) => deps.log.debug("forward.uplink_error", { error }));
+  }
+
+  async send(batchKey: string, itemBodies: readonly string[]): Promise<void> {
+    if (!this.#client.connected) throw new Error(`MQTT uplink ${this.destination} not connected`);
+    const published = this.#client.publishAsync(this.#topic, batchBody(this.#source, batchKey, itemBodies), { qos: 1 });
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`No PUBACK from ${this.destination} within 10 s`)), 10_000);
+    });
+    try {
+      await Promise.race([published, timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.#client.endAsync(true);
+  }
+}
