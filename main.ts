@@ -55,8 +55,32 @@ async function check(manifest: string, dataDir?: string): Promise<number> {
   } catch (error) {
     flags = `unavailable: ${(error as Error).message}`;
   }
+  const { renderNetworkRules } = await import("./src/egress/os_rules.ts");
+  const rules = await renderNetworkRules(config);
+  const underSystemd = Deno.env.get("INVOCATION_ID") !== undefined;
+  const layers = {
+    deno: {
+      active: true,
+      guarantees:
+        "JavaScript (fetch, node:net, Deno.connect, mqtt.js) reaches only --allow-net; checked again at startup",
+      allowNet: netAllowlist(config),
+    },
+    egressModule: {
+      active: true,
+      guarantees: "every outbound attempt checked against egressAllowed, rate limited, circuit-broken, audited",
+    },
+    os: {
+      active: underSystemd,
+      detail: underSystemd
+        ? "running under systemd: the unit's IPAddressDeny/IPAddressAllow apply to native code too"
+        : "not running under systemd: the OS rules below are rendered but not applied",
+      guarantees: "native addons (libsql, onnxruntime) reach only these addresses (any port); resolved at render time",
+      directives: rules.directives,
+      unresolved: rules.unresolved,
+    },
+  };
   console.log(JSON.stringify(
-    { valid: true, manifest: config.manifestPath, config, permissionFlags: flags, v8Flags: V8_FLAGS },
+    { valid: true, manifest: config.manifestPath, config, permissionFlags: flags, v8Flags: V8_FLAGS, layers },
     null,
     2,
   ));

@@ -28,7 +28,7 @@ Deno.test("permission flags name only the manifest's addresses, the data dir and
     assert.equal(flags.find((flag) => flag.startsWith("--allow-write=")), `--allow-write=${config.storage.dataDir}`);
     assert.equal(
       flags.find((flag) => flag.startsWith("--allow-env=")),
-      "--allow-env=OUTPOST_ADMIN_TOKEN,OUTPOST_SINK_TOKEN,LIBSQL_JS_DEV",
+      "--allow-env=OUTPOST_ADMIN_TOKEN,OUTPOST_SINK_TOKEN,INVOCATION_ID,LIBSQL_JS_DEV",
     );
   } finally {
     await Deno.remove(dir, { recursive: true });

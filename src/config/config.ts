@@ -8,7 +8,7 @@ import { ConfigError, type ConfigIssue } from "./errors.ts";
 import { type Manifest, manifestSchema } from "./schema.ts";
 
 /** Environment variables Outpost reads; the permission flags allow exactly these. */
-export const OUTPOST_ENV_VARS = ["OUTPOST_ADMIN_TOKEN", "OUTPOST_SINK_TOKEN"] as const;
+export const OUTPOST_ENV_VARS = ["OUTPOST_ADMIN_TOKEN", "OUTPOST_SINK_TOKEN", "INVOCATION_ID"] as const;
 
 export interface HostPort {
   readonly host: string;

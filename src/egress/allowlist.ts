@@ -4,7 +4,13 @@ export interface Destination {
   readonly port: number;
 }
 
-const DEFAULT_PORTS: Record<string, number> = { "https:": 443, "http:": 80, "mqtt:": 1883, "mqtts:": 8883, "tcp:": 1883 };
+const DEFAULT_PORTS: Record<string, number> = {
+  "https:": 443,
+  "http:": 80,
+  "mqtt:": 1883,
+  "mqtts:": 8883,
+  "tcp:": 1883,
+};
 
 /** The destination a URL connects to, with the scheme's default port. */
 export function destinationOf(url: string | URL): Destination {

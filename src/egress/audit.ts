@@ -78,7 +78,8 @@ export class AuditLog {
     const row = { ...entry, id: this.#last.id + 1, tsMs: Date.now() };
     const hash = rowHash(this.#last.hash, row);
     await this.#client.execute({
-      sql: `INSERT INTO egress_audit (id, ts_ms, destination, purpose, bytes_out, bytes_in, outcome, error, prev_hash, hash)
+      sql:
+        `INSERT INTO egress_audit (id, ts_ms, destination, purpose, bytes_out, bytes_in, outcome, error, prev_hash, hash)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       args: [
         row.id,

@@ -64,7 +64,9 @@ export class Egress {
   async fetch(purpose: string, url: string, init: RequestInit & { body?: Uint8Array | string }): Promise<Response> {
     const destination = destinationOf(url);
     const name = await this.#admit(purpose, destination);
-    const bytesOut = typeof init.body === "string" ? new TextEncoder().encode(init.body).length : init.body?.length ?? 0;
+    const bytesOut = typeof init.body === "string"
+      ? new TextEncoder().encode(init.body).length
+      : init.body?.length ?? 0;
     const guard = this.#guard(name);
     let response: Response;
     let body: Uint8Array<ArrayBuffer>;
@@ -80,7 +82,14 @@ export class Egress {
     const ok = response.status >= 200 && response.status < 300;
     if (ok) guard.breaker.succeed();
     else guard.breaker.fail();
-    await this.#record(purpose, name, bytesOut, body.length, ok ? "ok" : "http_error", ok ? undefined : `HTTP ${response.status}`);
+    await this.#record(
+      purpose,
+      name,
+      bytesOut,
+      body.length,
+      ok ? "ok" : "http_error",
+      ok ? undefined : `HTTP ${response.status}`,
+    );
     return new Response(body, { status: response.status, statusText: response.statusText, headers: response.headers });
   }
 

@@ -75,7 +75,18 @@ export class Aggregator {
         const key = `${device}\u0000${sensor}\u0000${start}`;
         const partial = partials.get(key);
         if (!partial) {
-          partials.set(key, { device, sensor, start, firstId: id, count: 1, min: value, max: value, sum: value, last: value, lastTs: ts });
+          partials.set(key, {
+            device,
+            sensor,
+            start,
+            firstId: id,
+            count: 1,
+            min: value,
+            max: value,
+            sum: value,
+            last: value,
+            lastTs: ts,
+          });
         } else {
           partial.count++;
           partial.min = Math.min(partial.min, value);
@@ -99,7 +110,8 @@ export class Aggregator {
     }
     statements.push(...this.#closeWindows(nowMs));
     statements.push({
-      sql: "INSERT INTO cursors (name, position) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+      sql:
+        "INSERT INTO cursors (name, position) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET position = excluded.position",
       args: [CURSOR, lastId],
     });
     const results = await this.#client.batch(statements, "write");
@@ -117,7 +129,8 @@ export class Aggregator {
     const closing = `(w.start_ms + ? + ? <= (SELECT max_ts FROM device_watermarks d WHERE d.device = w.device)
                       OR w.updated_ms <= ?)`;
     const args = [windowMs, this.#config.graceSeconds * 1000, nowMs - this.#config.idleCloseSeconds * 1000];
-    const body = `json_object('id', 'agg/' || w.device || '/' || w.sensor || '/' || w.start_ms || '/' || w.first_reading_id,
+    const body =
+      `json_object('id', 'agg/' || w.device || '/' || w.sensor || '/' || w.start_ms || '/' || w.first_reading_id,
                     'kind', 'aggregate', 'device', w.device, 'sensor', w.sensor, 'start', w.start_ms,
                     'seconds', ?, 'count', w.count, 'min', w.min, 'max', w.max, 'mean', w.sum / w.count, 'last', w.last)`;
     return [
@@ -159,7 +172,8 @@ interface Partial {
 
 function upsertWindow(p: Partial, nowMs: number): InStatement {
   return {
-    sql: `INSERT INTO aggregate_windows (device, sensor, start_ms, first_reading_id, count, min, max, sum, last, last_ts, updated_ms)
+    sql:
+      `INSERT INTO aggregate_windows (device, sensor, start_ms, first_reading_id, count, min, max, sum, last, last_ts, updated_ms)
           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
           ON CONFLICT (device, sensor, start_ms) DO UPDATE SET
             count = count + excluded.count, min = min(min, excluded.min), max = max(max, excluded.max),

@@ -112,7 +112,12 @@ export class Forwarder {
         if (error instanceof EgressUnavailableError) waitMs = Math.max(waitMs, error.retryAfterMs);
         backoffMs = Math.min(backoffMs * 2, this.#config.backoff.maxMs);
         const level = error instanceof EgressDeniedError ? "error" : "warn";
-        this.#log[level]("forward.send_failed", { sink: sink.name, items: batch.items.length, waitMs: Math.round(waitMs), error });
+        this.#log[level]("forward.send_failed", {
+          sink: sink.name,
+          items: batch.items.length,
+          waitMs: Math.round(waitMs),
+          error,
+        });
         await this.#sleep(waitMs, signal);
       }
     }
@@ -120,7 +125,10 @@ export class Forwarder {
 
   async #nextBatch(sink: Sink): Promise<Batch> {
     const limit = this.#config.batchSize;
-    const items: BatchItem[] = (await this.#outbox.next(sink.name, limit)).map((item) => ({ ...item, readingId: null }));
+    const items: BatchItem[] = (await this.#outbox.next(sink.name, limit)).map((item) => ({
+      ...item,
+      readingId: null,
+    }));
     let rawCursor: number | null = null;
     if (this.#config.raw && items.length < limit) {
       rawCursor = await this.#rawCursor(sink.name);
@@ -137,7 +145,8 @@ export class Forwarder {
     const readings = batch.items.filter((item) => item.readingId !== null);
     if (readings.length > 0) {
       await this.#client.execute({
-        sql: "INSERT INTO cursors (name, position) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+        sql:
+          "INSERT INTO cursors (name, position) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET position = excluded.position",
         args: [`raw:${sink.name}`, Math.max(...readings.map((item) => item.readingId!))],
       });
     }
@@ -147,7 +156,10 @@ export class Forwarder {
   }
 
   async #rawCursor(sink: string): Promise<number> {
-    const result = await this.#client.execute({ sql: "SELECT position FROM cursors WHERE name = ?", args: [`raw:${sink}`] });
+    const result = await this.#client.execute({
+      sql: "SELECT position FROM cursors WHERE name = ?",
+      args: [`raw:${sink}`],
+    });
     return result.rows.length === 0 ? 0 : Number(result.rows[0].position);
   }
 
@@ -176,7 +188,8 @@ export class Forwarder {
       if (items.length === 0) {
         const last = Number(result.rows[result.rows.length - 1].id);
         await this.#client.execute({
-          sql: "INSERT INTO cursors (name, position) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+          sql:
+            "INSERT INTO cursors (name, position) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET position = excluded.position",
           args: [`raw:${sink}`, last],
         });
       }

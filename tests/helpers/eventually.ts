@@ -1,6 +1,6 @@
 /** Polls `probe` until `accept` holds, or fails after `timeoutMs` with the last value seen. */
 export async function eventually<T>(
-  probe: () => Promise<T>,
+  probe: () => T | Promise<T>,
   accept: (value: T) => boolean,
   timeoutMs = 10_000,
 ): Promise<T> {

@@ -15,6 +15,8 @@ export interface ManifestOptions {
   bodyLimitBytes?: number;
   egressAllowed?: string[];
   logLevel?: string;
+  /** YAML lines placed under `spec.forwarding:` (indented by the helper). */
+  forwarding?: string[];
 }
 
 /** Writes a manifest for a test into `dir` and returns its path. */
@@ -43,6 +45,7 @@ export async function writeManifest(dir: string, options: ManifestOptions = {}):
     "  storage:",
     `    dataDir: ${join(dir, "data")}`,
     `    maxSizeMB: ${options.maxSizeMB ?? 1024}`,
+    ...(options.forwarding ? ["  forwarding:", ...options.forwarding.map((line) => `    ${line}`)] : []),
   ];
   const path = join(dir, "outpost.yaml");
   await Deno.writeTextFile(path, lines.join("\n") + "\n");

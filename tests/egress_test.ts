@@ -1,0 +1,223 @@
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { loadConfig } from "../src/config/config.ts";
+import { runtimeFlags } from "../src/permissions/flags.ts";
+import { CircuitBreaker } from "../src/egress/circuit_breaker.ts";
+import { TokenBucket } from "../src/egress/token_bucket.ts";
+import { Collector } from "./helpers/collector.ts";
+import { eventually } from "./helpers/eventually.ts";
+import { MAIN, postJson, PROJECT_ROOT, startOutpost, writeManifest } from "./helpers/outpost_process.ts";
+import { query } from "./helpers/db.ts";
+
+Deno.test("Deno refuses a destination outside the allowlist through fetch, node:net and Deno.connect; each attempt is audited", async () => {
+  const dir = await Deno.makeTempDir();
+  const target = Deno.listen({ hostname: "127.0.0.2", port: 0 });
+  const port = (target.addr as Deno.NetAddr).port;
+  try {
+    const config = await loadConfig(await writeManifest(dir, { egressAllowed: ["127.0.0.1:9"] }));
+    await Deno.mkdir(config.storage.dataDir, { recursive: true });
+    const output = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "--cached-only",
+        ...runtimeFlags(config, { projectRoot: PROJECT_ROOT }),
+        join(PROJECT_ROOT, "tests", "helpers", "egress_probe.ts"),
+        config.storage.dataDir,
+        String(port),
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const stderr = new TextDecoder().decode(output.stderr);
+    assert.equal(output.code, 0, stderr);
+    const report = JSON.parse(new TextDecoder().decode(output.stdout));
+    assert.deepEqual(report.direct, { fetch: "NotCapable", nodeNet: "NotCapable", denoConnect: "NotCapable" });
+    assert.deepEqual(report.viaEgress, {
+      fetch: "EgressDeniedError",
+      nodeNet: "EgressDeniedError",
+      denoConnect: "EgressDeniedError",
+      outsideManifest: "EgressDeniedError",
+    });
+    assert.deepEqual(report.audit, [
+      [`127.0.0.2:${port}`, "refused_by_deno"],
+      [`127.0.0.2:${port}`, "refused_by_deno"],
+      [`127.0.0.2:${port}`, "refused_by_deno"],
+      ["198.51.100.7:80", "refused_by_policy"],
+    ]);
+  } finally {
+    target.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+async function auditVerify(manifest: string) {
+  const config = await loadConfig(manifest);
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--cached-only",
+      ...runtimeFlags(config, { projectRoot: PROJECT_ROOT }),
+      MAIN,
+      "audit",
+      "verify",
+      "--manifest",
+      manifest,
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  return { code: output.code, report: JSON.parse(new TextDecoder().decode(output.stdout)) };
+}
+
+Deno.test("audit verify detects an edited, a deleted and a reordered row and names the first bad one", async () => {
+  const dir = await Deno.makeTempDir();
+  const collector = await Collector.create();
+  const manifest = await writeManifest(dir, {
+    egressAllowed: [collector.destination],
+    forwarding: ["raw: true", "batchSize: 1", `http: { url: "${collector.url}" }`],
+    logLevel: "warn",
+  });
+  const outpost = await startOutpost(manifest);
+  try {
+    for (let i = 0; i < 6; i++) {
+      const response = await postJson(`${outpost.url}/v1/readings`, {
+        device: "d",
+        ts: 1_763_805_600_000 + i,
+        values: { a: i },
+      });
+      await response.body?.cancel();
+    }
+    await eventually(() => collector.items().length, (n) => n >= 6);
+    const page = await (await fetch(`${outpost.url}/v1/egress/audit?limit=2`)).json();
+    assert.equal(page.entries.length, 2);
+    assert.equal(page.entries[0].outcome, "ok");
+    assert.equal(page.entries[0].destination, collector.destination);
+    assert.equal(page.nextAfter, 2);
+    assert.equal(await outpost.stop(), 0);
+
+    const intact = await auditVerify(manifest);
+    assert.equal(intact.code, 0, JSON.stringify(intact.report));
+    assert.ok(intact.report.rows >= 6);
+
+    const dataDir = join(dir, "data");
+    await query(dataDir, "UPDATE egress_audit SET bytes_out = bytes_out + 1 WHERE id = 3");
+    const edited = await auditVerify(manifest);
+    assert.deepEqual([edited.code, edited.report.firstBadId], [1, 3]);
+    assert.match(edited.report.reason, /edited/);
+    await query(dataDir, "UPDATE egress_audit SET bytes_out = bytes_out - 1 WHERE id = 3");
+    assert.equal((await auditVerify(manifest)).code, 0);
+
+    await query(dataDir, "DELETE FROM egress_audit WHERE id = 2");
+    const deleted = await auditVerify(manifest);
+    assert.deepEqual([deleted.code, deleted.report.firstBadId], [1, 3]);
+    assert.match(deleted.report.reason, /missing/);
+
+    await query(dataDir, "UPDATE egress_audit SET id = 2 WHERE id = 4");
+    const reordered = await auditVerify(manifest);
+    assert.deepEqual([reordered.code, reordered.report.firstBadId], [1, 2]);
+  } finally {
+    await collector.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a sink outside egressAllowed is a manifest error at check and at startup", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const manifest = await writeManifest(dir, {
+      egressAllowed: ["collector.example.com:443"],
+      forwarding: [
+        'http: { url: "https://other.example.com/ingest" }',
+        'mqtt: { url: "mqtt://collector.example.com" }',
+      ],
+    });
+    for (const command of ["check", "run"]) {
+      const output = await new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "--cached-only",
+          `--allow-read=${dir},${PROJECT_ROOT}`,
+          "--ignore-env",
+          MAIN,
+          command,
+          "--manifest",
+          manifest,
+        ],
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const stderr = new TextDecoder().decode(output.stderr);
+      assert.equal(output.code, 2);
+      assert.match(
+        stderr,
+        /spec\.forwarding\.http\.url: other\.example\.com:443 is not in spec\.network\.egressAllowed/,
+      );
+      assert.match(
+        stderr,
+        /spec\.forwarding\.mqtt\.url: collector\.example\.com:1883 is not in spec\.network\.egressAllowed/,
+      );
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("the circuit opens after the threshold, lets one probe through half-open, and closes on success", async () => {
+  const transitions: string[] = [];
+  const breaker = new CircuitBreaker({
+    failureThreshold: 2,
+    openMs: 50,
+    onTransition: (_, to) => transitions.push(to),
+  });
+  assert.equal(breaker.acquire(), 0);
+  breaker.fail();
+  assert.equal(breaker.state, "closed");
+  breaker.fail();
+  assert.equal(breaker.state, "open");
+  assert.ok(breaker.acquire() > 0);
+  await new Promise((resolve) => setTimeout(resolve, 60));
+  assert.equal(breaker.acquire(), 0);
+  assert.ok(breaker.acquire() > 0, "only one probe while half-open");
+  breaker.fail();
+  assert.equal(breaker.state, "open");
+  await new Promise((resolve) => setTimeout(resolve, 60));
+  assert.equal(breaker.acquire(), 0);
+  breaker.succeed();
+  assert.deepEqual(transitions, ["open", "half_open", "open", "half_open", "closed"]);
+});
+
+Deno.test("the token bucket allows a burst, then the refill rate", async () => {
+  const bucket = new TokenBucket(100, 3);
+  assert.deepEqual([bucket.take(), bucket.take(), bucket.take()], [0, 0, 0]);
+  const wait = bucket.take();
+  assert.ok(wait > 0 && wait <= 10, String(wait));
+  await new Promise((resolve) => setTimeout(resolve, 25));
+  assert.equal(bucket.take(), 0);
+  assert.throws(() => new TokenBucket(0, 1), RangeError);
+});
+
+Deno.test("the allowlist renders as systemd IP rules, names resolved at render time", async () => {
+  const { renderNetworkRules } = await import("../src/egress/os_rules.ts");
+  const dir = await Deno.makeTempDir();
+  try {
+    const config = await loadConfig(
+      await writeManifest(dir, {
+        egressAllowed: ["collector.example.com:443", "10.9.8.7:8883", "unknown.invalid"],
+        mqttUrl: "mqtt://[fd00::5]:1883",
+      }),
+    );
+    const resolver = (host: string) =>
+      host === "collector.example.com"
+        ? Promise.resolve(["192.0.2.10", "2001:db8::10"])
+        : Promise.reject(new Error("NXDOMAIN"));
+    const rules = await renderNetworkRules(config, resolver);
+    assert.deepEqual(rules.directives, [
+      "IPAddressDeny=any",
+      "IPAddressAllow=localhost 10.9.8.7 192.0.2.10 2001:db8::10 fd00::5",
+      "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
+    ]);
+    assert.deepEqual(rules.unresolved, [{ host: "unknown.invalid", error: "NXDOMAIN" }]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -1,0 +1,123 @@
+import assert from "node:assert/strict";
+import { Collector } from "./helpers/collector.ts";
+import { eventually } from "./helpers/eventually.ts";
+import { postJson, startOutpost, writeManifest } from "./helpers/outpost_process.ts";
+
+const BASE = Date.parse("2026-11-22T10:00:00Z");
+
+function forwardingManifest(dir: string, collector: Collector, extra: string[] = []) {
+  return writeManifest(dir, {
+    egressAllowed: [collector.destination],
+    forwarding: [
+      "aggregateSeconds: 10",
+      "graceSeconds: 0",
+      "idleCloseSeconds: 2",
+      "raw: true",
+      "batchSize: 200",
+      "backoff: { minMs: 50, maxMs: 400 }",
+      `http: { url: "${collector.url}" }`,
+      ...extra,
+    ],
+    logLevel: "warn",
+  });
+}
+
+/** Readings for `devices` devices, one per second from `fromSecond`, values = second + device index. */
+async function sendSeconds(url: string, devices: number, fromSecond: number, seconds: number) {
+  for (let s = fromSecond; s < fromSecond + seconds; s += 50) {
+    const readings = [];
+    for (let second = s; second < Math.min(s + 50, fromSecond + seconds); second++) {
+      for (let d = 0; d < devices; d++) {
+        readings.push({ device: `pump-${d}`, ts: BASE + second * 1000, values: { temp: second + d, rpm: 1000 } });
+      }
+    }
+    const response = await postJson(`${url}/v1/readings`, { readings });
+    assert.equal(response.status, 202);
+    await response.body?.cancel();
+  }
+}
+
+Deno.test("aggregates and raw readings arrive exactly once per id across collector outages", async () => {
+  const dir = await Deno.makeTempDir();
+  const collector = await Collector.create({ up: false });
+  const outpost = await startOutpost(await forwardingManifest(dir, collector));
+  try {
+    await sendSeconds(outpost.url, 2, 0, 60);
+    const status = await (await fetch(`${outpost.url}/v1/status`)).json();
+    assert.equal(status.forwarding.state, "retrying");
+    collector.start();
+    // 2 devices x 60 s raw readings; 2 devices x 2 sensors x 6 windows of 10 s (the last closes when idle).
+    await eventually(() => collector.unique(), (unique) => unique.size === 120 + 24, 20_000);
+    await collector.stop();
+    await sendSeconds(outpost.url, 2, 60, 30);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    collector.start();
+    const unique = await eventually(() => collector.unique(), (u) => u.size === 180 + 36, 20_000);
+    const aggregates = [...unique.values()].filter((item) => item.kind === "aggregate");
+    const first = aggregates.find((item) => item.device === "pump-1" && item.sensor === "temp" && item.start === BASE)!;
+    assert.deepEqual(
+      {
+        count: first.count,
+        min: first.min,
+        max: first.max,
+        mean: first.mean,
+        last: first.last,
+        seconds: first.seconds,
+      },
+      { count: 10, min: 1, max: 10, mean: 5.5, last: 10, seconds: 10 },
+    );
+    assert.ok(collector.batches.every((batch) => batch.source === "outpost-test" && typeof batch.batch === "string"));
+    assert.ok(collector.batches.some((batch) => batch.gzip), "large batches are gzipped");
+  } finally {
+    await outpost.stop();
+    await collector.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("SIGKILL while forwarding a backlog loses nothing", async () => {
+  const dir = await Deno.makeTempDir();
+  const collector = await Collector.create({ up: false });
+  const manifest = await forwardingManifest(dir, collector);
+  let outpost = await startOutpost(manifest);
+  try {
+    await sendSeconds(outpost.url, 5, 0, 200);
+    collector.start();
+    await eventually(() => collector.items().length, (n) => n > 50, 10_000);
+    await outpost.kill();
+    await collector.stop();
+    outpost = await startOutpost(manifest);
+    collector.start();
+    // 5 devices x 200 raw + 5 x 2 sensors x 20 windows.
+    await eventually(() => collector.unique().size, (n) => n === 1000 + 200, 30_000);
+  } finally {
+    await outpost.stop();
+    await collector.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("with egress disabled the local pipeline runs and forwarding reports paused", async () => {
+  const dir = await Deno.makeTempDir();
+  const outpost = await startOutpost(
+    await writeManifest(dir, { forwarding: ["aggregateSeconds: 10", "graceSeconds: 0"] }),
+  );
+  try {
+    await sendSeconds(outpost.url, 1, 0, 30);
+    const ready = await (await fetch(`${outpost.url}/readyz`)).json();
+    assert.equal(ready.status, "ready");
+    assert.match(JSON.stringify(ready.checks), /paused: no sink/);
+    const status = await eventually(
+      async () => await (await fetch(`${outpost.url}/v1/status`)).json(),
+      (s) => s.forwarding.outbox.items.aggregate === 2 * 2,
+    );
+    assert.equal(status.forwarding.state, "paused");
+    assert.match(status.forwarding.reason, /egress disabled/);
+    assert.equal(status.egress.enabled, false);
+    const audit = await (await fetch(`${outpost.url}/v1/egress/audit`)).json();
+    assert.deepEqual(audit.entries, []);
+  } finally {
+    await outpost.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+});

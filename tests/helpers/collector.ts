@@ -1,0 +1,71 @@
+import { gunzipSync } from "node:zlib";
+import { freePort } from "./ports.ts";
+
+export interface ReceivedItem {
+  id: string;
+  kind: string;
+  [field: string]: unknown;
+}
+
+export interface ReceivedBatch {
+  source: string;
+  batch: string;
+  items: ReceivedItem[];
+  gzip: boolean;
+  authorization: string | null;
+}
+
+/** An HTTP collector on 127.0.0.1 that records every batch; it can go down and come back on the same port. */
+export class Collector {
+  readonly port: number;
+  readonly batches: ReceivedBatch[] = [];
+  /** Answer this status instead of 200 (e.g. 503) while set. */
+  failWith: number | null = null;
+  #server: Deno.HttpServer | null = null;
+
+  private constructor(port: number) {
+    this.port = port;
+  }
+
+  static async create(options: { up?: boolean } = {}): Promise<Collector> {
+    const collector = new Collector(await freePort());
+    if (options.up ?? true) collector.start();
+    return collector;
+  }
+
+  get url(): string {
+    return `http://127.0.0.1:${this.port}/ingest`;
+  }
+
+  get destination(): string {
+    return `127.0.0.1:${this.port}`;
+  }
+
+  start(): void {
+    if (this.#server) return;
+    this.#server = Deno.serve({ hostname: "127.0.0.1", port: this.port, onListen: () => {} }, async (request) => {
+      if (this.failWith !== null) return new Response("failing on purpose", { status: this.failWith });
+      const raw = new Uint8Array(await request.arrayBuffer());
+      const gzip = request.headers.get("content-encoding") === "gzip";
+      const body = JSON.parse(new TextDecoder().decode(gzip ? gunzipSync(raw) : raw));
+      this.batches.push({ ...body, gzip, authorization: request.headers.get("authorization") });
+      return Response.json({ ok: true });
+    });
+  }
+
+  async stop(): Promise<void> {
+    const server = this.#server;
+    this.#server = null;
+    await server?.shutdown();
+  }
+
+  /** Every item received, in arrival order, duplicates included. */
+  items(): ReceivedItem[] {
+    return this.batches.flatMap((batch) => batch.items);
+  }
+
+  /** Items by id after dropping duplicates (as a receiver would). */
+  unique(): Map<string, ReceivedItem> {
+    return new Map(this.items().map((item) => [item.id, item]));
+  }
+}
