@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
+import { BROKER_KIND, startBroker } from "./helpers/broker.ts";
 import { Collector } from "./helpers/collector.ts";
 import { eventually } from "./helpers/eventually.ts";
+import { connectPublisher } from "./helpers/mqtt_publisher.ts";
 import { postJson, startOutpost, writeManifest } from "./helpers/outpost_process.ts";
 
 const BASE = Date.parse("2026-11-22T10:00:00Z");
@@ -8,6 +10,7 @@ const BASE = Date.parse("2026-11-22T10:00:00Z");
 function forwardingManifest(dir: string, collector: Collector, extra: string[] = []) {
   return writeManifest(dir, {
     egressAllowed: [collector.destination],
+    circuitOpenSeconds: 1,
     forwarding: [
       "aggregateSeconds: 10",
       "graceSeconds: 0",
@@ -43,8 +46,14 @@ Deno.test("aggregates and raw readings arrive exactly once per id across collect
   const outpost = await startOutpost(await forwardingManifest(dir, collector));
   try {
     await sendSeconds(outpost.url, 2, 0, 60);
-    const status = await (await fetch(`${outpost.url}/v1/status`)).json();
-    assert.equal(status.forwarding.state, "retrying");
+    const status = await eventually(
+      async () => await (await fetch(`${outpost.url}/v1/status`)).json(),
+      (s) => s.forwarding.state === "retrying" && s.egress.destinations[0]?.circuit === "open",
+    );
+    assert.equal(status.egress.destinations[0].destination, collector.destination);
+    const during = await (await fetch(`${outpost.url}/metrics`)).text();
+    assert.match(during, new RegExp(`outpost_egress_circuit_state\\{destination="${collector.destination}"\\} 2`));
+    assert.match(during, /outpost_egress_attempts_total\{destination="[^"]+",outcome="network_error"\} [1-9]/);
     collector.start();
     // 2 devices x 60 s raw readings; 2 devices x 2 sensors x 6 windows of 10 s (the last closes when idle).
     await eventually(() => collector.unique(), (unique) => unique.size === 120 + 24, 20_000);
@@ -118,6 +127,46 @@ Deno.test("with egress disabled the local pipeline runs and forwarding reports p
     assert.deepEqual(audit.entries, []);
   } finally {
     await outpost.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test(`batches reach an allowlisted MQTT uplink broker (${BROKER_KIND}) with QoS 1, through the egress`, async () => {
+  const dir = await Deno.makeTempDir();
+  const broker = await startBroker();
+  const subscriber = await connectPublisher(broker.url);
+  const received: { batch: string; items: { id: string; kind: string }[] }[] = [];
+  subscriber.on(
+    "message",
+    (_topic: string, payload: Uint8Array) => received.push(JSON.parse(new TextDecoder().decode(payload))),
+  );
+  await subscriber.subscribe("site/uplink");
+  const outpost = await startOutpost(
+    await writeManifest(dir, {
+      egressAllowed: [`127.0.0.1:${broker.port}`],
+      forwarding: ["raw: true", `mqtt: { url: "${broker.url}", topic: site/uplink }`],
+      logLevel: "warn",
+    }),
+  );
+  try {
+    await sendSeconds(outpost.url, 3, 0, 20);
+    const ids = await eventually(
+      () => new Set(received.flatMap((batch) => batch.items.map((item) => item.id))),
+      (set) => set.size >= 60,
+    );
+    assert.ok([...ids].some((id) => id.startsWith("reading/pump-2/")));
+    const audit = await (await fetch(`${outpost.url}/v1/egress/audit`)).json();
+    assert.ok(
+      audit.entries.some((entry: { purpose: string; outcome: string }) =>
+        entry.purpose === "uplink" && entry.outcome === "ok"
+      ),
+    );
+    const metrics = await (await fetch(`${outpost.url}/metrics`)).text();
+    assert.match(metrics, /outpost_forwarded_items_total\{sink="mqtt",class="reading"\} [1-9]/);
+  } finally {
+    await outpost.stop();
+    await subscriber.close();
+    await broker.close();
     await Deno.remove(dir, { recursive: true });
   }
 });

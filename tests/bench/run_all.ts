@@ -3,6 +3,7 @@
  * compared against. `--quick` runs each briefly (CI uses it to keep the benchmarks working).
  */
 import { parseArgs } from "node:util";
+import { benchForward } from "./forward_bench.ts";
 import { benchIngest } from "./ingest_bench.ts";
 
 const { values } = parseArgs({ args: Deno.args, options: { quick: { type: "boolean" } } });
@@ -19,3 +20,6 @@ await benchIngest(
     ? { seconds: 1, mqttMessages: 2_000, rawRows: 20_000, startupRuns: 2 }
     : { seconds: 10, mqttMessages: 50_000, rawRows: 200_000, startupRuns: 7 },
 );
+
+console.log("\n## Store and forward");
+await benchForward({ seconds: quick ? 300 : 3600 });

@@ -19,6 +19,8 @@ export interface ReceivedBatch {
 export class Collector {
   readonly port: number;
   readonly batches: ReceivedBatch[] = [];
+  /** Bytes received on the wire (after compression) and after decompression. */
+  bytes = { wire: 0, json: 0 };
   /** Answer this status instead of 200 (e.g. 503) while set. */
   failWith: number | null = null;
   #server: Deno.HttpServer | null = null;
@@ -47,7 +49,10 @@ export class Collector {
       if (this.failWith !== null) return new Response("failing on purpose", { status: this.failWith });
       const raw = new Uint8Array(await request.arrayBuffer());
       const gzip = request.headers.get("content-encoding") === "gzip";
-      const body = JSON.parse(new TextDecoder().decode(gzip ? gunzipSync(raw) : raw));
+      const json = gzip ? gunzipSync(raw) : raw;
+      this.bytes.wire += raw.length;
+      this.bytes.json += json.length;
+      const body = JSON.parse(new TextDecoder().decode(json));
       this.batches.push({ ...body, gzip, authorization: request.headers.get("authorization") });
       return Response.json({ ok: true });
     });

@@ -15,6 +15,7 @@ export interface ManifestOptions {
   bodyLimitBytes?: number;
   egressAllowed?: string[];
   logLevel?: string;
+  circuitOpenSeconds?: number;
   /** YAML lines placed under `spec.forwarding:` (indented by the helper). */
   forwarding?: string[];
 }
@@ -30,6 +31,7 @@ export async function writeManifest(dir: string, options: ManifestOptions = {}):
     "spec:",
     "  network:",
     `    egressAllowed: ${JSON.stringify(options.egressAllowed ?? [])}`,
+    ...(options.circuitOpenSeconds ? [`    circuitBreaker: { openSeconds: ${options.circuitOpenSeconds} }`] : []),
     "  observability:",
     `    logLevel: ${options.logLevel ?? "info"}`,
     ...(options.metricsPort ? [`    metricsPort: ${options.metricsPort}`] : []),
