@@ -1,6 +1,7 @@
 import { createApi } from "./api/app.ts";
 import { metricsRoutes, type ReadinessCheck } from "./api/health.ts";
 import type { Config } from "./config/config.ts";
+import { startDetection } from "./detect/detection.ts";
 import { startForwarding } from "./forward/pipeline.ts";
 import { MqttSource } from "./ingest/mqtt_source.ts";
 import type { Logger } from "./observability/log.ts";
@@ -21,9 +22,19 @@ export async function startRuntime(config: Config, log: Logger, signal: AbortSig
   const store = await Store.open(config.storage, log);
   const metrics = new Metrics(() => store.stats());
   let forwarding;
+  let detection;
   try {
     forwarding = await startForwarding(config, { store, log, metrics });
+    const queued = forwarding;
+    detection = await startDetection(config, {
+      store,
+      outbox: forwarding.outbox,
+      log,
+      metrics,
+      onQueued: () => queued.notify(),
+    });
   } catch (error) {
+    await forwarding?.stop();
     await store.close();
     throw error;
   }
@@ -38,6 +49,17 @@ export async function startRuntime(config: Config, log: Logger, signal: AbortSig
       { name: "store", ok: storeProblems.length === 0, detail: storeProblems.join("; ") || "open and migrated" },
       { name: "http_intake", ok: serving, detail: serving ? "listening" : "not listening" },
     ];
+    const failures = detection.scorer.consecutiveFailures;
+    checks.push({
+      name: "detection",
+      ok: true,
+      degraded: failures > 0,
+      detail: !config.detection.enabled
+        ? "disabled"
+        : failures > 0
+        ? `scoring failing (${failures} in a row), retrying`
+        : "scoring",
+    });
     if (mqtt) {
       const connected = mqtt.state === "connected";
       checks.push({
@@ -64,6 +86,7 @@ export async function startRuntime(config: Config, log: Logger, signal: AbortSig
     store,
     metrics,
     forwarding,
+    detection,
     log,
     readiness,
     bodyLimitBytes: config.api.bodyLimitBytes,
@@ -80,6 +103,7 @@ export async function startRuntime(config: Config, log: Logger, signal: AbortSig
     for (const server of servers) await server.shutdown();
     intake.abort();
     await mqtt?.finished;
+    await detection.stop();
     await forwarding.stop();
     await store.close();
     throw error;
@@ -95,6 +119,7 @@ export async function startRuntime(config: Config, log: Logger, signal: AbortSig
     serving = false;
     intake.abort();
     await Promise.all([...servers.map((server) => server.shutdown()), mqtt?.finished]);
+    await detection.stop();
     await forwarding.stop();
     await store.close();
     log.info("runtime.stopped", {});

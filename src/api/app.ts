@@ -1,8 +1,11 @@
 import { Hono } from "hono";
+import { readAdminToken } from "../config/config.ts";
 import type { Logger } from "../observability/log.ts";
 import type { Metrics } from "../observability/metrics.ts";
 import type { Store } from "../store/store.ts";
+import type { Detection } from "../detect/detection.ts";
 import type { Forwarding } from "../forward/pipeline.ts";
+import { detectRoutes } from "./detect_routes.ts";
 import { egressRoutes } from "./egress_routes.ts";
 import { errorHandler } from "./errors.ts";
 import { healthRoutes, type ReadinessProbe } from "./health.ts";
@@ -12,6 +15,7 @@ export interface ApiOptions {
   store: Store;
   metrics: Metrics;
   forwarding: Forwarding;
+  detection: Detection;
   log: Logger;
   readiness: ReadinessProbe;
   bodyLimitBytes: number;
@@ -34,6 +38,10 @@ export function createApi(options: ApiOptions): Hono {
   });
   app.route("/", healthRoutes({ readiness: options.readiness, metrics: options.serveMetrics ? metrics : null }));
   app.route("/", readingsRoutes(options));
+  app.route(
+    "/",
+    detectRoutes({ client: options.store.client, detection: options.detection, adminToken: readAdminToken() }),
+  );
   app.route("/", egressRoutes({ audit: options.forwarding.audit, status: () => options.forwarding.status() }));
   app.notFound((c) => c.json({ error: "not_found", message: `No route for ${c.req.method} ${c.req.path}` }, 404));
   app.onError(errorHandler(options.log));

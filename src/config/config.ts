@@ -47,6 +47,21 @@ export interface ForwardingConfig {
   readonly mqtt: { readonly url: string; readonly topic: string; readonly clientId: string } | null;
 }
 
+export interface DetectionConfig {
+  readonly enabled: boolean;
+  readonly threads: number;
+  readonly batchSize: number;
+  readonly calibration: {
+    readonly readings: number;
+    readonly window: number;
+    readonly varianceKept: number;
+    readonly quantile: number;
+    readonly margin: number;
+  };
+  readonly debounce: { readonly onCount: number; readonly ofLast: number; readonly clearAfter: number };
+  readonly alertTopic: string;
+}
+
 /** The resolved, frozen configuration every component receives a slice of. */
 export interface Config {
   readonly name: string;
@@ -55,6 +70,7 @@ export interface Config {
   readonly network: { readonly egressAllowed: readonly string[] };
   readonly egress: EgressConfig;
   readonly forwarding: ForwardingConfig;
+  readonly detection: DetectionConfig;
   readonly api: { readonly listen: HostPort; readonly bodyLimitBytes: number };
   readonly metrics: { readonly enabled: boolean; readonly port: number };
   readonly logLevel: "debug" | "info" | "warn" | "error";
@@ -137,6 +153,7 @@ function resolveConfig(manifest: Manifest, text: string, manifestPath: string, o
       circuitBreaker: spec.network.circuitBreaker,
     },
     forwarding: resolveForwarding(manifest),
+    detection: spec.detection,
     api: { listen, bodyLimitBytes: spec.api.bodyLimitBytes },
     metrics: {
       enabled: spec.observability.metricsEnabled,

@@ -80,6 +80,35 @@ const forwardingSchema = z.object({
   }).strict().optional(),
 }).strict();
 
+const detectionSchema = z.object({
+  enabled: z.boolean().default(true),
+  /** onnxruntime intra-op threads. */
+  threads: z.number().int().min(1).max(16).default(1),
+  /** Readings scored per onnxruntime call at most. */
+  batchSize: z.number().int().min(1).max(10_000).default(256),
+  calibration: z.object({
+    readings: z.number().int().min(20).max(100_000).default(400),
+    window: z.number().int().min(2).max(600).default(12),
+    varianceKept: z.number().gt(0).max(1).default(0.999),
+    quantile: z.number().gt(0.5).lt(1).default(0.995),
+    margin: z.number().min(0.5).max(100).default(1.2),
+  }).strict().prefault({}),
+  debounce: z.object({
+    /** An episode starts when this many... */
+    onCount: z.number().int().min(1).max(1000).default(3),
+    /** ...of the last this many readings exceed the threshold... */
+    ofLast: z.number().int().min(1).max(1000).default(5),
+    /** ...and ends after this many readings in a row below it. */
+    clearAfter: z.number().int().min(1).max(1000).default(5),
+  }).strict().prefault({}).refine((d) => d.onCount <= d.ofLast, {
+    error: "onCount must not exceed ofLast",
+    path: ["onCount"],
+  }),
+  /** Local MQTT topic for alerts (needs spec.ingest.mqtt.url). */
+  alertTopic: z.string().min(1).max(256).refine((value) => !/[+#]/.test(value), "must not contain wildcards")
+    .default("outpost/alerts"),
+}).strict();
+
 export const manifestSchema = z.object({
   apiVersion: z.literal("fde/v1"),
   kind: z.literal("Deployment"),
@@ -121,8 +150,7 @@ export const manifestSchema = z.object({
       retentionHours: z.number().positive().max(24 * 3650).default(168),
       maxSizeMB: z.number().positive().max(1024 * 1024).default(1024),
     }).strict().prefault({}),
-    // Reserved for the detection issue: accepted, not yet used.
-    detection: z.looseObject({}).optional(),
+    detection: detectionSchema.prefault({}),
     forwarding: forwardingSchema.prefault({}),
   }).strict().prefault({}),
 }).strict();

@@ -19,6 +19,8 @@ export interface Forwarding {
   /** `paused` (no sink: egress disabled), `ok`, or `retrying` (a sink is backing off). */
   state(): "paused" | "ok" | "retrying";
   status(): Promise<Record<string, unknown>>;
+  /** New items were queued (alerts, events): wake the sinks. */
+  notify(): void;
   /** Folds what is committed, stops the sinks; call before closing the store. */
   stop(): Promise<void>;
 }
@@ -112,6 +114,7 @@ export async function startForwarding(
         egress: { enabled: egress.enabled, allowed: config.egress.allowed, destinations: egress.status() },
       };
     },
+    notify: () => forwarder.notify(),
     async stop() {
       clearInterval(timer);
       await fold();

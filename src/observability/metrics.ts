@@ -74,6 +74,40 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly scored = new Counter({
+    name: "outpost_scored_readings_total",
+    help: "Readings scored by a model",
+    registers: [this.registry],
+  });
+  readonly commitToFlag = new Histogram({
+    name: "outpost_commit_to_flag_seconds",
+    help: "Time from a reading's commit to its score and anomaly flag being committed",
+    buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1],
+    registers: [this.registry],
+  });
+  readonly inferenceErrors = new Counter({
+    name: "outpost_inference_errors_total",
+    help: "Scoring passes that failed (the readings stay unscored and are retried)",
+    registers: [this.registry],
+  });
+  readonly episodes = new Counter({
+    name: "outpost_anomaly_episodes_total",
+    help: "Anomaly episodes started and ended",
+    labelNames: ["change"] as const,
+    registers: [this.registry],
+  });
+  readonly calibrationSeconds = new Histogram({
+    name: "outpost_calibration_duration_seconds",
+    help: "Time to fit and emit a device's model",
+    buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+    registers: [this.registry],
+  });
+  readonly alertsPublished = new Counter({
+    name: "outpost_alerts_published_total",
+    help: "Alerts published to the local broker (after its PUBACK)",
+    registers: [this.registry],
+  });
+
   constructor(stats: () => StoreStats) {
     const storeSize = new Gauge({
       name: "outpost_store_size_bytes",

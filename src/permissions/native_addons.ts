@@ -12,8 +12,9 @@ export const HOST_TARGET: NativeTarget = {
 };
 
 /**
- * The native addon files Outpost loads (`process.dlopen`), found in the local node_modules.
- * These are the only paths the `--allow-ffi` flag names.
+ * The native addon files Outpost loads (`process.dlopen`), found in the local node_modules:
+ * libsql's `index.node` and onnxruntime's binding (which loads `libonnxruntime.so.1` from its own
+ * folder natively, unchecked by Deno). These are the only paths the `--allow-ffi` flag names.
  */
 export function nativeAddonPaths(projectRoot: string, target: NativeTarget = HOST_TARGET): string[] {
   const store = join(projectRoot, "node_modules", ".deno");
@@ -24,12 +25,20 @@ export function nativeAddonPaths(projectRoot: string, target: NativeTarget = HOS
       found.push(join(store, entry, "node_modules", libsql, "index.node"));
     }
   }
-  if (found.length === 0) {
+  const ortFolder = `onnxruntime-node/bin/napi-v6/${target.os}/${target.arch}`;
+  const ort: string[] = [];
+  for (const entry of readDirNames(store)) {
+    if (entry.startsWith("onnxruntime-node@")) {
+      ort.push(join(store, entry, "node_modules", ortFolder, "onnxruntime_binding.node"));
+    }
+  }
+  if (found.length === 0 || ort.length === 0) {
     throw new Error(
-      `Native addon not installed: ${libsql} under ${store} (run "deno install" for this target first)`,
+      `Native addon not installed: ${found.length === 0 ? libsql : "onnxruntime-node"} under ${store} ` +
+        `(run "deno install" for this target first)`,
     );
   }
-  return found.sort();
+  return [...found.sort(), ...ort.sort()];
 }
 
 function readDirNames(path: string): string[] {

@@ -83,6 +83,58 @@ export const MIGRATIONS: readonly Migration[] = [
       "CREATE TABLE cursors (name TEXT PRIMARY KEY, position INTEGER NOT NULL)",
     ],
   },
+  {
+    version: 3,
+    description: "detection: devices, models, assignments, events, alerts, reading flags",
+    statements: [
+      "ALTER TABLE readings ADD COLUMN flags TEXT",
+      `CREATE TABLE devices (
+        device TEXT PRIMARY KEY,
+        state TEXT NOT NULL,
+        calibration_after_id INTEGER NOT NULL,
+        readings INTEGER NOT NULL DEFAULT 0,
+        last_reading_id INTEGER NOT NULL DEFAULT 0,
+        anomaly INTEGER NOT NULL DEFAULT 0,
+        open_event_id INTEGER,
+        updated_ms INTEGER NOT NULL
+      )`,
+      `CREATE TABLE models (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        version TEXT NOT NULL,
+        source TEXT NOT NULL,
+        path TEXT NOT NULL,
+        sha256 TEXT NOT NULL,
+        created_ms INTEGER NOT NULL
+      )`,
+      `CREATE TABLE model_assignments (
+        scope TEXT PRIMARY KEY,
+        model_id INTEGER NOT NULL,
+        previous_model_id INTEGER,
+        updated_ms INTEGER NOT NULL
+      )`,
+      `CREATE TABLE events (
+        id INTEGER PRIMARY KEY,
+        device TEXT NOT NULL,
+        start_ts INTEGER NOT NULL,
+        end_ts INTEGER,
+        peak_score REAL NOT NULL,
+        model TEXT NOT NULL,
+        top_sensors TEXT NOT NULL,
+        readings INTEGER NOT NULL
+      )`,
+      "CREATE INDEX events_device_start ON events(device, start_ts)",
+      `CREATE TABLE alerts (
+        id INTEGER PRIMARY KEY,
+        event_id INTEGER NOT NULL,
+        device TEXT NOT NULL,
+        state TEXT NOT NULL,
+        ts INTEGER NOT NULL,
+        body TEXT NOT NULL,
+        published_ms INTEGER
+      )`,
+    ],
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1].version;

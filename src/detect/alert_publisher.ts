@@ -1,0 +1,96 @@
+/**
+ * Publishes alerts to the local broker's alert topic (QoS 1). Alerts are recorded in `alerts`
+ * first; this only marks them published after the broker's PUBACK, and republishes what is
+ * left after a broker outage or a restart. Works with no uplink: the local broker is the
+ * ingest peer, not an egress destination.
+ */
+import type { Client } from "@libsql/client";
+import mqtt, { type MqttClient } from "mqtt";
+import type { MqttIngestConfig } from "../config/config.ts";
+import type { Logger } from "../observability/log.ts";
+
+const PUBACK_TIMEOUT_MS = 5_000;
+
+export class AlertPublisher {
+  readonly #client: Client;
+  readonly #mqtt: MqttClient;
+  readonly #topic: string;
+  readonly #log: Logger;
+  readonly #onPublished: () => void;
+  #draining: Promise<void> | null = null;
+  #again = false;
+
+  constructor(
+    client: Client,
+    broker: MqttIngestConfig,
+    deps: { topic: string; log: Logger; onPublished?: () => void },
+  ) {
+    this.#client = client;
+    this.#topic = deps.topic;
+    this.#log = deps.log;
+    this.#onPublished = deps.onPublished ?? (() => {});
+    this.#mqtt = mqtt.connect(broker.url, {
+      clientId: `${broker.clientId}-alerts`,
+      protocolVersion: 4,
+      reconnectPeriod: 2_000,
+      connectTimeout: 10_000,
+    });
+    this.#mqtt.on("connect", () => this.drain());
+    this.#mqtt.on("error", (error) => this.#log.debug("detect.alert_broker_error", { error }));
+  }
+
+  get connected(): boolean {
+    return this.#mqtt.connected;
+  }
+
+  /** Publishes every unpublished alert, oldest first. */
+  drain(): Promise<void> {
+    if (this.#draining) {
+      this.#again = true;
+      return this.#draining;
+    }
+    this.#draining = (async () => {
+      do {
+        this.#again = false;
+        while (this.#mqtt.connected) {
+          const pending = await this.#client.execute(
+            "SELECT id, body FROM alerts WHERE published_ms IS NULL ORDER BY id LIMIT 100",
+          );
+          if (pending.rows.length === 0) break;
+          for (const row of pending.rows) {
+            if (!await this.#publish(String(row.body))) return;
+            await this.#client.execute({
+              sql: "UPDATE alerts SET published_ms = ? WHERE id = ?",
+              args: [Date.now(), Number(row.id)],
+            });
+            this.#onPublished();
+          }
+        }
+      } while (this.#again);
+    })().catch((error) => this.#log.warn("detect.alert_publish_failed", { error })).finally(() => {
+      this.#draining = null;
+    });
+    return this.#draining;
+  }
+
+  async #publish(body: string): Promise<boolean> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    try {
+      await Promise.race([
+        this.#mqtt.publishAsync(this.#topic, body, { qos: 1 }),
+        new Promise((_, reject) => timer = setTimeout(() => reject(new Error("no PUBACK")), PUBACK_TIMEOUT_MS)),
+      ]);
+      return true;
+    } catch (error) {
+      this.#log.warn("detect.alert_publish_failed", { error });
+      return false;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.#draining;
+    await this.#mqtt.endAsync(true);
+  }
+}

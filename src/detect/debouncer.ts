@@ -1,0 +1,52 @@
+export interface DebounceOptions {
+  /** An episode starts when `onCount` of the last `ofLast` readings exceed the threshold... */
+  onCount: number;
+  ofLast: number;
+  /** ...and ends after `clearAfter` readings in a row do not. */
+  clearAfter: number;
+}
+
+export interface DebounceStep {
+  anomaly: boolean;
+  started: boolean;
+  ended: boolean;
+}
+
+/** k-of-n onset with a hysteresis release, per device. */
+export class Debouncer {
+  readonly #options: DebounceOptions;
+  #history: boolean[];
+  #anomaly: boolean;
+  #quietRun: number;
+
+  /** `recent` are the latest exceed flags, oldest first (to resume after a restart). */
+  constructor(
+    options: DebounceOptions,
+    restored: { anomaly: boolean; recent: boolean[] } = { anomaly: false, recent: [] },
+  ) {
+    this.#options = options;
+    this.#history = restored.recent.slice(-options.ofLast);
+    this.#anomaly = restored.anomaly;
+    this.#quietRun = 0;
+    for (const exceed of restored.recent) this.#quietRun = exceed ? 0 : this.#quietRun + 1;
+  }
+
+  get anomaly(): boolean {
+    return this.#anomaly;
+  }
+
+  push(exceed: boolean): DebounceStep {
+    this.#history.push(exceed);
+    if (this.#history.length > this.#options.ofLast) this.#history.shift();
+    this.#quietRun = exceed ? 0 : this.#quietRun + 1;
+    if (!this.#anomaly && this.#history.filter(Boolean).length >= this.#options.onCount) {
+      this.#anomaly = true;
+      return { anomaly: true, started: true, ended: false };
+    }
+    if (this.#anomaly && this.#quietRun >= this.#options.clearAfter) {
+      this.#anomaly = false;
+      return { anomaly: false, started: false, ended: true };
+    }
+    return { anomaly: this.#anomaly, started: false, ended: false };
+  }
+}

@@ -1,0 +1,102 @@
+import type { InStatement } from "@libsql/client";
+import type { Outbox, OutboxItem } from "../forward/outbox.ts";
+
+export interface OpenEpisode {
+  id: number;
+  startTs: number;
+  peakScore: number;
+  topSensors: string[];
+  readings: number;
+  model: string;
+}
+
+export interface AlertMessage {
+  id: string;
+  kind: "alert";
+  state: "start" | "end";
+  device: string;
+  event: number;
+  ts: number;
+  score: number;
+  model: string;
+  sensors: string[];
+}
+
+/** The sensors with the largest contributions, largest first (at most three). */
+export function topSensors(sensors: readonly string[], contributions: ArrayLike<number> | null): string[] {
+  if (!contributions) return [];
+  return sensors.map((sensor, i) => ({ sensor, value: contributions[i] }))
+    .sort((a, b) => b.value - a.value).slice(0, 3).map((entry) => entry.sensor);
+}
+
+/**
+ * Statements that record an episode's start or end: the `events` row, an `alerts` row (published
+ * to the local broker afterwards), and the outbox items (an alert at start and end; the event
+ * when it is complete).
+ */
+export function episodeStatements(
+  change: "start" | "end",
+  device: string,
+  episode: OpenEpisode,
+  ts: number,
+  outbox: Outbox | null,
+): { statements: InStatement[]; alert: AlertMessage } {
+  const alert: AlertMessage = {
+    id: `alert/${episode.id}/${change}`,
+    kind: "alert",
+    state: change,
+    device,
+    event: episode.id,
+    ts,
+    score: episode.peakScore,
+    model: episode.model,
+    sensors: episode.topSensors,
+  };
+  const statements: InStatement[] = [];
+  if (change === "start") {
+    statements.push({
+      sql: `INSERT INTO events (id, device, start_ts, end_ts, peak_score, model, top_sensors, readings)
+            VALUES (?, ?, ?, NULL, ?, ?, ?, ?)`,
+      args: [
+        episode.id,
+        device,
+        episode.startTs,
+        episode.peakScore,
+        episode.model,
+        JSON.stringify(episode.topSensors),
+        episode.readings,
+      ],
+    });
+  } else {
+    statements.push({
+      sql: "UPDATE events SET end_ts = ?, peak_score = ?, top_sensors = ?, readings = ? WHERE id = ?",
+      args: [ts, episode.peakScore, JSON.stringify(episode.topSensors), episode.readings, episode.id],
+    });
+  }
+  statements.push({
+    sql: "INSERT INTO alerts (event_id, device, state, ts, body) VALUES (?, ?, ?, ?, ?)",
+    args: [episode.id, device, change, ts, JSON.stringify(alert)],
+  });
+  if (outbox) {
+    const { id: _id, kind: _kind, ...fields } = alert;
+    const items: OutboxItem[] = [{ id: alert.id, kind: "alert", fields }];
+    if (change === "end") {
+      items.push({
+        id: `event/${episode.id}`,
+        kind: "event",
+        fields: {
+          device,
+          event: episode.id,
+          start: episode.startTs,
+          end: ts,
+          peakScore: episode.peakScore,
+          model: episode.model,
+          sensors: episode.topSensors,
+          readings: episode.readings,
+        },
+      });
+    }
+    statements.push(...outbox.statements(items));
+  }
+  return { statements, alert };
+}

@@ -1,0 +1,89 @@
+/**
+ * Model bundles: `model.onnx` plus `model.json`, the contract any ONNX model meets to run here
+ * (see README "Model bundles"). The SHA-256 in model.json must match model.onnx.
+ */
+import { createHash } from "node:crypto";
+import { join } from "node:path";
+import { z } from "zod";
+import { formatIssuePath } from "../zod_issue.ts";
+
+export const MODEL_JSON = "model.json";
+export const MODEL_ONNX = "model.onnx";
+
+export const bundleManifestSchema = z.object({
+  name: z.string().min(1).max(128),
+  version: z.string().min(1).max(64),
+  /** Sensor names, in the order of the input tensor's last axis. */
+  features: z.array(z.string().min(1).max(128)).min(1).max(1024),
+  /** Readings per input row: 1 → input [N, features]; more → [N, window, features], oldest first. */
+  window: z.number().int().min(1).max(10_000).default(1),
+  input: z.string().min(1),
+  output: z.string().min(1),
+  /** Optional output [N, features] naming how much each sensor contributed. */
+  contributions: z.string().min(1).optional(),
+  outputMeaning: z.string().min(1),
+  /** A reading whose output exceeds this is anomalous (before debounce). */
+  threshold: z.number().finite(),
+  sha256: z.string().regex(/^[0-9a-f]{64}$/, "must be 64 lowercase hex digits"),
+  provenance: z.record(z.string(), z.unknown()).default({}),
+}).strict();
+
+export type BundleManifest = z.output<typeof bundleManifestSchema>;
+
+export interface ModelBundle {
+  manifest: BundleManifest;
+  onnx: Uint8Array;
+}
+
+/** A bundle that cannot be used: bad model.json, hash mismatch, or a model onnxruntime refuses. */
+export class ModelBundleError extends Error {
+  readonly issues: string[];
+  constructor(message: string, issues: string[] = [], options?: ErrorOptions) {
+    super(issues.length > 0 ? `${message}: ${issues.join("; ")}` : message, options);
+    this.name = "ModelBundleError";
+    this.issues = issues;
+  }
+}
+
+export function sha256Hex(bytes: Uint8Array): string {
+  return createHash("sha256").update(bytes).digest("hex");
+}
+
+/** Validates model.json and checks the ONNX bytes against its SHA-256. */
+export function checkBundle(manifestJson: unknown, onnx: Uint8Array): ModelBundle {
+  const parsed = bundleManifestSchema.safeParse(manifestJson);
+  if (!parsed.success) {
+    throw new ModelBundleError(
+      "Invalid model.json",
+      parsed.error.issues.map((issue) => `${formatIssuePath(issue.path, "(root)")}: ${issue.message}`),
+    );
+  }
+  const actual = sha256Hex(onnx);
+  if (actual !== parsed.data.sha256) {
+    throw new ModelBundleError("Model hash mismatch", [
+      `model.json says ${parsed.data.sha256}, model.onnx is ${actual}`,
+    ]);
+  }
+  return { manifest: parsed.data, onnx };
+}
+
+export async function readBundle(dir: string): Promise<ModelBundle> {
+  let manifest: unknown;
+  let onnx: Uint8Array;
+  try {
+    manifest = JSON.parse(await Deno.readTextFile(join(dir, MODEL_JSON)));
+    onnx = await Deno.readFile(join(dir, MODEL_ONNX));
+  } catch (error) {
+    throw new ModelBundleError(`Cannot read bundle ${dir}`, [(error as Error).message], { cause: error });
+  }
+  return checkBundle(manifest, onnx);
+}
+
+/** Writes a bundle into a new folder, atomically: files go to a temporary folder renamed at the end. */
+export async function writeBundle(dir: string, bundle: ModelBundle): Promise<void> {
+  const staging = `${dir}.tmp-${crypto.randomUUID()}`;
+  await Deno.mkdir(staging, { recursive: true });
+  await Deno.writeFile(join(staging, MODEL_ONNX), bundle.onnx);
+  await Deno.writeTextFile(join(staging, MODEL_JSON), JSON.stringify(bundle.manifest, null, 2) + "\n");
+  await Deno.rename(staging, dir);
+}
