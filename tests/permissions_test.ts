@@ -24,7 +24,10 @@ Deno.test("permission flags name only the manifest's addresses, the data dir and
     assert.ok(!flags.includes("-A") && !flags.includes("--allow-all"));
     for (const flag of flags) assert.ok(flag === "--no-prompt" || flag === "--ignore-env" || flag.includes("="), flag);
     const ffi = flags.find((flag) => flag.startsWith("--allow-ffi="))!;
-    assert.match(ffi, /@libsql\/linux-x64-gnu\/index\.node$/);
+    const addons = ffi.slice("--allow-ffi=".length).split(",");
+    assert.equal(addons.length, 2);
+    assert.match(addons[0], /@libsql\/linux-x64-gnu\/index\.node$/);
+    assert.match(addons[1], /onnxruntime-node\/bin\/napi-v6\/linux\/x64\/onnxruntime_binding\.node$/);
     assert.equal(flags.find((flag) => flag.startsWith("--allow-write=")), `--allow-write=${config.storage.dataDir}`);
     assert.equal(
       flags.find((flag) => flag.startsWith("--allow-env=")),

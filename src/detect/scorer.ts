@@ -10,7 +10,6 @@ import type { DetectionConfig } from "../config/config.ts";
 import type { Outbox } from "../forward/outbox.ts";
 import type { Logger } from "../observability/log.ts";
 import { calibrate } from "./calibration.ts";
-import { Debouncer } from "./debouncer.ts";
 import { type AlertMessage, episodeStatements, type OpenEpisode, topSensors } from "./episodes.ts";
 import type { Inference, LoadedModel } from "./inference.ts";
 import type { ModelRegistry } from "./registry.ts";

@@ -16,6 +16,8 @@ export interface ManifestOptions {
   egressAllowed?: string[];
   logLevel?: string;
   circuitOpenSeconds?: number;
+  /** YAML lines placed under `spec.detection:`. */
+  detection?: string[];
   /** YAML lines placed under `spec.forwarding:` (indented by the helper). */
   forwarding?: string[];
 }
@@ -48,6 +50,7 @@ export async function writeManifest(dir: string, options: ManifestOptions = {}):
     `    dataDir: ${join(dir, "data")}`,
     `    maxSizeMB: ${options.maxSizeMB ?? 1024}`,
     ...(options.forwarding ? ["  forwarding:", ...options.forwarding.map((line) => `    ${line}`)] : []),
+    ...(options.detection ? ["  detection:", ...options.detection.map((line) => `    ${line}`)] : []),
   ];
   const path = join(dir, "outpost.yaml");
   await Deno.writeTextFile(path, lines.join("\n") + "\n");
@@ -73,6 +76,7 @@ export interface StartOptions {
   replaceFlags?: boolean;
   args?: string[];
   waitReady?: boolean;
+  env?: Record<string, string>;
 }
 
 /** Starts `main.ts run` as a child with the manifest's derived permission flags. */
@@ -85,7 +89,7 @@ export async function startOutpost(manifest: string, options: StartOptions = {})
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
-    env: { NO_COLOR: "1" },
+    env: { NO_COLOR: "1", ...options.env },
   }).spawn();
   let output = "";
   const decoder = new TextDecoder();

@@ -1,0 +1,5 @@
+import { Buffer } from "node:buffer";
+
+export function encodeBase64(bytes: Uint8Array): string {
+  return Buffer.from(bytes).toString("base64");
+}
