@@ -97,7 +97,16 @@ async function run(model: LoadedModel, input: Float32Array, count: number): Prom
   const { manifest } = model;
   const width = manifest.features.length;
   const dims = manifest.window === 1 ? [count, width] : [count, manifest.window, width];
-  const outputs = await model.session.run({ [manifest.input]: new ort.Tensor("float32", input, dims) });
+  // onnxruntime-node completes run() from a worker thread; under Deno that completion is only
+  // noticed when the event loop next wakes, which can be the next request many ms later. A 1 ms
+  // timer while the run is pending keeps the loop turning (measured: commit-to-flag p99 52 → see README).
+  const keepAwake = setInterval(() => {}, 1);
+  let outputs: ort.InferenceSession.OnnxValueMapType;
+  try {
+    outputs = await model.session.run({ [manifest.input]: new ort.Tensor("float32", input, dims) });
+  } finally {
+    clearInterval(keepAwake);
+  }
   const scoreTensor = outputs[manifest.output];
   const raw = scoreTensor.data as Float32Array;
   // [N] or [N, 1]; for [N, m] the first column is the score.

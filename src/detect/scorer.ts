@@ -11,6 +11,7 @@ import type { Outbox } from "../forward/outbox.ts";
 import type { Logger } from "../observability/log.ts";
 import { calibrate } from "./calibration.ts";
 import { type AlertMessage, episodeStatements, type OpenEpisode, topSensors } from "./episodes.ts";
+import { scoreWindows, type WindowScore } from "./batch_scoring.ts";
 import type { Inference, LoadedModel } from "./inference.ts";
 import type { ModelRegistry } from "./registry.ts";
 import { type DeviceState, DeviceStates } from "./device_states.ts";
@@ -207,7 +208,6 @@ export class Scorer {
       }
       state.anomaly = step.anomaly;
       results.set(item.id, { score, anomaly: step.anomaly, flags: null });
-      latencies.push(Date.now() - item.receivedMs);
     }
     const lastId = Number(result.rows[result.rows.length - 1].id);
     statements.unshift(...updateStatements(results));
@@ -219,6 +219,8 @@ export class Scorer {
     });
     await this.#client.batch(statements, "write");
     this.#cursor = lastId;
+    const flaggedAt = Date.now();
+    for (const item of pending) latencies.push(flaggedAt - item.receivedMs);
     this.#observer?.scored(pending.length, latencies);
     if (alerts.length > 0) this.onAlerts?.(alerts);
     return result.rows.length;
@@ -255,30 +257,20 @@ export class Scorer {
     }
   }
 
-  async #infer(pending: Pending[]): Promise<Map<number, { score: number; contributions: Float32Array | null }>> {
+  /** Every model runs concurrently: waiting for them one by one would queue devices behind the event loop. */
+  async #infer(pending: Pending[]): Promise<Map<number, WindowScore>> {
     const byModel = new Map<LoadedModel, Pending[]>();
     for (const item of pending) (byModel.get(item.model) ?? byModel.set(item.model, []).get(item.model)!).push(item);
-    const scored = new Map<number, { score: number; contributions: Float32Array | null }>();
-    for (const [model, items] of byModel) {
-      const { window, features } = model.manifest;
-      const width = window * features.length;
-      for (let start = 0; start < items.length; start += this.#config.batchSize) {
-        const chunk = items.slice(start, start + this.#config.batchSize);
-        const input = new Float32Array(chunk.length * width);
-        chunk.forEach((item, i) => {
-          // Short windows (a device's first readings) repeat their oldest row.
-          for (let r = 0; r < window; r++) {
-            const row = item.window[Math.max(0, item.window.length - window + r)];
-            input.set(row, i * width + r * features.length);
-          }
-        });
-        const output = await this.#inference.run(model, input, chunk.length);
-        chunk.forEach((item, i) => {
-          const contributions = output.contributions?.subarray(i * features.length, (i + 1) * features.length) ?? null;
-          scored.set(item.id, { score: output.scores[i], contributions });
-        });
-      }
-    }
+    const scored = new Map<number, WindowScore>();
+    await Promise.all([...byModel].map(async ([model, items]) => {
+      const results = await scoreWindows(
+        this.#inference,
+        model,
+        items.map((item) => item.window),
+        this.#config.batchSize,
+      );
+      items.forEach((item, i) => scored.set(item.id, results[i]));
+    }));
     return scored;
   }
 

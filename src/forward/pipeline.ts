@@ -11,6 +11,11 @@ import { HttpSink, MqttUplinkSink, type Sink } from "./sinks.ts";
 
 const CIRCUIT_GAUGE = { closed: 0, half_open: 1, open: 2 } as const;
 const IDLE_CLOSE_CHECK_MS = 1_000;
+/**
+ * Aggregation runs this long after a commit rather than at once: aggregates are not
+ * latency-critical and one pass over many commits is cheaper; anomaly flags go first.
+ */
+const AGGREGATE_DELAY_MS = 200;
 
 export interface Forwarding {
   readonly audit: AuditLog;
@@ -79,7 +84,13 @@ export async function startForwarding(
       log.error("forward.aggregate_failed", { error });
     }
   };
-  store.onCommit(() => void fold());
+  let scheduled: ReturnType<typeof setTimeout> | undefined;
+  store.onCommit(() => {
+    scheduled ??= setTimeout(() => {
+      scheduled = undefined;
+      void fold();
+    }, AGGREGATE_DELAY_MS);
+  });
   const timer = setInterval(() => void fold(), IDLE_CLOSE_CHECK_MS);
   void fold();
   log.info("forward.started", {
@@ -117,6 +128,7 @@ export async function startForwarding(
     notify: () => forwarder.notify(),
     async stop() {
       clearInterval(timer);
+      clearTimeout(scheduled);
       await fold();
       stop.abort();
       await forwarder.finished;

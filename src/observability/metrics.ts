@@ -1,4 +1,4 @@
-import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import { Counter, Gauge, Histogram, Registry, Summary } from "prom-client";
 import type { StoreStats } from "../store/store.ts";
 
 /**
@@ -79,10 +79,12 @@ export class Metrics {
     help: "Readings scored by a model",
     registers: [this.registry],
   });
-  readonly commitToFlag = new Histogram({
+  readonly commitToFlag = new Summary({
     name: "outpost_commit_to_flag_seconds",
-    help: "Time from a reading's commit to its score and anomaly flag being committed",
-    buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1],
+    help: "Time from a reading's commit to its score and anomaly flag being committed (last 5 minutes)",
+    percentiles: [0.5, 0.9, 0.99],
+    maxAgeSeconds: 300,
+    ageBuckets: 5,
     registers: [this.registry],
   });
   readonly inferenceErrors = new Counter({

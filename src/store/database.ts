@@ -15,7 +15,7 @@ const CONNECTION_PRAGMAS = [
   "PRAGMA synchronous=FULL",
   "PRAGMA busy_timeout=5000",
   "PRAGMA cache_size=-4096",
-  "PRAGMA wal_autocheckpoint=4000",
+  "PRAGMA wal_autocheckpoint=1000",
   "PRAGMA journal_size_limit=67108864",
 ];
 

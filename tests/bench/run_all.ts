@@ -3,6 +3,8 @@
  * compared against. `--quick` runs each briefly (CI uses it to keep the benchmarks working).
  */
 import { parseArgs } from "node:util";
+import { benchDetect } from "./detect_bench.ts";
+import { evaluateDetection } from "./detect_eval.ts";
 import { benchForward } from "./forward_bench.ts";
 import { benchIngest } from "./ingest_bench.ts";
 
@@ -23,3 +25,7 @@ await benchIngest(
 
 console.log("\n## Store and forward");
 await benchForward({ seconds: quick ? 300 : 3600 });
+
+console.log("\n## Detection");
+await evaluateDetection({ recordingsPerFault: quick ? 1 : 10 });
+await benchDetect(quick ? { seconds: 1, readings: 2_000 } : { seconds: 10, readings: 50_000 });

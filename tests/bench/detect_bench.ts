@@ -1,0 +1,185 @@
+/**
+ * Detection benchmark: commit-to-flag latency at 1,000 readings/s; the scorer's throughput next to
+ * raw onnxruntime `session.run` on the same model and batch size; calibration time for one device;
+ * peak RSS of the whole process with models loaded under ingest load.
+ */
+import * as ort from "onnxruntime-node";
+import type { DetectionConfig } from "../../src/config/config.ts";
+import { calibrate } from "../../src/detect/calibration.ts";
+import { scoreWindows } from "../../src/detect/batch_scoring.ts";
+import { Inference } from "../../src/detect/inference.ts";
+import { ModelRegistry } from "../../src/detect/registry.ts";
+import { Scorer } from "../../src/detect/scorer.ts";
+import { createLogger } from "../../src/observability/log.ts";
+import { openDatabase } from "../../src/store/database.ts";
+import { ReadingWriter } from "../../src/store/reading_writer.ts";
+import { postJson, startOutpost, writeManifest } from "../helpers/outpost_process.ts";
+import { replay } from "../helpers/replay.ts";
+import { simulateRecording } from "../sim/pump_simulator.ts";
+import { mb, processMemory } from "./process_memory.ts";
+
+const quiet = createLogger("error", () => {});
+const DETECTION: DetectionConfig = {
+  enabled: true,
+  threads: 1,
+  batchSize: 256,
+  calibration: { readings: 400, window: 12, varianceKept: 0.999, quantile: 0.995, margin: 1.2 },
+  debounce: { onCount: 3, ofLast: 5, clearAfter: 5 },
+  alertTopic: "outpost/alerts",
+};
+
+async function latencyAtRate(seconds: number): Promise<{ p50: number; p99: number; rss: number; idle: number }> {
+  const dir = await Deno.makeTempDir();
+  const outpost = await startOutpost(await writeManifest(dir, { logLevel: "warn" }));
+  try {
+    const devices = 10;
+    const recordings = Array.from(
+      { length: devices },
+      (_, d) => simulateRecording({ seed: 500 + d, fault: "step", seconds: 400 + seconds * 100 + 10 }),
+    );
+    await Promise.all(recordings.map((r, d) => replay(outpost.url, `bench-${d}`, r.readings.slice(0, 400))));
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const idle = await processMemory(outpost.process.pid);
+    // 1,000 readings/s: every 10 ms one request with one reading from each of 10 devices.
+    const started = performance.now();
+    for (let tick = 0; tick < seconds * 100; tick++) {
+      const readings = recordings.map((r, d) => ({
+        device: `bench-${d}`,
+        ts: r.readings[400 + tick].ts,
+        values: r.readings[400 + tick].values,
+      }));
+      const response = await postJson(`${outpost.url}/v1/readings`, { readings });
+      await response.body?.cancel();
+      const wait = started + (tick + 1) * 10 - performance.now();
+      if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+    }
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const metrics = await (await fetch(`${outpost.url}/metrics`)).text();
+    const quantile = (q: string) =>
+      Number(new RegExp(`outpost_commit_to_flag_seconds\\{quantile="${q}"\\} (\\S+)`).exec(metrics)![1]) * 1000;
+    return {
+      p50: quantile("0.5"),
+      p99: quantile("0.99"),
+      rss: (await processMemory(outpost.process.pid)).peak,
+      idle: idle.rss,
+    };
+  } finally {
+    await outpost.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+async function throughput(readings: number) {
+  const dir = await Deno.makeTempDir();
+  const database = await openDatabase(dir, quiet);
+  try {
+    const recording = simulateRecording({ seed: 600, fault: "vibration", seconds: 400 + readings });
+    const bundleStarted = performance.now();
+    const bundle = calibrate("bench", recording.readings.slice(0, 400), DETECTION.calibration, "cal-1");
+    const calibrationMs = performance.now() - bundleStarted;
+    const writer = new ReadingWriter(database.client, { maxSizeBytes: 1e12, usedBytes: () => 0 });
+    for (let i = 0; i < recording.readings.length; i += 1000) {
+      await writer.write(
+        recording.readings.slice(i, i + 1000).map((r) => ({ device: "bench", ts: r.ts, values: r.values })),
+        "bench",
+      );
+    }
+    const inference = new Inference(1);
+    const registry = new ModelRegistry(database.client, inference, { modelsDir: `${dir}/models`, log: quiet });
+    await registry.init();
+    await registry.activate(bundle, "bench", "bench");
+    const scorer = new Scorer(database.client, DETECTION, { registry, inference, outbox: null, log: quiet });
+    const scoringStarted = performance.now();
+    await scorer.catchUp();
+    const scorerRate = scorer.cursor / ((performance.now() - scoringStarted) / 1000);
+    // The inference stage alone: Outpost's window packing and Inference.run, batch 256.
+    const rows = recording.readings.map((r) => bundle.manifest.features.map((f) => r.values[f]));
+    const windows = rows.map((_, i) => rows.slice(Math.max(0, i - 11), i + 1));
+    const model = await registry.load(registry.modelIdFor("bench")!);
+    const stageStarted = performance.now();
+    await scoreWindows(inference, model, windows, DETECTION.batchSize);
+    const stageRate = windows.length / ((performance.now() - stageStarted) / 1000);
+    // Raw session.run on the same model, same batch size, windows prepared in advance.
+    const session = await ort.InferenceSession.create(bundle.onnx, {
+      intraOpNumThreads: 1,
+      executionMode: "sequential",
+      enableCpuMemArena: false,
+      enableMemPattern: false,
+    });
+    const batch = DETECTION.batchSize;
+    const input = new Float32Array(batch * 12 * 8).map(() => 50 + Math.random());
+    const tensor = new ort.Tensor("float32", input, [batch, 12, 8]);
+    const rounds = Math.ceil(readings / batch);
+    const rawStarted = performance.now();
+    for (let i = 0; i < rounds; i++) await session.run({ window: tensor });
+    const rawRate = (rounds * batch) / ((performance.now() - rawStarted) / 1000);
+    await session.release();
+    await inference.release();
+    return { calibrationMs, scorerRate, stageRate, rawRate };
+  } finally {
+    database.client.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+async function rssUnderIngest(seconds: number): Promise<number> {
+  const dir = await Deno.makeTempDir();
+  const outpost = await startOutpost(await writeManifest(dir, { logLevel: "warn" }));
+  try {
+    const recordings = Array.from(
+      { length: 10 },
+      (_, d) => simulateRecording({ seed: 700 + d, fault: "drift", seconds: 1300 }),
+    );
+    await Promise.all(recordings.map((r, d) => replay(outpost.url, `rss-${d}`, r.readings.slice(0, 400))));
+    const deadline = performance.now() + seconds * 1000;
+    let offset = 400;
+    await Promise.all([0, 1, 2, 3].map(async (worker) => {
+      while (performance.now() < deadline) {
+        const base = offset;
+        offset += 10;
+        const readings = [];
+        for (let i = 0; i < 10; i++) {
+          for (let d = worker; d < 10; d += 4) {
+            const source = recordings[d].readings[(base + i) % 1300];
+            readings.push({
+              device: `rss-${d}`,
+              ts: source.ts + Math.floor((base + i) / 1300) * 3_600_000,
+              values: source.values,
+            });
+          }
+        }
+        const response = await postJson(`${outpost.url}/v1/readings`, { readings });
+        await response.body?.cancel();
+      }
+    }));
+    return (await processMemory(outpost.process.pid)).peak;
+  } finally {
+    await outpost.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+export async function benchDetect(options: { seconds: number; readings: number }): Promise<void> {
+  const latency = await latencyAtRate(options.seconds);
+  console.log(
+    `commit-to-flag at 1,000 readings/s (10 devices)   p50 ${latency.p50.toFixed(1)} ms, p99 ${
+      latency.p99.toFixed(1)
+    } ms (target p99 < 5 ms)`,
+  );
+  const { calibrationMs, scorerRate, stageRate, rawRate } = await throughput(options.readings);
+  console.log(
+    `scoring stage (pack windows + Inference.run)     ${Math.round(stageRate).toLocaleString("en")} readings/s = ` +
+      `${((stageRate / rawRate) * 100).toFixed(0)}% of raw session.run ${
+        Math.round(rawRate).toLocaleString("en")
+      } windows/s ` +
+      `(same model, batch ${DETECTION.batchSize}; target >= 50%)`,
+  );
+  console.log(
+    `scorer end to end (read, window, infer, write)   ${Math.round(scorerRate).toLocaleString("en")} readings/s ` +
+      `(bounded by libSQL: ${((scorerRate / rawRate) * 100).toFixed(0)}% of raw session.run)`,
+  );
+  console.log(`calibration of one device (400 readings)         ${calibrationMs.toFixed(0)} ms`);
+  console.log(`RSS with 10 models loaded: idle ${mb(latency.idle)}, peak at 1,000 readings/s ${mb(latency.rss)}`);
+  const peak = await rssUnderIngest(options.seconds);
+  console.log(`RSS peak (VmHWM) with 10 models under batched HTTP ingest load ${mb(peak)} (target < 128 MB)`);
+}
