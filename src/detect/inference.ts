@@ -27,7 +27,7 @@ export class Inference {
       intraOpNumThreads: threads,
       interOpNumThreads: 1,
       executionMode: "sequential",
-      graphOptimizationLevel: "all",
+      graphOptimizationLevel: "disabled",
       enableCpuMemArena: false,
       enableMemPattern: false,
     };

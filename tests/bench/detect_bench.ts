@@ -122,7 +122,7 @@ async function throughput(readings: number) {
   }
 }
 
-async function rssUnderIngest(seconds: number): Promise<number> {
+async function rssUnderIngest(seconds: number, devices: number): Promise<number> {
   const dir = await Deno.makeTempDir();
   const outpost = await startOutpost(await writeManifest(dir, { logLevel: "warn" }));
   try {
@@ -139,7 +139,7 @@ async function rssUnderIngest(seconds: number): Promise<number> {
         offset += 10;
         const readings = [];
         for (let i = 0; i < 10; i++) {
-          for (let d = worker; d < 10; d += 4) {
+          for (let d = worker % devices; d < devices; d += 4) {
             const source = recordings[d].readings[(base + i) % 1300];
             readings.push({
               device: `rss-${d}`,
@@ -180,6 +180,12 @@ export async function benchDetect(options: { seconds: number; readings: number }
   );
   console.log(`calibration of one device (400 readings)         ${calibrationMs.toFixed(0)} ms`);
   console.log(`RSS with 10 models loaded: idle ${mb(latency.idle)}, peak at 1,000 readings/s ${mb(latency.rss)}`);
-  const peak = await rssUnderIngest(options.seconds);
-  console.log(`RSS peak (VmHWM) with 10 models under batched HTTP ingest load ${mb(peak)} (target < 128 MB)`);
+  for (const devices of [1, 10]) {
+    const peak = await rssUnderIngest(options.seconds, devices);
+    console.log(
+      `RSS peak (VmHWM), ${String(devices).padStart(2)} device model(s), batched HTTP ingest load  ${
+        mb(peak)
+      } (target < 128 MB)`,
+    );
+  }
 }
