@@ -30,7 +30,7 @@ Commands:
 Run "outpost <command> --help" for a command's options.`,
   run: `Usage: outpost run [--manifest PATH] [--data-dir DIR] [--unsafe-broad-permissions]
 
-  --manifest PATH               Deployment manifest (default ${DEFAULT_MANIFEST})
+  --manifest PATH               Deployment manifest (default: policies/outpost.yaml beside the program)
   --data-dir DIR                Overrides spec.storage.dataDir
   --unsafe-broad-permissions    Start even when Deno grants more network access than the manifest`,
   check: `Usage: outpost check [--manifest PATH] [--data-dir DIR]

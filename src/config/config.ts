@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { resolve } from "node:path";
+import { join, resolve } from "node:path";
 import { parseDocument } from "yaml";
 import type { z } from "zod";
 import { destinationOf, formatDestination, isAllowed } from "../egress/allowlist.ts";
@@ -86,7 +86,8 @@ export interface ConfigOverrides {
   dataDir?: string;
 }
 
-export const DEFAULT_MANIFEST = "policies/outpost.yaml";
+/** The manifest beside the program (in a compiled binary: the one embedded in it). */
+export const DEFAULT_MANIFEST = join(import.meta.dirname!, "..", "..", "policies", "outpost.yaml");
 
 /** Reads, parses and validates a manifest file; throws ConfigError listing every problem. */
 export async function loadConfig(path: string, overrides: ConfigOverrides = {}): Promise<Config> {

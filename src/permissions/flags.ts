@@ -20,6 +20,11 @@ export interface PermissionOptions {
   target?: NativeTarget;
   /** Override for the addon paths (a compiled binary extracts them elsewhere). */
   nativeAddons?: readonly string[];
+  /**
+   * A compiled, self-extracting binary: the release folder it runs from. Reads and native addons
+   * are then scoped to that folder (where the embedded files are extracted) plus the data dir.
+   */
+  releaseDir?: string;
 }
 
 /** Every host:port Outpost may open or listen on, derived from the manifest. */
@@ -43,8 +48,11 @@ export function runtimeFlags(config: Config, options: PermissionOptions): string
 /** The exact Deno permission flags for running Outpost with this config. */
 export function permissionFlags(config: Config, options: PermissionOptions): string[] {
   const root = options.projectRoot;
-  const addons = options.nativeAddons ?? nativeAddonPaths(root, options.target ?? HOST_TARGET);
-  const readPaths = [config.storage.dataDir, join(root, "models"), join(root, "policies"), config.manifestPath];
+  const release = options.releaseDir;
+  const addons = release ? [release] : options.nativeAddons ?? nativeAddonPaths(root, options.target ?? HOST_TARGET);
+  const readPaths = release
+    ? [config.storage.dataDir, release]
+    : [config.storage.dataDir, join(root, "models"), join(root, "policies"), config.manifestPath];
   return [
     "--no-prompt",
     `--allow-net=${netAllowlist(config).join(",")}`,
