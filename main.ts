@@ -33,6 +33,8 @@ async function main(): Promise<number> {
       return await run(command.manifest, command.dataDir, command.unsafeBroadPermissions);
     case "audit-verify":
       return await auditVerify(command.manifest, command.dataDir);
+    case "wait-ready":
+      return await waitReady(command.manifest, command.timeoutSeconds);
   }
 }
 
@@ -94,6 +96,27 @@ async function auditVerify(manifest: string, dataDir?: string): Promise<number> 
   const result = await verifyAuditFile(config.storage.dataDir);
   console.log(JSON.stringify(result, null, 2));
   return result.ok ? 0 : 1;
+}
+
+async function waitReady(manifest: string, timeoutSeconds: number): Promise<number> {
+  const config = await loadOrReport(manifest);
+  if (!config) return 2;
+  const { host, port } = config.api.listen;
+  const url = `http://${host.includes(":") ? `[${host}]` : host}:${port}/readyz`;
+  const deadline = Date.now() + timeoutSeconds * 1000;
+  let last = "no answer";
+  while (Date.now() < deadline) {
+    try {
+      const response = await fetch(url, { signal: AbortSignal.timeout(2_000) });
+      last = `${response.status} ${await response.text()}`;
+      if (response.status === 200) return 0;
+    } catch (error) {
+      last = (error as Error).message;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+  console.error(`Not ready after ${timeoutSeconds} s: ${last}`);
+  return 1;
 }
 
 async function run(manifest: string, dataDir: string | undefined, unsafeBroad: boolean): Promise<number> {

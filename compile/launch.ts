@@ -15,7 +15,7 @@ async function launch(args: string[]): Promise<number> {
   let flags: string[] = [];
   try {
     const command = parseCommand(args);
-    if (command.name === "run" || command.name === "check" || command.name === "audit-verify") {
+    if (command.name !== "help" && command.name !== "version") {
       const config = await loadConfig(command.manifest, { dataDir: command.dataDir });
       flags = runtimeFlags(config, { projectRoot: PROJECT_ROOT });
     }

@@ -5,6 +5,7 @@ export type Command =
   | { name: "run"; manifest: string; dataDir?: string; unsafeBroadPermissions: boolean }
   | { name: "check"; manifest: string; dataDir?: string }
   | { name: "audit-verify"; manifest: string; dataDir?: string }
+  | { name: "wait-ready"; manifest: string; timeoutSeconds: number }
   | { name: "version" }
   | { name: "help"; text: string };
 
@@ -25,6 +26,7 @@ Commands:
   run       Start Outpost (default when no command is given)
   check     Validate a manifest without starting
   audit     "audit verify": check the egress audit log's hash chain
+  wait-ready  Wait until the local /readyz answers 200 (systemd's start gate)
   version   Print the version
 
 Run "outpost <command> --help" for a command's options.`,
@@ -41,6 +43,9 @@ Validates the manifest, prints the resolved configuration and the permission fla
 
 Walks the egress audit log's hash chain and prints the result as JSON. Exit 0 when intact,
 1 naming the first edited, deleted or reordered row.`,
+  "wait-ready": `Usage: outpost wait-ready [--manifest PATH] [--timeout SECONDS]
+
+Polls the API's /readyz until it answers 200 (exit 0) or the timeout passes (exit 1, default 30 s).`,
   version: `Usage: outpost version
 
 Prints the Outpost version, the Deno version and the schema version.`,
@@ -74,6 +79,7 @@ export function parseCommand(args: readonly string[] = Deno.args): Command {
         manifest: { type: "string" },
         "data-dir": { type: "string" },
         "unsafe-broad-permissions": { type: "boolean" },
+        timeout: { type: "string" },
       },
     });
   } catch (error) {
@@ -88,6 +94,11 @@ export function parseCommand(args: readonly string[] = Deno.args): Command {
     return { name: "version" };
   }
   if (name === "audit") return { name: "audit-verify", manifest, dataDir };
+  if (name === "wait-ready") {
+    const timeoutSeconds = Number(values.timeout ?? 30);
+    if (!(timeoutSeconds > 0)) throw new UsageError("--timeout must be a positive number of seconds", usage);
+    return { name: "wait-ready", manifest, timeoutSeconds };
+  }
   if (name === "check") {
     if (values["unsafe-broad-permissions"]) throw new UsageError("check takes no --unsafe-broad-permissions", usage);
     return { name: "check", manifest, dataDir };
