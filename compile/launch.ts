@@ -16,7 +16,9 @@ async function launch(args: string[]): Promise<number> {
   try {
     const command = parseCommand(args);
     if (command.name !== "help" && command.name !== "version") {
-      const config = await loadConfig(command.manifest, { dataDir: command.dataDir });
+      const config = await loadConfig(command.manifest, {
+        dataDir: "dataDir" in command ? command.dataDir : undefined,
+      });
       flags = runtimeFlags(config, { projectRoot: PROJECT_ROOT });
     }
   } catch (error) {
