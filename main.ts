@@ -35,6 +35,9 @@ async function main(): Promise<number> {
       return await auditVerify(command.manifest, command.dataDir);
     case "wait-ready":
       return await waitReady(command.manifest, command.timeoutSeconds);
+    case "upgrade":
+    case "rollback":
+      return await release(command);
   }
 }
 
@@ -96,6 +99,33 @@ async function auditVerify(manifest: string, dataDir?: string): Promise<number> 
   const result = await verifyAuditFile(config.storage.dataDir);
   console.log(JSON.stringify(result, null, 2));
   return result.ok ? 0 : 1;
+}
+
+async function release(command: Extract<Command, { name: "upgrade" | "rollback" }>): Promise<number> {
+  const args = command.release;
+  let readyUrl = args.readyUrl;
+  if (!readyUrl) {
+    const config = await loadOrReport(args.manifest);
+    if (!config) return 2;
+    readyUrl = `http://${config.api.listen.host}:${config.api.listen.port}/readyz`;
+  }
+  const { rollback, upgrade, UpgradeError } = await import("./src/release/upgrade.ts");
+  const options = {
+    root: args.root,
+    service: args.service,
+    readyUrl,
+    readyTimeoutMs: args.readyTimeoutSeconds * 1000,
+    keep: args.keep,
+  };
+  try {
+    const version = command.name === "upgrade" ? await upgrade(command.binary, options) : await rollback(options);
+    console.log(JSON.stringify({ ok: true, live: version }));
+    return 0;
+  } catch (error) {
+    if (!(error instanceof UpgradeError)) throw error;
+    console.error(error.message);
+    return 1;
+  }
 }
 
 async function waitReady(manifest: string, timeoutSeconds: number): Promise<number> {

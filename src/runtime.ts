@@ -7,6 +7,7 @@ import { MqttSource } from "./ingest/mqtt_source.ts";
 import type { Logger } from "./observability/log.ts";
 import { Metrics } from "./observability/metrics.ts";
 import { Store } from "./store/store.ts";
+import { VERSION } from "./version.ts";
 
 export interface Runtime {
   /** Settles after an orderly shutdown once `signal` aborts. */
@@ -83,6 +84,7 @@ export async function startRuntime(config: Config, log: Logger, signal: AbortSig
 
   const separateMetrics = config.metrics.enabled && config.metrics.port !== config.api.listen.port;
   const api = createApi({
+    identity: { name: config.name, version: VERSION },
     store,
     metrics,
     forwarding,

@@ -12,6 +12,7 @@ import { healthRoutes, type ReadinessProbe } from "./health.ts";
 import { readingsRoutes } from "./readings.ts";
 
 export interface ApiOptions {
+  identity: { name: string; version: string };
   store: Store;
   metrics: Metrics;
   forwarding: Forwarding;
@@ -36,7 +37,14 @@ export function createApi(options: ApiOptions): Hono {
       (performance.now() - started) / 1000,
     );
   });
-  app.route("/", healthRoutes({ readiness: options.readiness, metrics: options.serveMetrics ? metrics : null }));
+  app.route(
+    "/",
+    healthRoutes({
+      identity: options.identity,
+      readiness: options.readiness,
+      metrics: options.serveMetrics ? metrics : null,
+    }),
+  );
   app.route("/", readingsRoutes(options));
   app.route(
     "/",

@@ -12,6 +12,8 @@ export interface ReadinessCheck {
 export type ReadinessProbe = () => ReadinessCheck[];
 
 export interface HealthRouteOptions {
+  /** Who answers: the manifest's name and the release version. */
+  identity: { name: string; version: string };
   readiness: ReadinessProbe;
   metrics: Metrics | null;
 }
@@ -22,7 +24,7 @@ export interface HealthRouteOptions {
  */
 export function healthRoutes(options: HealthRouteOptions): Hono {
   const app = new Hono();
-  app.get("/healthz", (c) => c.json({ status: "ok" }));
+  app.get("/healthz", (c) => c.json({ status: "ok", ...options.identity }));
   app.get("/readyz", (c) => {
     const checks = options.readiness();
     const ready = checks.every((check) => check.ok);

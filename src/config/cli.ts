@@ -6,8 +6,19 @@ export type Command =
   | { name: "check"; manifest: string; dataDir?: string }
   | { name: "audit-verify"; manifest: string; dataDir?: string }
   | { name: "wait-ready"; manifest: string; timeoutSeconds: number }
+  | { name: "upgrade"; binary: string; release: ReleaseArgs }
+  | { name: "rollback"; release: ReleaseArgs }
   | { name: "version" }
   | { name: "help"; text: string };
+
+export interface ReleaseArgs {
+  manifest: string;
+  root: string;
+  service?: string;
+  readyUrl?: string;
+  readyTimeoutSeconds: number;
+  keep: number;
+}
 
 /** Bad command-line usage; main prints the message and the usage and exits 2. */
 export class UsageError extends Error {
@@ -27,6 +38,8 @@ Commands:
   check     Validate a manifest without starting
   audit     "audit verify": check the egress audit log's hash chain
   wait-ready  Wait until the local /readyz answers 200 (systemd's start gate)
+  upgrade   Install a new release binary, health-gated, rolling back by itself on failure
+  rollback  Return to the previous release, offline
   version   Print the version
 
 Run "outpost <command> --help" for a command's options.`,
@@ -46,6 +59,23 @@ Walks the egress audit log's hash chain and prints the result as JSON. Exit 0 wh
   "wait-ready": `Usage: outpost wait-ready [--manifest PATH] [--timeout SECONDS]
 
 Polls the API's /readyz until it answers 200 (exit 0) or the timeout passes (exit 1, default 30 s).`,
+  upgrade:
+    `Usage: outpost upgrade <new binary> [--root DIR] [--service UNIT] [--ready-url URL] [--ready-timeout S] [--keep N]
+
+  --root DIR         Install root holding releases/ and current (default /opt/outpost)
+  --service UNIT     systemd unit to restart; without it the process in <root>/outpost.pid is replaced
+  --ready-url URL    Health gate (default: /readyz of the manifest's spec.api.listen)
+  --ready-timeout S  Seconds the new release has to become ready (default 60)
+  --keep N           Releases kept (default 3; the current and previous are always kept)
+
+The binary needs <binary>.sha256 and <binary>.release.json beside it (deno task compile writes both).`,
+  rollback: `Usage: outpost rollback [--root DIR] [--service UNIT] [--ready-url URL] [--ready-timeout S] [--keep N]
+
+  --root DIR         Install root holding releases/ and current (default /opt/outpost)
+  --service UNIT     systemd unit to restart; without it the process in <root>/outpost.pid is replaced
+  --ready-url URL    Health gate (default: /readyz of the manifest's spec.api.listen)
+  --ready-timeout S  Seconds the new release has to become ready (default 60)
+  --keep N           Releases kept (default 3; the current and previous are always kept)`,
   version: `Usage: outpost version
 
 Prints the Outpost version, the Deno version and the schema version.`,
@@ -61,6 +91,7 @@ export function parseCommand(args: readonly string[] = Deno.args): Command {
   }
   if (!(name in USAGE) || name === "main") throw new UsageError(`Unknown command: ${name}`, USAGE.main);
   const usage = USAGE[name as keyof typeof USAGE];
+  if (name === "upgrade" || name === "rollback") return parseRelease(name, tail, usage);
   let options = tail;
   if (name === "audit") {
     if (tail[0] !== "verify" && !tail.includes("--help") && !tail.includes("-h")) {
@@ -104,4 +135,43 @@ export function parseCommand(args: readonly string[] = Deno.args): Command {
     return { name: "check", manifest, dataDir };
   }
   return { name: "run", manifest, dataDir, unsafeBroadPermissions: values["unsafe-broad-permissions"] ?? false };
+}
+
+function parseRelease(name: "upgrade" | "rollback", args: string[], usage: string): Command {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args,
+      strict: true,
+      allowPositionals: name === "upgrade",
+      options: {
+        help: { type: "boolean", short: "h" },
+        manifest: { type: "string" },
+        root: { type: "string" },
+        service: { type: "string" },
+        "ready-url": { type: "string" },
+        "ready-timeout": { type: "string" },
+        keep: { type: "string" },
+      },
+    });
+  } catch (error) {
+    throw new UsageError((error as Error).message, usage);
+  }
+  const values = parsed.values;
+  if (values.help) return { name: "help", text: usage };
+  const readyTimeoutSeconds = Number(values["ready-timeout"] ?? 60);
+  const keep = Number(values.keep ?? 3);
+  if (!(readyTimeoutSeconds > 0)) throw new UsageError("--ready-timeout must be a positive number", usage);
+  if (!Number.isInteger(keep) || keep < 2) throw new UsageError("--keep must be an integer of at least 2", usage);
+  const release: ReleaseArgs = {
+    manifest: values.manifest ?? DEFAULT_MANIFEST,
+    root: values.root ?? "/opt/outpost",
+    service: values.service,
+    readyUrl: values["ready-url"],
+    readyTimeoutSeconds,
+    keep,
+  };
+  if (name === "rollback") return { name, release };
+  if (parsed.positionals.length !== 1) throw new UsageError("upgrade takes exactly one binary", usage);
+  return { name, binary: parsed.positionals[0], release };
 }

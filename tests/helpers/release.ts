@@ -1,0 +1,59 @@
+import { createHash } from "node:crypto";
+import { join } from "node:path";
+import { loadConfig } from "../../src/config/config.ts";
+import { runtimeFlags } from "../../src/permissions/flags.ts";
+import { MAIN, PROJECT_ROOT } from "./outpost_process.ts";
+
+/**
+ * A stand-in for a compiled release binary: a launcher that runs main.ts under `deno run` with
+ * the flags derived from the release's manifest (what `deno compile` would bake in), with the
+ * `.sha256` and `.release.json` that `deno task compile` writes beside a binary.
+ * `broken: true` makes a release that starts but never becomes ready.
+ */
+export async function buildRelease(
+  dir: string,
+  version: string,
+  options: { manifest: string; root: string; broken?: boolean },
+): Promise<string> {
+  const folder = join(dir, "incoming", version);
+  await Deno.mkdir(folder, { recursive: true });
+  const manifest = join(folder, "outpost.yaml");
+  await Deno.copyFile(options.manifest, manifest);
+  const config = await loadConfig(manifest);
+  const runFlags = runtimeFlags(config, { projectRoot: PROJECT_ROOT }).map(quote).join(" ");
+  const adminFlags = [
+    "--allow-read",
+    `--allow-write=${options.root}`,
+    "--allow-run",
+    "--allow-net=127.0.0.1",
+    "--ignore-env",
+  ].map(quote).join(" ");
+  const deno = quote(Deno.execPath());
+  const script = `#!/bin/sh
+# Stand-in for outpost ${version}: main.ts under the release's flags.
+case "$1" in
+  upgrade|rollback|wait-ready) exec ${deno} run --cached-only ${adminFlags} ${quote(MAIN)} "$@" --manifest ${
+    quote(manifest)
+  } ;;
+  run) ${
+    options.broken
+      ? "exec sleep 600"
+      : `exec ${deno} run --cached-only ${runFlags} ${quote(MAIN)} run --manifest ${quote(manifest)}`
+  } ;;
+  *) exec ${deno} run --cached-only ${runFlags} ${quote(MAIN)} "$@" ;;
+esac
+`;
+  const binary = join(folder, "outpost");
+  await Deno.writeTextFile(binary, script, { mode: 0o755 });
+  const sha256 = createHash("sha256").update(script).digest("hex");
+  await Deno.writeTextFile(`${binary}.sha256`, `${sha256}  outpost\n`);
+  await Deno.writeTextFile(
+    `${binary}.release.json`,
+    JSON.stringify({ version, target: `${Deno.build.arch}-unknown-linux-gnu`, binary: { file: "outpost", sha256 } }),
+  );
+  return binary;
+}
+
+function quote(value: string): string {
+  return `'${value.replaceAll("'", `'"'"'`)}'`;
+}
