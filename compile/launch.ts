@@ -15,6 +15,10 @@ async function launch(args: string[]): Promise<number> {
   let flags: string[] = [];
   try {
     const command = parseCommand(args);
+    if (command.name === "upgrade" || command.name === "rollback") {
+      console.error(`${command.name} runs from an installed release: <root>/current/outpost ${command.name} ...`);
+      return 2;
+    }
     if (command.name !== "help" && command.name !== "version") {
       const config = await loadConfig(command.manifest, {
         dataDir: "dataDir" in command ? command.dataDir : undefined,
