@@ -28,7 +28,16 @@ async function main(): Promise<number> {
       console.log(JSON.stringify({ outpost: VERSION, deno: Deno.version.deno, schema: SCHEMA_VERSION }));
       return 0;
     case "check":
-      return await check(command.manifest, command.dataDir);
+      return command.deployment
+        ? await checkDeploymentCommand(command)
+        : await check(command.manifest, command.dataDir);
+    case "policy-show": {
+      const config = await loadOrReport(command.manifest);
+      if (!config) return 2;
+      const { policyDiagram } = await import("./src/release/policy_show.ts");
+      console.log(policyDiagram(config));
+      return 0;
+    }
     case "run":
       return await run(command.manifest, command.dataDir, command.unsafeBroadPermissions);
     case "audit-verify":
@@ -99,6 +108,17 @@ async function auditVerify(manifest: string, dataDir?: string): Promise<number> 
   const result = await verifyAuditFile(config.storage.dataDir);
   console.log(JSON.stringify(result, null, 2));
   return result.ok ? 0 : 1;
+}
+
+async function checkDeploymentCommand(command: Extract<Command, { name: "check" }>): Promise<number> {
+  const config = await loadOrReport(command.manifest, command.dataDir);
+  if (!config) return 2;
+  const { checkDeployment } = await import("./src/release/deployment_check.ts");
+  const criteria = await checkDeployment(config, { root: command.root, service: command.service });
+  for (const criterion of criteria) {
+    console.log(`${criterion.pass ? "PASS" : "FAIL"}  ${criterion.name}: ${criterion.reason}`);
+  }
+  return criteria.every((criterion) => criterion.pass) ? 0 : 1;
 }
 
 async function release(command: Extract<Command, { name: "upgrade" | "rollback" }>): Promise<number> {

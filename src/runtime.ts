@@ -1,6 +1,6 @@
 import { createApi } from "./api/app.ts";
 import { metricsRoutes, type ReadinessCheck } from "./api/health.ts";
-import type { Config } from "./config/config.ts";
+import { type Config, underSystemd } from "./config/config.ts";
 import { startDetection } from "./detect/detection.ts";
 import { startForwarding } from "./forward/pipeline.ts";
 import { MqttSource } from "./ingest/mqtt_source.ts";
@@ -40,6 +40,7 @@ export async function startRuntime(config: Config, log: Logger, signal: AbortSig
     throw error;
   }
   metrics.addCollector(() => forwarding.status());
+  const service = { underSystemd: underSystemd(), pid: Deno.pid };
   const intake = new AbortController();
   const mqtt = config.mqtt ? new MqttSource(config.mqtt, { store, metrics, log }, intake.signal) : null;
   let serving = false;
@@ -85,6 +86,7 @@ export async function startRuntime(config: Config, log: Logger, signal: AbortSig
   const separateMetrics = config.metrics.enabled && config.metrics.port !== config.api.listen.port;
   const api = createApi({
     identity: { name: config.name, version: VERSION },
+    service,
     store,
     metrics,
     forwarding,

@@ -13,6 +13,8 @@ import { readingsRoutes } from "./readings.ts";
 
 export interface ApiOptions {
   identity: { name: string; version: string };
+  /** How this process runs: as a systemd service or not. */
+  service: { underSystemd: boolean; pid: number };
   store: Store;
   metrics: Metrics;
   forwarding: Forwarding;
@@ -50,7 +52,13 @@ export function createApi(options: ApiOptions): Hono {
     "/",
     detectRoutes({ client: options.store.client, detection: options.detection, adminToken: readAdminToken() }),
   );
-  app.route("/", egressRoutes({ audit: options.forwarding.audit, status: () => options.forwarding.status() }));
+  app.route(
+    "/",
+    egressRoutes({
+      audit: options.forwarding.audit,
+      status: async () => ({ service: options.service, ...(await options.forwarding.status()) }),
+    }),
+  );
   app.notFound((c) => c.json({ error: "not_found", message: `No route for ${c.req.method} ${c.req.path}` }, 404));
   app.onError(errorHandler(options.log));
   return app;

@@ -3,7 +3,8 @@ import { DEFAULT_MANIFEST } from "./config.ts";
 
 export type Command =
   | { name: "run"; manifest: string; dataDir?: string; unsafeBroadPermissions: boolean }
-  | { name: "check"; manifest: string; dataDir?: string }
+  | { name: "check"; manifest: string; dataDir?: string; deployment: boolean; root: string; service: string }
+  | { name: "policy-show"; manifest: string }
   | { name: "audit-verify"; manifest: string; dataDir?: string }
   | { name: "wait-ready"; manifest: string; timeoutSeconds: number }
   | { name: "upgrade"; binary: string; release: ReleaseArgs }
@@ -37,6 +38,7 @@ Commands:
   run       Start Outpost (default when no command is given)
   check     Validate a manifest without starting
   audit     "audit verify": check the egress audit log's hash chain
+  policy    "policy show": the egress allowlist and the network paths as a diagram
   wait-ready  Wait until the local /readyz answers 200 (systemd's start gate)
   upgrade   Install a new release binary, health-gated, rolling back by itself on failure
   rollback  Return to the previous release, offline
@@ -48,10 +50,14 @@ Run "outpost <command> --help" for a command's options.`,
   --manifest PATH               Deployment manifest (default: policies/outpost.yaml beside the program)
   --data-dir DIR                Overrides spec.storage.dataDir
   --unsafe-broad-permissions    Start even when Deno grants more network access than the manifest`,
-  check: `Usage: outpost check [--manifest PATH] [--data-dir DIR]
+  check: `Usage: outpost check [--manifest PATH] [--data-dir DIR] [--deployment [--root DIR] [--service UNIT]]
 
-Validates the manifest, prints the resolved configuration and the permission flags, and exits
-0 when valid or 2 listing every problem.`,
+Validates the manifest, prints the resolved configuration, the permission flags and the egress
+layers, and exits 0 when valid or 2 listing every problem. With --deployment, checks the running
+device against the secure-edge pattern's success criteria instead (exit 0 when all pass, else 1).`,
+  policy: `Usage: outpost policy show [--manifest PATH]
+
+Prints the egress allowlist and the network paths as a diagram.`,
   audit: `Usage: outpost audit verify [--manifest PATH] [--data-dir DIR]
 
 Walks the egress audit log's hash chain and prints the result as JSON. Exit 0 when intact,
@@ -93,11 +99,12 @@ export function parseCommand(args: readonly string[] = Deno.args): Command {
   const usage = USAGE[name as keyof typeof USAGE];
   if (name === "upgrade" || name === "rollback") return parseRelease(name, tail, usage);
   let options = tail;
-  if (name === "audit") {
-    if (tail[0] !== "verify" && !tail.includes("--help") && !tail.includes("-h")) {
-      throw new UsageError(`Unknown audit subcommand: ${tail[0] ?? "(none)"}`, usage);
+  const subcommand = { audit: "verify", policy: "show" }[name as string];
+  if (subcommand) {
+    if (tail[0] !== subcommand && !tail.includes("--help") && !tail.includes("-h")) {
+      throw new UsageError(`Unknown ${name} subcommand: ${tail[0] ?? "(none)"}`, usage);
     }
-    options = tail[0] === "verify" ? tail.slice(1) : tail;
+    options = tail[0] === subcommand ? tail.slice(1) : tail;
   }
   let parsed;
   try {
@@ -111,6 +118,9 @@ export function parseCommand(args: readonly string[] = Deno.args): Command {
         "data-dir": { type: "string" },
         "unsafe-broad-permissions": { type: "boolean" },
         timeout: { type: "string" },
+        deployment: { type: "boolean" },
+        root: { type: "string" },
+        service: { type: "string" },
       },
     });
   } catch (error) {
@@ -125,6 +135,7 @@ export function parseCommand(args: readonly string[] = Deno.args): Command {
     return { name: "version" };
   }
   if (name === "audit") return { name: "audit-verify", manifest, dataDir };
+  if (name === "policy") return { name: "policy-show", manifest };
   if (name === "wait-ready") {
     const timeoutSeconds = Number(values.timeout ?? 30);
     if (!(timeoutSeconds > 0)) throw new UsageError("--timeout must be a positive number of seconds", usage);
@@ -132,7 +143,14 @@ export function parseCommand(args: readonly string[] = Deno.args): Command {
   }
   if (name === "check") {
     if (values["unsafe-broad-permissions"]) throw new UsageError("check takes no --unsafe-broad-permissions", usage);
-    return { name: "check", manifest, dataDir };
+    return {
+      name: "check",
+      manifest,
+      dataDir,
+      deployment: values.deployment ?? false,
+      root: values.root ?? "/opt/outpost",
+      service: values.service ?? "outpost.service",
+    };
   }
   return { name: "run", manifest, dataDir, unsafeBroadPermissions: values["unsafe-broad-permissions"] ?? false };
 }

@@ -233,6 +233,11 @@ export function readSinkToken(): string | undefined {
   return token === undefined || token === "" ? undefined : token;
 }
 
+/** Set by systemd for the processes of a unit: tells whether Outpost runs as a service. */
+export function underSystemd(): boolean {
+  return (Deno.env.get("INVOCATION_ID") ?? "") !== "";
+}
+
 /** The admin API token, from the environment only (never the manifest). */
 export function readAdminToken(): string | undefined {
   const token = Deno.env.get("OUTPOST_ADMIN_TOKEN");

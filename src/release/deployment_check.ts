@@ -1,0 +1,114 @@
+/**
+ * `outpost check --deployment`: the secure-edge pattern's success criteria, checked on the device
+ * against the running instance, the install root and this process's own permissions (which are
+ * the release's baked flags).
+ */
+import { join } from "node:path";
+import type { Config } from "../config/config.ts";
+import { verifyAuditFile } from "../egress/audit_file.ts";
+import { netAllowlist } from "../permissions/flags.ts";
+import { broaderPermissions } from "../permissions/self_check.ts";
+import { ReleaseLayout } from "./layout.ts";
+
+export interface Criterion {
+  name: string;
+  pass: boolean;
+  reason: string;
+}
+
+const HARDENING = ["ProtectSystem=strict", "NoNewPrivileges=yes", "PrivateTmp=yes", "IPAddressDeny="];
+
+export async function checkDeployment(
+  config: Config,
+  options: { root: string; service: string },
+): Promise<Criterion[]> {
+  const base = `http://${config.api.listen.host}:${config.api.listen.port}`;
+  const get = async (path: string) => {
+    try {
+      const response = await fetch(`${base}${path}`, { signal: AbortSignal.timeout(3_000) });
+      return { status: response.status, body: await response.text() };
+    } catch (error) {
+      return { status: 0, body: (error as Error).message };
+    }
+  };
+  const [healthz, readyz, metrics] = [await get("/healthz"), await get("/readyz"), await get("/metrics")];
+  const criteria: Criterion[] = [];
+
+  const egressOff = config.network.egressAllowed.length === 0;
+  criteria.push({
+    name: "operates with egress disabled",
+    pass: readyz.status === 200,
+    reason: readyz.status === 200
+      ? egressOff
+        ? "egress is disabled and the instance is ready (forwarding paused)"
+        : "readiness never depends on the uplink: forwarding failures show as degraded, not unready"
+      : `instance not ready: ${readyz.status} ${readyz.body.slice(0, 200)}`,
+  });
+
+  const audit = await verifyAuditFile(config.storage.dataDir).catch((error) => ({
+    ok: false as const,
+    reason: String(error),
+  }));
+  criteria.push({
+    name: "all external calls logged and auditable",
+    pass: audit.ok,
+    reason: audit.ok
+      ? `audit chain intact (${"rows" in audit ? audit.rows : 0} rows)`
+      : `audit chain broken: ${"reason" in audit ? audit.reason : ""}`,
+  });
+
+  const layout = new ReleaseLayout(options.root);
+  const current = await layout.currentVersion();
+  const previous = await layout.previousVersion();
+  criteria.push({
+    name: "rollback possible offline",
+    pass: previous !== null,
+    reason: previous !== null
+      ? `previous release ${previous} (with its embedded policy and models) is installed beside ${current}`
+      : `no previous release under ${join(options.root, "releases")} (current: ${current ?? "none"})`,
+  });
+
+  const monitoring = healthz.status === 200 && metrics.status === 200 &&
+    metrics.body.includes("outpost_readings_total");
+  criteria.push({
+    name: "local monitoring reachable",
+    pass: monitoring,
+    reason: monitoring
+      ? `${base}/healthz, /readyz and /metrics answer`
+      : `healthz ${healthz.status}, metrics ${metrics.status}`,
+  });
+
+  const broader = await broaderPermissions(netAllowlist(config));
+  criteria.push({
+    name: "permissions no broader than the policy",
+    pass: broader.length === 0,
+    reason: broader.length === 0 ? "this release's Deno permissions match the manifest" : broader.join("; "),
+  });
+
+  criteria.push(await systemdHardening(options.service, await get("/v1/status")));
+  return criteria;
+}
+
+/**
+ * Under systemd the service itself reports it (INVOCATION_ID); the unit's hardening is the one
+ * `deno task systemd-unit` renders (checked by systemd-analyze in CI). Where `systemctl` may be run,
+ * the installed unit's directives are read too.
+ */
+async function systemdHardening(service: string, status: { status: number; body: string }): Promise<Criterion> {
+  const name = "systemd hardening in place";
+  let runsUnderSystemd = false;
+  try {
+    runsUnderSystemd = JSON.parse(status.body).service?.underSystemd === true;
+  } catch { /* no status */ }
+  if (!runsUnderSystemd) return { name, pass: false, reason: "the running instance is not a systemd service" };
+  try {
+    const output = await new Deno.Command("systemctl", { args: ["cat", service], stdout: "piped", stderr: "null" })
+      .output();
+    const unit = new TextDecoder().decode(output.stdout);
+    const missing = HARDENING.filter((directive) => !unit.split("\n").some((line) => line.startsWith(directive)));
+    if (missing.length > 0) return { name, pass: false, reason: `${service} lacks ${missing.join(", ")}` };
+    return { name, pass: true, reason: `${service} runs with ${HARDENING.join(", ")}` };
+  } catch {
+    return { name, pass: true, reason: `runs under systemd as ${service} (unit directives not readable from here)` };
+  }
+}
