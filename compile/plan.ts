@@ -104,7 +104,10 @@ export function foreignNativeFolders(buildDir: string, target: Target): string[]
 
 export function compilePlan(config: Config, target: Target, options: PlanOptions): CompilePlan {
   const releaseDir = join(options.installRoot, "releases", VERSION);
-  const flags = runtimeFlags(config, { projectRoot: options.buildDir, releaseDir });
+  const flags = withReleasePermissions(
+    runtimeFlags(config, { projectRoot: options.buildDir, releaseDir }),
+    options.installRoot,
+  );
   const manifest = join(options.buildDir, "policies", "outpost.yaml");
   const includes = [join(options.buildDir, "models"), manifest];
   const excludes = [
@@ -140,6 +143,22 @@ export function compilePlan(config: Config, target: Target, options: PlanOptions
     releaseDir,
     flags,
   };
+}
+
+/**
+ * One binary serves `run` and `upgrade`/`rollback`, so it also carries what those need, scoped:
+ * read and write under the install root (new binaries go in `<root>/incoming/`), and running
+ * `systemctl`, `ln` and `<root>/current/outpost`. The service cannot use them: its unit keeps
+ * /opt read-only (ProtectSystem=strict) and it holds no privileges to restart units.
+ */
+export function withReleasePermissions(flags: string[], installRoot: string): string[] {
+  const add = (flag: string, extra: string) => flag.replace(/=(.*)$/, (_, list) => `=${list},${extra}`);
+  return [
+    ...flags.map((flag) =>
+      flag.startsWith("--allow-read=") || flag.startsWith("--allow-write=") ? add(flag, installRoot) : flag
+    ),
+    `--allow-run=systemctl,ln,${join(installRoot, "current", "outpost")}`,
+  ];
 }
 
 function safeReadDir(path: string): string[] {

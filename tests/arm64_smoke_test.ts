@@ -42,7 +42,20 @@ spec:
     );
     const installRoot = join(dir, "opt");
     const planned = await new Deno.Command(Deno.execPath(), {
-      args: ["task", "--quiet", "compile", "--dry-run", "--target", "aarch64-unknown-linux-gnu", "--manifest", manifest, "--install-root", installRoot, "--out", join(dir, "dist")],
+      args: [
+        "task",
+        "--quiet",
+        "compile",
+        "--dry-run",
+        "--target",
+        "aarch64-unknown-linux-gnu",
+        "--manifest",
+        manifest,
+        "--install-root",
+        installRoot,
+        "--out",
+        join(dir, "dist"),
+      ],
       cwd: PROJECT_ROOT,
       stdout: "piped",
       stderr: "inherit",
@@ -72,8 +85,17 @@ spec:
       assert.match(loaded, /linux-arm64-gnu\/index\.node/, "libsql's arm64 addon is loaded");
       const recording = simulateRecording({ seed: 88, fault: "step", calibration: 50, seconds: 80 });
       await replay(url, "arm-1", recording.readings);
-      await eventually(() => fetchReadings(url, "arm-1"), (rows) => rows.length === 80 && rows[79].score !== null, 240_000);
-      assert.match(new TextDecoder().decode((await new Deno.Command("cat", { args: [`/proc/${process.pid}/maps`], stdout: "piped" }).output()).stdout), /linux\/arm64\/libonnxruntime\.so\.1/);
+      await eventually(
+        () => fetchReadings(url, "arm-1"),
+        (rows) => rows.length === 80 && rows[79].score !== null,
+        240_000,
+      );
+      assert.match(
+        new TextDecoder().decode(
+          (await new Deno.Command("cat", { args: [`/proc/${process.pid}/maps`], stdout: "piped" }).output()).stdout,
+        ),
+        /linux\/arm64\/libonnxruntime\.so\.1/,
+      );
       await eventually(() => collector.items().length, (n) => n > 0, 240_000);
       process.kill("SIGTERM");
       assert.equal((await process.status).code, 0, log);

@@ -72,7 +72,8 @@ Deno.test("the compile plan for both targets follows the manifest; the aarch64 p
       assert.equal(plan.argv[plan.argv.indexOf("--target") + 1], plan.target);
       assert.deepEqual(plan.includes, ["models", "policies/outpost.yaml"]);
       assert.ok(plan.flags.includes(`--allow-net=127.0.0.1:${apiPort},${collector.destination}`), plan.flags.join(" "));
-      assert.ok(plan.flags.includes(`--allow-write=${join(dir, "state")}`));
+      assert.ok(plan.flags.includes(`--allow-write=${join(dir, "state")},${installRoot}`));
+      assert.ok(plan.flags.includes(`--allow-run=systemctl,ln,${join(installRoot, "current", "outpost")}`));
       assert.ok(plan.flags.includes(`--allow-ffi=${join(installRoot, "releases", plan.version)}`));
       assert.ok(!plan.flags.some((flag) => flag === "-A" || flag === "--allow-all" || flag === "--allow-net"));
       for (const flag of plan.flags) assert.ok(plan.argv.includes(flag), `${flag} is baked into the binary`);
