@@ -116,11 +116,9 @@ Deno.test("with egress disabled the local pipeline runs and forwarding reports p
     const ready = await (await fetch(`${outpost.url}/readyz`)).json();
     assert.equal(ready.status, "ready");
     assert.match(JSON.stringify(ready.checks), /paused: no sink/);
-    const status = await eventually(
-      async () => await (await fetch(`${outpost.url}/v1/status`)).json(),
-      (s) => s.forwarding.outbox.items.aggregate === 2 * 2,
-    );
+    const status = await (await fetch(`${outpost.url}/v1/status`)).json();
     assert.equal(status.forwarding.state, "paused");
+    assert.equal(status.forwarding.outbox.items.aggregate, 0, "nothing is aggregated for no sink");
     assert.match(status.forwarding.reason, /egress disabled/);
     assert.equal(status.egress.enabled, false);
     const audit = await (await fetch(`${outpost.url}/v1/egress/audit`)).json();
@@ -167,6 +165,42 @@ Deno.test(`batches reach an allowlisted MQTT uplink broker (${BROKER_KIND}) with
     await outpost.stop();
     await subscriber.close();
     await broker.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("readings kept while egress was disabled are aggregated and forwarded once a sink is configured", async () => {
+  const dir = await Deno.makeTempDir();
+  const collector = await Collector.create();
+  const offline = await startOutpost(
+    await writeManifest(dir, { forwarding: ["aggregateSeconds: 10", "graceSeconds: 0"] }),
+  );
+  try {
+    await sendSeconds(offline.url, 1, 0, 30);
+  } finally {
+    assert.equal(await offline.stop(), 0);
+  }
+  const online = await startOutpost(
+    await writeManifest(dir, {
+      egressAllowed: [collector.destination],
+      forwarding: [
+        "aggregateSeconds: 10",
+        "graceSeconds: 0",
+        "idleCloseSeconds: 2",
+        `http: { url: "${collector.url}" }`,
+      ],
+    }),
+  );
+  try {
+    // 30 s of one device: windows 0-10 and 10-20 close on later readings, 20-30 after idle (2 s).
+    await eventually(
+      () => collector.items().filter((item) => item.kind === "aggregate").length,
+      (n) => n === 2 * 3,
+      15_000,
+    );
+  } finally {
+    await online.stop();
+    await collector.stop();
     await Deno.remove(dir, { recursive: true });
   }
 });

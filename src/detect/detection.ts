@@ -55,8 +55,10 @@ export async function startDetection(
     void alerts?.drain();
     deps.onQueued();
   };
-  store.onCommit(() => void scorer.catchUp());
-  void scorer.catchUp();
+  if (config.detection.enabled) {
+    store.onCommit(() => void scorer.catchUp());
+    void scorer.catchUp();
+  }
   log.info("detect.started", {
     enabled: config.detection.enabled,
     alertTopic: alerts ? config.detection.alertTopic : null,

@@ -9,6 +9,8 @@ import type { Client, InStatement } from "@libsql/client";
 import type { DetectionConfig } from "../config/config.ts";
 import type { Outbox } from "../forward/outbox.ts";
 import type { Logger } from "../observability/log.ts";
+import { cursorStatement, readCursor } from "../store/cursors.ts";
+import { commitDerived } from "../store/derived_commit.ts";
 import { calibrate } from "./calibration.ts";
 import { type AlertMessage, episodeStatements, type OpenEpisode, topSensors } from "./episodes.ts";
 import { scoreWindows, type WindowScore } from "./batch_scoring.ts";
@@ -131,7 +133,7 @@ export class Scorer {
   }
 
   async #pass(): Promise<number> {
-    if (this.#cursor < 0) this.#cursor = await this.#readCursor();
+    if (this.#cursor < 0) this.#cursor = await readCursor(this.#client, CURSOR);
     const result = await this.#client.execute({
       sql: "SELECT id, device, ts, values_json, received_ms FROM readings WHERE id > ? ORDER BY id LIMIT ?",
       args: [this.#cursor, READINGS_PER_PASS],
@@ -212,12 +214,8 @@ export class Scorer {
     const lastId = Number(result.rows[result.rows.length - 1].id);
     statements.unshift(...updateStatements(results));
     statements.push(...this.#devices.flushStatements());
-    statements.push({
-      sql:
-        "INSERT INTO cursors (name, position) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET position = excluded.position",
-      args: [CURSOR, lastId],
-    });
-    await this.#client.batch(statements, "write");
+    statements.push(cursorStatement(CURSOR, lastId));
+    await commitDerived(this.#client, statements);
     this.#cursor = lastId;
     const flaggedAt = Date.now();
     for (const item of pending) latencies.push(flaggedAt - item.receivedMs);
@@ -272,11 +270,6 @@ export class Scorer {
       items.forEach((item, i) => scored.set(item.id, results[i]));
     }));
     return scored;
-  }
-
-  async #readCursor(): Promise<number> {
-    const result = await this.#client.execute({ sql: "SELECT position FROM cursors WHERE name = ?", args: [CURSOR] });
-    return result.rows.length === 0 ? 0 : Number(result.rows[0].position);
   }
 
   async #maxReadingId(): Promise<number> {

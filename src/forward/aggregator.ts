@@ -1,6 +1,8 @@
 import type { Client, InStatement } from "@libsql/client";
 import type { ForwardingConfig } from "../config/config.ts";
 import type { Logger } from "../observability/log.ts";
+import { cursorStatement, readCursor } from "../store/cursors.ts";
+import { commitDerived } from "../store/derived_commit.ts";
 import { type Outbox, PRIORITY } from "./outbox.ts";
 
 const CURSOR = "aggregate";
@@ -62,7 +64,7 @@ export class Aggregator {
 
   /** One pass over up to 1,000 new readings; returns how many it folded. */
   async pass(nowMs = Date.now()): Promise<number> {
-    const cursor = await this.#cursor();
+    const cursor = await readCursor(this.#client, CURSOR);
     const result = await this.#client.execute({
       sql: "SELECT id, device, ts, values_json FROM readings WHERE id > ? ORDER BY id LIMIT ?",
       args: [cursor, READINGS_PER_PASS],
@@ -119,12 +121,8 @@ export class Aggregator {
       });
     }
     statements.push(...this.#closeWindows(nowMs));
-    statements.push({
-      sql:
-        "INSERT INTO cursors (name, position) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET position = excluded.position",
-      args: [CURSOR, lastId],
-    });
-    const results = await this.#client.batch(statements, "write");
+    statements.push(cursorStatement(CURSOR, lastId));
+    const results = await commitDerived(this.#client, statements);
     const closed = results[results.length - 3].rowsAffected;
     if (closed > 0) {
       this.#log.debug("forward.aggregates_closed", { windows: closed });
@@ -159,11 +157,6 @@ export class Aggregator {
       },
       { sql: `DELETE FROM aggregate_windows AS w WHERE ${closing}`, args },
     ];
-  }
-
-  async #cursor(): Promise<number> {
-    const result = await this.#client.execute({ sql: "SELECT position FROM cursors WHERE name = ?", args: [CURSOR] });
-    return result.rows.length === 0 ? 0 : Number(result.rows[0].position);
   }
 }
 

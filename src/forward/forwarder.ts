@@ -3,6 +3,7 @@ import { createHash } from "node:crypto";
 import type { ForwardingConfig, OutboxClass } from "../config/config.ts";
 import { EgressDeniedError, EgressUnavailableError } from "../egress/errors.ts";
 import type { Logger } from "../observability/log.ts";
+import { cursorStatement, readCursor } from "../store/cursors.ts";
 import type { Outbox, QueuedItem } from "./outbox.ts";
 import type { Sink } from "./sinks.ts";
 
@@ -131,7 +132,7 @@ export class Forwarder {
     }));
     let rawCursor: number | null = null;
     if (this.#config.raw && items.length < limit) {
-      rawCursor = await this.#rawCursor(sink.name);
+      rawCursor = await readCursor(this.#client, `raw:${sink.name}`);
       const raw = await this.#rawReadings(sink.name, rawCursor, limit - items.length);
       items.push(...raw);
     }
@@ -144,23 +145,13 @@ export class Forwarder {
     await this.#outbox.delivered(sink.name, queued.map((item) => item.rowId));
     const readings = batch.items.filter((item) => item.readingId !== null);
     if (readings.length > 0) {
-      await this.#client.execute({
-        sql:
-          "INSERT INTO cursors (name, position) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET position = excluded.position",
-        args: [`raw:${sink.name}`, Math.max(...readings.map((item) => item.readingId!))],
-      });
+      await this.#client.execute(
+        cursorStatement(`raw:${sink.name}`, Math.max(...readings.map((item) => item.readingId!))),
+      );
     }
     const counts = new Map<OutboxClass, number>();
     for (const item of batch.items) counts.set(item.kind, (counts.get(item.kind) ?? 0) + 1);
     for (const [kind, count] of counts) this.#observer?.delivered(sink.name, kind, count);
-  }
-
-  async #rawCursor(sink: string): Promise<number> {
-    const result = await this.#client.execute({
-      sql: "SELECT position FROM cursors WHERE name = ?",
-      args: [`raw:${sink}`],
-    });
-    return result.rows.length === 0 ? 0 : Number(result.rows[0].position);
   }
 
   /** Raw readings after the sink's cursor; those past the reading TTL are skipped and counted. */
@@ -187,11 +178,7 @@ export class Forwarder {
       this.#observer?.expired("reading", expired);
       if (items.length === 0) {
         const last = Number(result.rows[result.rows.length - 1].id);
-        await this.#client.execute({
-          sql:
-            "INSERT INTO cursors (name, position) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET position = excluded.position",
-          args: [`raw:${sink}`, last],
-        });
+        await this.#client.execute(cursorStatement(`raw:${sink}`, last));
       }
     }
     return items;

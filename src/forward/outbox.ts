@@ -12,7 +12,8 @@
  *    present are dropped first; an alert is dropped only when nothing but alerts is left.
  * 6. Items past their class's TTL are dropped. Every drop is counted by class and reason.
  * 7. With no sink configured (egress disabled) items are kept for whichever sink comes later,
- *    under the same bound and TTLs.
+ *    under the same bound and TTLs; aggregation itself waits behind its cursor until a sink is
+ *    configured, then folds the readings still in the store.
  */
 import type { Client, InStatement } from "@libsql/client";
 import { OUTBOX_CLASSES, type OutboxClass } from "../config/config.ts";

@@ -84,15 +84,20 @@ export async function startForwarding(
       log.error("forward.aggregate_failed", { error });
     }
   };
+  // With no sink there is nobody to aggregate for: the aggregator's cursor waits, and once a sink
+  // is configured it folds the readings still in the store, in reading-time order.
   let scheduled: ReturnType<typeof setTimeout> | undefined;
-  store.onCommit(() => {
-    scheduled ??= setTimeout(() => {
-      scheduled = undefined;
-      void fold();
-    }, AGGREGATE_DELAY_MS);
-  });
-  const timer = setInterval(() => void fold(), IDLE_CLOSE_CHECK_MS);
-  void fold();
+  let timer: ReturnType<typeof setInterval> | undefined;
+  if (sinks.length > 0) {
+    store.onCommit(() => {
+      scheduled ??= setTimeout(() => {
+        scheduled = undefined;
+        void fold();
+      }, AGGREGATE_DELAY_MS);
+    });
+    timer = setInterval(() => void fold(), IDLE_CLOSE_CHECK_MS);
+    void fold();
+  }
   log.info("forward.started", {
     sinks: sinks.map((sink) => `${sink.name}:${sink.destination}`),
     paused: sinks.length === 0,
@@ -129,7 +134,7 @@ export async function startForwarding(
     async stop() {
       clearInterval(timer);
       clearTimeout(scheduled);
-      await fold();
+      if (sinks.length > 0) await fold();
       stop.abort();
       await forwarder.finished;
       await audit.settled();
