@@ -56,7 +56,10 @@ export async function startDetection(
     deps.onQueued();
   };
   if (config.detection.enabled) {
-    store.onCommit(() => void scorer.catchUp());
+    store.onCommit(() => {
+      scorer.noteCommit();
+      void scorer.catchUp();
+    });
     void scorer.catchUp();
   }
   log.info("detect.started", {

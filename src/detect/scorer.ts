@@ -22,6 +22,7 @@ const CURSOR = "score";
 const READINGS_PER_PASS = 2_000;
 
 export interface ScorerObserver {
+  /** `commitToFlagMs`: for each reading commit this pass covered, from its end to the flags' commit. */
   scored(count: number, commitToFlagMs: number[]): void;
   inferenceFailed(error: Error): void;
   episode(change: "start" | "end"): void;
@@ -32,7 +33,6 @@ interface Pending {
   id: number;
   device: DeviceState;
   ts: number;
-  receivedMs: number;
   model: LoadedModel;
   window: number[][];
 }
@@ -58,6 +58,8 @@ export class Scorer {
   #failures = 0;
   #retryTimer: ReturnType<typeof setTimeout> | undefined;
   #stopped = false;
+  /** performance.now() of each reading commit not yet covered by a finished pass. */
+  #unflaggedCommits: number[] = [];
   /** Alerts committed but not yet published; the publisher drains it. */
   onAlerts: ((alerts: AlertMessage[]) => void) | null = null;
 
@@ -118,6 +120,11 @@ export class Scorer {
     return this.#running;
   }
 
+  /** Notes that readings were committed now: commit-to-flag latency is measured from here. */
+  noteCommit(at = performance.now()): void {
+    if (this.#unflaggedCommits.length < 10_000) this.#unflaggedCommits.push(at);
+  }
+
   /** Restarts calibration for a device with the readings that arrive from now on. */
   async recalibrate(device: string): Promise<void> {
     await this.#running;
@@ -134,11 +141,14 @@ export class Scorer {
 
   async #pass(): Promise<number> {
     if (this.#cursor < 0) this.#cursor = await readCursor(this.#client, CURSOR);
+    // Every commit noted before this SELECT is in its rows (unless the pass is only a part).
+    const covered = this.#unflaggedCommits.splice(0);
     const result = await this.#client.execute({
-      sql: "SELECT id, device, ts, values_json, received_ms FROM readings WHERE id > ? ORDER BY id LIMIT ?",
+      sql: "SELECT id, device, ts, values_json FROM readings WHERE id > ? ORDER BY id LIMIT ?",
       args: [this.#cursor, READINGS_PER_PASS],
     });
     if (result.rows.length === 0) return 0;
+    if (result.rows.length === READINGS_PER_PASS) this.#unflaggedCommits.unshift(...covered);
     const results = new Map<number, Result>();
     const pending: Pending[] = [];
     for (const row of result.rows) {
@@ -166,7 +176,6 @@ export class Scorer {
         id,
         device: state,
         ts: Number(row.ts),
-        receivedMs: Number(row.received_ms),
         model,
         window: [...window],
       });
@@ -217,8 +226,10 @@ export class Scorer {
     statements.push(cursorStatement(CURSOR, lastId));
     await commitDerived(this.#client, statements);
     this.#cursor = lastId;
-    const flaggedAt = Date.now();
-    for (const item of pending) latencies.push(flaggedAt - item.receivedMs);
+    const flaggedAt = performance.now();
+    if (result.rows.length < READINGS_PER_PASS && pending.length > 0) {
+      for (const committedAt of covered) latencies.push(flaggedAt - committedAt);
+    }
     this.#observer?.scored(pending.length, latencies);
     if (alerts.length > 0) this.onAlerts?.(alerts);
     return result.rows.length;
