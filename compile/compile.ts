@@ -7,11 +7,11 @@
  * the plan as JSON instead of building. Air-gapped: the denort base binary comes from DENORT_BIN
  * or a zip staged in $DENO_DIR; its ELF machine must match the target.
  */
-import { createHash } from "node:crypto";
 import { basename, isAbsolute, join, resolve } from "node:path";
 import { parse } from "yaml";
 import { parseArgs } from "node:util";
 import { loadConfig } from "../src/config/config.ts";
+import { sha256File, sha256Hex } from "../src/sha256.ts";
 import { ConfigError } from "../src/config/errors.ts";
 import { type CompilePlan, compilePlan, DENO_VERSION, reachablePackages } from "./plan.ts";
 import { elfMachine, isTarget, type Target, TARGETS } from "./targets.ts";
@@ -75,7 +75,6 @@ async function main(): Promise<number> {
     await stage(buildDir, manifest, target);
     const config = await loadConfig(join(buildDir, "policies", "outpost.yaml"));
     const plan = compilePlan(config, target, {
-      projectRoot: PROJECT_ROOT,
       buildDir,
       installRoot: values["install-root"] ?? "/opt/outpost",
       outDir,
@@ -188,7 +187,7 @@ async function build(plan: CompilePlan, denortEnv: Record<string, string>): Prom
   }).output();
   if (!compiled.success) return compiled.code || 1;
   const binary = await Deno.readFile(plan.output);
-  const sha256 = createHash("sha256").update(binary).digest("hex");
+  const sha256 = sha256Hex(binary);
   await Deno.writeTextFile(`${plan.output}.sha256`, `${sha256}  ${basename(plan.output)}\n`);
   await Deno.writeTextFile(
     `${plan.output}.release.json`,
@@ -200,11 +199,13 @@ async function build(plan: CompilePlan, denortEnv: Record<string, string>): Prom
 
 /** What a release carries, checked by `outpost upgrade` before it switches. */
 export async function releaseManifest(plan: CompilePlan, sha256: string) {
-  const hash = async (path: string) => createHash("sha256").update(await Deno.readFile(path)).digest("hex");
   const models: { path: string; sha256: string }[] = [];
   for await (const entry of Deno.readDir(join(plan.buildDir, "models"))) {
     if (entry.isFile) {
-      models.push({ path: `models/${entry.name}`, sha256: await hash(join(plan.buildDir, "models", entry.name)) });
+      models.push({
+        path: `models/${entry.name}`,
+        sha256: await sha256File(join(plan.buildDir, "models", entry.name)),
+      });
     }
   }
   return {
@@ -212,7 +213,10 @@ export async function releaseManifest(plan: CompilePlan, sha256: string) {
     target: plan.target,
     deno: DENO_VERSION,
     binary: { file: basename(plan.output), sha256 },
-    manifest: { path: "policies/outpost.yaml", sha256: await hash(join(plan.buildDir, "policies", "outpost.yaml")) },
+    manifest: {
+      path: "policies/outpost.yaml",
+      sha256: await sha256File(join(plan.buildDir, "policies", "outpost.yaml")),
+    },
     models,
     releaseDir: plan.releaseDir,
     flags: plan.flags,

@@ -26,7 +26,6 @@ export interface CompilePlan {
 }
 
 export interface PlanOptions {
-  projectRoot: string;
   buildDir: string;
   installRoot: string;
   outDir: string;

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { sha256Hex } from "../src/detect/model_bundle.ts";
+import { sha256Hex } from "../src/sha256.ts";
 import { BROKER_KIND, startBroker } from "./helpers/broker.ts";
 import { eventually } from "./helpers/eventually.ts";
 import { connectPublisher } from "./helpers/mqtt_publisher.ts";

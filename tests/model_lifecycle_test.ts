@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { encodeBase64 } from "./helpers/base64.ts";
-import { sha256Hex } from "../src/detect/model_bundle.ts";
+import { sha256Hex } from "../src/sha256.ts";
 import { eventually } from "./helpers/eventually.ts";
 import { postJson, startOutpost, writeManifest } from "./helpers/outpost_process.ts";
 import { fetchReadings, replay } from "./helpers/replay.ts";

@@ -6,6 +6,7 @@ import type { Detection } from "../detect/detection.ts";
 import { checkBundle, ModelBundleError } from "../detect/model_bundle.ts";
 import { GLOBAL_SCOPE } from "../detect/registry.ts";
 import { adminAuth } from "./admin_auth.ts";
+import { parseLimit, parseTime } from "./query_params.ts";
 
 const MODEL_UPLOAD_LIMIT = 64 * 1024 * 1024;
 
@@ -14,18 +15,6 @@ const uploadSchema = z.object({
   onnx: z.string().min(1),
   device: z.string().min(1).max(128).optional(),
 }).strict();
-
-function parseTime(value: string | undefined, fallback: number): number | null {
-  if (value === undefined || value === "") return fallback;
-  if (/^\d+$/.test(value)) return Number(value);
-  const parsed = Date.parse(value);
-  return Number.isFinite(parsed) ? parsed : null;
-}
-
-function parseLimit(value: string | undefined, fallback: number, max: number): number | null {
-  const limit = value === undefined ? fallback : Number(value);
-  return Number.isInteger(limit) && limit >= 1 && limit <= max ? limit : null;
-}
 
 const badRequest = (message: string) => ({ error: "bad_request", message });
 

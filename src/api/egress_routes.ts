@@ -1,5 +1,6 @@
 import { Hono } from "hono";
 import type { AuditLog } from "../egress/audit.ts";
+import { parseLimit, parseTime } from "./query_params.ts";
 
 export interface StatusReport {
   (): Promise<Record<string, unknown>>;
@@ -10,13 +11,13 @@ export function egressRoutes(options: { audit: AuditLog; status: StatusReport })
   const app = new Hono();
   app.get("/v1/status", async (c) => c.json(await options.status()));
   app.get("/v1/egress/audit", async (c) => {
-    const since = parseTime(c.req.query("since"));
-    const limit = Number(c.req.query("limit") ?? 100);
+    const since = parseTime(c.req.query("since"), 0);
+    const limit = parseLimit(c.req.query("limit"), 100, 10_000);
     const after = Number(c.req.query("after") ?? 0);
     if (since === null) {
       return c.json({ error: "bad_request", message: "since must be RFC 3339 or epoch milliseconds" }, 400);
     }
-    if (!Number.isInteger(limit) || limit < 1 || limit > 10_000) {
+    if (limit === null) {
       return c.json({ error: "bad_request", message: "limit must be an integer from 1 to 10000" }, 400);
     }
     if (!Number.isInteger(after) || after < 0) {
@@ -30,11 +31,4 @@ export function egressRoutes(options: { audit: AuditLog; status: StatusReport })
     });
   });
   return app;
-}
-
-function parseTime(value: string | undefined): number | null {
-  if (value === undefined || value === "") return 0;
-  if (/^\d+$/.test(value)) return Number(value);
-  const parsed = Date.parse(value);
-  return Number.isFinite(parsed) ? parsed : null;
 }

@@ -1,8 +1,8 @@
-import { createHash } from "node:crypto";
 import { join, resolve } from "node:path";
 import { parseDocument } from "yaml";
 import type { z } from "zod";
 import { destinationOf, formatDestination, isAllowed } from "../egress/allowlist.ts";
+import { sha256Hex } from "../sha256.ts";
 import { formatIssuePath } from "../zod_issue.ts";
 import { ConfigError, type ConfigIssue } from "./errors.ts";
 import { type Manifest, manifestSchema } from "./schema.ts";
@@ -146,7 +146,7 @@ function resolveConfig(manifest: Manifest, text: string, manifestPath: string, o
   return {
     name: manifest.metadata.name,
     manifestPath,
-    manifestSha256: createHash("sha256").update(text).digest("hex"),
+    manifestSha256: sha256Hex(text),
     network: { egressAllowed: spec.network.egressAllowed },
     egress: {
       allowed: spec.network.egressAllowed,
@@ -163,7 +163,7 @@ function resolveConfig(manifest: Manifest, text: string, manifestPath: string, o
     logLevel: spec.observability.logLevel,
     mqtt: mqtt.url === undefined ? null : {
       url: mqtt.url,
-      broker: brokerAddress(mqtt.url),
+      broker: destinationOf(mqtt.url),
       topics: mqtt.topics,
       clientId: mqtt.clientId ?? `outpost-${manifest.metadata.name}`,
       keepaliveSeconds: mqtt.keepaliveSeconds,
@@ -207,12 +207,6 @@ export function splitHostPort(value: string, defaultPort = 0): HostPort {
   if (!match) throw new TypeError(`Not host[:port]: ${value}`);
   const host = match[1].startsWith("[") ? match[1].slice(1, -1) : match[1];
   return { host, port: match[2] === undefined ? defaultPort : Number(match[2]) };
-}
-
-function brokerAddress(url: string): HostPort {
-  const parsed = new URL(url);
-  const host = parsed.hostname.startsWith("[") ? parsed.hostname.slice(1, -1) : parsed.hostname;
-  return { host, port: parsed.port === "" ? 1883 : Number(parsed.port) };
 }
 
 function toConfigIssue(issue: z.core.$ZodIssue): ConfigIssue {

@@ -1,5 +1,6 @@
 import type { DetectionConfig } from "../config/config.ts";
-import { type ModelBundle, sha256Hex } from "./model_bundle.ts";
+import { sha256Hex } from "../sha256.ts";
+import type { ModelBundle } from "./model_bundle.ts";
 import { PCA_CONTRIBUTIONS, PCA_INPUT, PCA_OUTPUT, pcaToOnnx } from "./onnx_graph.ts";
 import { fitPca } from "./pca_model.ts";
 

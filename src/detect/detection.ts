@@ -12,7 +12,6 @@ import { Scorer } from "./scorer.ts";
 export interface Detection {
   readonly scorer: Scorer;
   readonly registry: ModelRegistry;
-  readonly alerts: AlertPublisher | null;
   readonly calibrationReadings: number;
   stop(): Promise<void>;
 }
@@ -69,7 +68,6 @@ export async function startDetection(
   return {
     scorer,
     registry,
-    alerts,
     calibrationReadings: config.detection.calibration.readings,
     async stop() {
       await scorer.catchUp();

@@ -2,9 +2,9 @@
  * Model bundles: `model.onnx` plus `model.json`, the contract any ONNX model meets to run here
  * (see README "Model bundles"). The SHA-256 in model.json must match model.onnx.
  */
-import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { z } from "zod";
+import { sha256Hex } from "../sha256.ts";
 import { formatIssuePath } from "../zod_issue.ts";
 
 export const MODEL_JSON = "model.json";
@@ -43,10 +43,6 @@ export class ModelBundleError extends Error {
     this.name = "ModelBundleError";
     this.issues = issues;
   }
-}
-
-export function sha256Hex(bytes: Uint8Array): string {
-  return createHash("sha256").update(bytes).digest("hex");
 }
 
 /** Validates model.json and checks the ONNX bytes against its SHA-256. */

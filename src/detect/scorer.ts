@@ -188,16 +188,15 @@ export class Scorer {
       const { score, contributions } = scored.get(item.id)!;
       const state = item.device;
       const step = state.debouncer!.push(score > item.model.manifest.threshold);
-      const info = this.#registry.info(item.model.id);
-      const modelLabel = info ? `${info.name}@${info.version}` : String(item.model.id);
       if (step.started) {
+        const info = this.#registry.info(item.model.id);
         state.episode = {
           id: await this.#devices.nextEventId(),
           startTs: item.ts,
           peakScore: score,
           topSensors: topSensors(item.model.manifest.features, contributions),
           readings: 0,
-          model: modelLabel,
+          model: info ? `${info.name}@${info.version}` : String(item.model.id),
         };
       }
       const episode: OpenEpisode | null = state.episode;

@@ -1,5 +1,5 @@
 import type { Client } from "@libsql/client";
-import { createHash } from "node:crypto";
+import { sha256Hex } from "../sha256.ts";
 
 export type EgressOutcome =
   | "ok"
@@ -41,7 +41,7 @@ export function rowHash(prevHash: string, row: Omit<AuditRow, "hash" | "prevHash
     row.outcome,
     row.error ?? null,
   ]);
-  return createHash("sha256").update(`${prevHash}\n${content}`).digest("hex");
+  return sha256Hex(`${prevHash}\n${content}`);
 }
 
 /**

@@ -1,8 +1,8 @@
 import type { Client } from "@libsql/client";
-import { createHash } from "node:crypto";
 import type { ForwardingConfig, OutboxClass } from "../config/config.ts";
 import { EgressDeniedError, EgressUnavailableError } from "../egress/errors.ts";
 import type { Logger } from "../observability/log.ts";
+import { sha256Hex } from "../sha256.ts";
 import { cursorStatement, readCursor } from "../store/cursors.ts";
 import type { Outbox, QueuedItem } from "./outbox.ts";
 import type { Sink } from "./sinks.ts";
@@ -65,11 +65,6 @@ export class Forwarder {
     ]).then(async () => {
       for (const sink of deps.sinks) await sink.close();
     });
-  }
-
-  /** Paused when no sink is configured (egress disabled): data waits in the outbox. */
-  get paused(): boolean {
-    return this.#statuses.length === 0;
   }
 
   status(): SinkStatus[] {
@@ -136,7 +131,7 @@ export class Forwarder {
       const raw = await this.#rawReadings(sink.name, rawCursor, limit - items.length);
       items.push(...raw);
     }
-    const key = createHash("sha256").update(items.map((item) => item.id).join("\n")).digest("hex").slice(0, 32);
+    const key = sha256Hex(items.map((item) => item.id).join("\n")).slice(0, 32);
     return { key, items };
   }
 

@@ -1,5 +1,6 @@
 import { join } from "node:path";
 import { type Config, OUTPOST_ENV_VARS } from "../config/config.ts";
+import { formatDestination } from "../egress/allowlist.ts";
 import { HOST_TARGET, nativeAddonPaths, type NativeTarget } from "./native_addons.ts";
 
 /** Variables read by the libraries we ship (libsql's loader checks LIBSQL_JS_DEV). */
@@ -31,11 +32,11 @@ export interface PermissionOptions {
 export function netAllowlist(config: Config): string[] {
   const entries = new Set<string>();
   const listen = config.api.listen;
-  entries.add(formatHostPort(listen.host, listen.port));
+  entries.add(formatDestination(listen));
   if (config.metrics.enabled && config.metrics.port !== listen.port) {
-    entries.add(formatHostPort(listen.host, config.metrics.port));
+    entries.add(formatDestination({ host: listen.host, port: config.metrics.port }));
   }
-  if (config.mqtt) entries.add(formatHostPort(config.mqtt.broker.host, config.mqtt.broker.port));
+  if (config.mqtt) entries.add(formatDestination(config.mqtt.broker));
   for (const destination of config.network.egressAllowed) entries.add(destination);
   return [...entries];
 }
@@ -63,10 +64,6 @@ export function permissionFlags(config: Config, options: PermissionOptions): str
     "--ignore-env",
     `--allow-sys=${LIBRARY_SYS_APIS.join(",")}`,
   ];
-}
-
-function formatHostPort(host: string, port: number): string {
-  return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
 }
 
 function unique(values: string[]): string[] {

@@ -6,8 +6,8 @@
  * always points at a complete release, so a crash at any step leaves a consistent install.
  * The embedded manifest (policy) and models travel inside the binary and roll back with it.
  */
-import { createHash } from "node:crypto";
 import { basename, join } from "node:path";
+import { sha256File } from "../sha256.ts";
 import { ReleaseLayout } from "./layout.ts";
 
 export interface UpgradeOptions {
@@ -32,13 +32,9 @@ interface ReleaseManifest {
   binary: { file: string; sha256: string };
 }
 
-async function sha256(path: string): Promise<string> {
-  return createHash("sha256").update(await Deno.readFile(path)).digest("hex");
-}
-
 /** Checks `<binary>.sha256` and `<binary>.release.json` against the binary. */
 export async function verifyRelease(binary: string): Promise<ReleaseManifest> {
-  const actual = await sha256(binary);
+  const actual = await sha256File(binary);
   let listed: string;
   let manifest: ReleaseManifest;
   try {
@@ -103,7 +99,7 @@ export async function rollback(options: UpgradeOptions): Promise<string> {
 async function stage(layout: ReleaseLayout, binary: string, version: string): Promise<void> {
   const target = layout.release(version);
   if (await Deno.stat(target).then(() => true, () => false)) {
-    if ((await sha256(join(target, "outpost"))) === (await sha256(binary))) return;
+    if ((await sha256File(join(target, "outpost"))) === (await sha256File(binary))) return;
     throw new UpgradeError(`Release ${version} is installed with a different binary`);
   }
   await Deno.mkdir(layout.releases, { recursive: true });

@@ -1,7 +1,7 @@
-import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { loadConfig } from "../../src/config/config.ts";
 import { runtimeFlags } from "../../src/permissions/flags.ts";
+import { sha256Hex } from "../../src/sha256.ts";
 import { MAIN, PROJECT_ROOT } from "./outpost_process.ts";
 
 /**
@@ -45,7 +45,7 @@ esac
 `;
   const binary = join(folder, "outpost");
   await Deno.writeTextFile(binary, script, { mode: 0o755 });
-  const sha256 = createHash("sha256").update(script).digest("hex");
+  const sha256 = sha256Hex(script);
   await Deno.writeTextFile(`${binary}.sha256`, `${sha256}  outpost\n`);
   await Deno.writeTextFile(
     `${binary}.release.json`,
