@@ -5,7 +5,9 @@ import { destinationOf, formatDestination, isAllowed } from "../egress/allowlist
 import { sha256Hex } from "../sha256.ts";
 import { formatIssuePath } from "../zod_issue.ts";
 import { ConfigError, type ConfigIssue } from "./errors.ts";
-import { type Manifest, manifestSchema } from "./schema.ts";
+import { type LimitsConfig, type Manifest, manifestSchema } from "./schema.ts";
+
+export type { LimitsConfig };
 
 /** Environment variables Outpost reads; the permission flags allow exactly these. */
 export const OUTPOST_ENV_VARS = ["OUTPOST_ADMIN_TOKEN", "OUTPOST_SINK_TOKEN", "INVOCATION_ID"] as const;
@@ -80,6 +82,7 @@ export interface Config {
     readonly retentionHours: number;
     readonly maxSizeBytes: number;
   };
+  readonly limits: LimitsConfig;
 }
 
 export interface ConfigOverrides {
@@ -173,6 +176,7 @@ function resolveConfig(manifest: Manifest, text: string, manifestPath: string, o
       retentionHours: spec.storage.retentionHours,
       maxSizeBytes: Math.round(spec.storage.maxSizeMB * 1024 * 1024),
     },
+    limits: spec.limits,
   };
 }
 

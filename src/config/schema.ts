@@ -109,6 +109,38 @@ const detectionSchema = z.object({
     .default("outpost/alerts"),
 }).strict();
 
+/**
+ * Bounds on everything a client controls. Each is checked at a cost bounded by the limit itself,
+ * and every refusal names its key (`spec.limits.<name>`) and is counted in
+ * `outpost_limit_refusals_total{limit}`. README "Limits" documents each one.
+ */
+const limitsSchema = z.object({
+  readingsPerRequest: z.number().int().min(1).max(100_000).default(10_000),
+  sensorsPerReading: z.number().int().min(1).max(1_000).default(64),
+  /** Sensors a device's model uses at most: calibration keeps the most frequent ones. */
+  sensorsPerDevice: z.number().int().min(1).max(1_000).default(64),
+  /** Distinct devices the store keeps readings of; new devices beyond it are refused. */
+  devices: z.number().int().min(1).max(1_000_000).default(1_000),
+  /** Characters in a device id or a sensor name, on every path (HTTP body, MQTT payload and topic). */
+  nameLength: z.number().int().min(1).max(1_024).default(128),
+  mqttPayloadBytes: z.number().int().min(1_024).max(16 * 1024 * 1024).default(256 * 1024),
+  modelUploadBytes: z.number().int().min(1_024).max(64 * 1024 * 1024).default(16 * 1024 * 1024),
+  /** Ingest requests whose bodies are read and parsed at once; others wait in a bounded queue. */
+  ingestConcurrency: z.number().int().min(1).max(256).default(4),
+  ingestQueue: z.number().int().min(0).max(10_000).default(64),
+  ingestQueueWaitMs: z.number().int().min(0).max(60_000).default(5_000),
+  /** Readings queued for the next commit at most; beyond it ingest answers 503. */
+  writerPendingRows: z.number().int().min(1_000).max(1_000_000).default(50_000),
+  /** Bytes of an invalid payload kept in its dead letter (the rest is cut off and counted). */
+  deadLetterPayloadBytes: z.number().int().min(0).max(1024 * 1024).default(4_096),
+  /** Open HTTP connections at most; more are answered 503 and closed. */
+  connections: z.number().int().min(1).max(100_000).default(256),
+  headersTimeoutMs: z.number().int().min(100).max(600_000).default(10_000),
+  /** Whole request, headers and body, must arrive within this. */
+  requestTimeoutMs: z.number().int().min(100).max(3_600_000).default(30_000),
+  keepAliveTimeoutMs: z.number().int().min(100).max(600_000).default(5_000),
+}).strict();
+
 export const manifestSchema = z.object({
   apiVersion: z.literal("fde/v1"),
   kind: z.literal("Deployment"),
@@ -152,7 +184,9 @@ export const manifestSchema = z.object({
     }).strict().prefault({}),
     detection: detectionSchema.prefault({}),
     forwarding: forwardingSchema.prefault({}),
+    limits: limitsSchema.prefault({}),
   }).strict().prefault({}),
 }).strict();
 
 export type Manifest = z.output<typeof manifestSchema>;
+export type LimitsConfig = Readonly<z.output<typeof limitsSchema>>;

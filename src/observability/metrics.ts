@@ -19,6 +19,12 @@ export class Metrics {
     labelNames: ["source"] as const,
     registers: [this.registry],
   });
+  readonly limitRefusals = new Counter({
+    name: "outpost_limit_refusals_total",
+    help: "Requests, messages and work refused at a bound, by the manifest key of the limit",
+    labelNames: ["limit"] as const,
+    registers: [this.registry],
+  });
   readonly httpDuration = new Histogram({
     name: "outpost_http_request_duration_seconds",
     help: "Local API request latency by route, method and status",

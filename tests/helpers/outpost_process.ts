@@ -20,6 +20,8 @@ export interface ManifestOptions {
   detection?: string[];
   /** YAML lines placed under `spec.forwarding:` (indented by the helper). */
   forwarding?: string[];
+  /** YAML lines placed under `spec.limits:` (indented by the helper). */
+  limits?: string[];
 }
 
 /** Writes a manifest for a test into `dir` and returns its path. */
@@ -51,6 +53,7 @@ export async function writeManifest(dir: string, options: ManifestOptions = {}):
     `    maxSizeMB: ${options.maxSizeMB ?? 1024}`,
     ...(options.forwarding ? ["  forwarding:", ...options.forwarding.map((line) => `    ${line}`)] : []),
     ...(options.detection ? ["  detection:", ...options.detection.map((line) => `    ${line}`)] : []),
+    ...(options.limits ? ["  limits:", ...options.limits.map((line) => `    ${line}`)] : []),
   ];
   const path = join(dir, "outpost.yaml");
   await Deno.writeTextFile(path, lines.join("\n") + "\n");
