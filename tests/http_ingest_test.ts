@@ -62,7 +62,7 @@ Deno.test("HTTP ingest refuses bad input with a JSON error and stores nothing fr
         body: { readings: [good, good, good, reading("p", 1_763_805_600_000, { temp: "71" as unknown as number })] },
         path: "readings[3].values.temp",
       },
-      { body: { readings: [good], extra: 1 }, path: "(body)" },
+      { body: { readings: [good], extra: 1 }, path: "extra" },
       { body: { readings: [{ ts: "2026-11-22T10:00:00Z", values: { a: 1 } }] }, path: "readings[0].device" },
       { body: { readings: [reading("p", "yesterday")] }, path: "readings[0].ts" },
       { body: { readings: [reading("p", 1_763_805_600)] }, path: "readings[0].ts" },
@@ -70,6 +70,15 @@ Deno.test("HTTP ingest refuses bad input with a JSON error and stores nothing fr
       { body: { readings: [reading("p", 1_763_805_600_000, {})] }, path: "readings[0].values" },
       { body: '{"device":"p","ts":1763805600000,"values":{"a":1e999}}', path: "values.a" },
       { body: { readings: [] }, path: "readings" },
+      { body: { readings: [reading("p", "1969-12-31T23:59:59Z")] }, path: "readings[0].ts" },
+      { body: { readings: [reading("p", -1)] }, path: "readings[0].ts" },
+      { body: { readings: [reading("p", "2026-02-30T10:00:00Z")] }, path: "readings[0].ts" },
+      { body: { readings: [reading("p", "2026-11-22T24:00:00Z")] }, path: "readings[0].ts" },
+      { body: { readings: [reading("p", "2026-11-22T10:00:00.0001Z")] }, path: "readings[0].ts" },
+      { body: { readings: [reading("p", 1e20)] }, path: "readings[0].ts" },
+      { body: '{"device":"p","ts":1763805600000,"values":{"a":1,"__proto__":2}}', path: "values.__proto__" },
+      { body: '{"device":"p\\ud800","ts":1763805600000,"values":{"a":1}}', path: "device" },
+      { body: '{"device":"p","ts":1763805600000,"values":{"\\udc00":1}}', path: "values.\udc00" },
     ];
     for (const { body, path } of cases) {
       const response = await postJson(url, body);
@@ -85,7 +94,15 @@ Deno.test("HTTP ingest refuses bad input with a JSON error and stores nothing fr
     const tooLarge = await postJson(url, {
       readings: Array.from({ length: 200 }, (_, i) => reading("p", 1_763_805_600_000 + i)),
     });
-    assert.deepEqual([tooLarge.status, (await tooLarge.json()).error], [413, "body_too_large"]);
+    assert.deepEqual(
+      [tooLarge.status, await tooLarge.json()],
+      [413, {
+        error: "limit_exceeded",
+        limit: "spec.api.bodyLimitBytes",
+        max: 4096,
+        message: "Body is larger than 4096 bytes",
+      }],
+    );
     assert.deepEqual(await storedReadings(outpost.dataDir), []);
   } finally {
     await outpost.stop();

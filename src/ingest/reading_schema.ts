@@ -1,4 +1,7 @@
 import { z } from "zod";
+import type { LimitsConfig } from "../config/config.ts";
+import { LimitExceededError, limitKey } from "../limit_exceeded_error.ts";
+import { parseTimestamp } from "../timestamps.ts";
 import { formatIssuePath } from "../zod_issue.ts";
 
 /** A validated reading, ready for the store. `ts` is epoch milliseconds. */
@@ -14,89 +17,160 @@ export interface InputIssue {
   message: string;
 }
 
-export type ParseResult = { ok: true; readings: Reading[] } | { ok: false; issues: InputIssue[] };
+export type ParseResult =
+  | { ok: true; readings: Reading[] }
+  | { ok: false; issues: InputIssue[]; limit?: LimitExceededError };
 
-const NAME_MAX = 128;
-const RFC3339 = /^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})$/;
-/** Epoch milliseconds below this (March 1973) are almost certainly seconds. */
-const MIN_EPOCH_MS = 100_000_000_000;
-const MAX_EPOCH_MS = 8_640_000_000_000_000;
+export type ReadingLimits = Pick<LimitsConfig, "readingsPerRequest" | "sensorsPerReading" | "nameLength">;
 
-const name = (what: string) =>
-  z.string().min(1, `${what} must not be empty`).max(NAME_MAX, `${what} is longer than ${NAME_MAX} characters`);
+export type ReadingParser = (body: unknown, defaultDevice?: string) => ParseResult;
 
-const timestamp = z.union([
-  z.string().regex(RFC3339, "must be an RFC 3339 time such as 2026-11-22T10:00:00.000Z").refine(
-    (value) => Number.isFinite(Date.parse(value.replace(" ", "T"))),
-    "is not a valid calendar time",
-  ),
-  z.number().int("epoch milliseconds must be an integer").min(
-    MIN_EPOCH_MS,
-    "epoch milliseconds expected (this looks like seconds)",
-  ).max(MAX_EPOCH_MS, "is beyond the largest valid time"),
-], { error: "must be an RFC 3339 string or epoch milliseconds" });
+/** Issues reported at most per body; validation stops at this many. */
+export const MAX_ISSUES = 100;
+/** Keys that JSON can carry but a JavaScript record cannot hold unchanged. */
+const RESERVED_NAMES = new Set(["__proto__"]);
 
-const values = z.record(name("sensor name"), z.number({ error: "must be a finite number" }).finite())
-  .refine((record) => Object.keys(record).length > 0, "must hold at least one sensor value");
+/**
+ * A validator for decoded JSON bodies: `{"readings":[...]}` or a single reading object.
+ * `defaultDevice` (from an MQTT topic) fills in readings that name no device; a reading that
+ * names another device is refused.
+ *
+ * Cost is bounded by the limits, not by the input: the count of readings and of sensors in each
+ * reading is checked before any reading is validated, and validation stops at MAX_ISSUES. Ids
+ * and names are kept as sent or refused: empty, longer than `nameLength`, not well-formed
+ * Unicode (a lone surrogate would be stored as U+FFFD and collide) or reserved.
+ */
+export function readingParser(limits: ReadingLimits): ReadingParser {
+  const single = readingSchema(limits, true);
+  const singleFromTopic = readingSchema(limits, false);
+  const nameProblem = nameChecker(limits.nameLength);
+  return (body, defaultDevice) => {
+    if (typeof body !== "object" || body === null || Array.isArray(body)) {
+      return refuse("(body)", 'must be a JSON object: a reading or {"readings":[...]}');
+    }
+    if (defaultDevice !== undefined) {
+      const problem = nameProblem(defaultDevice, "the topic's device");
+      if (problem) return refuse("(topic)", problem);
+    }
+    const isBatch = Object.hasOwn(body, "readings");
+    let raw: unknown[];
+    if (isBatch) {
+      const extra = firstKeyBesides(body, "readings");
+      if (extra !== undefined) return refuse(extra, "is not allowed beside readings");
+      const readings = (body as { readings: unknown }).readings;
+      if (!Array.isArray(readings)) return refuse("readings", "must be an array of readings");
+      if (readings.length === 0) return refuse("readings", "must hold at least one reading");
+      if (readings.length > limits.readingsPerRequest) {
+        return tooMany(
+          "readingsPerRequest",
+          limits.readingsPerRequest,
+          `${readings.length} readings in one body; at most ${limits.readingsPerRequest}`,
+        );
+      }
+      raw = readings;
+    } else {
+      raw = [body];
+    }
+    const schema = defaultDevice === undefined ? single : singleFromTopic;
+    const issues: InputIssue[] = [];
+    const readings: Reading[] = [];
+    for (let index = 0; index < raw.length && issues.length < MAX_ISSUES; index++) {
+      const prefix = isBatch ? `readings[${index}]` : "";
+      const at = (path: string) => (prefix && path ? `${prefix}.${path}` : prefix || path);
+      const values = (raw[index] as { values?: unknown } | null)?.values;
+      const sensors = countKeysUpTo(values, limits.sensorsPerReading + 1);
+      if (sensors > limits.sensorsPerReading) {
+        return tooMany(
+          "sensorsPerReading",
+          limits.sensorsPerReading,
+          `${at("values")} has more than ${limits.sensorsPerReading} sensors`,
+        );
+      }
+      for (const reserved of RESERVED_NAMES) {
+        if (sensors > 0 && Object.hasOwn(values as object, reserved)) {
+          issues.push({ path: at(`values.${reserved}`), message: "is a reserved name" });
+        }
+      }
+      const result = schema.safeParse(raw[index]);
+      if (!result.success) {
+        for (const issue of result.error.issues) {
+          const message = issue.code === "invalid_key" ? issue.issues[0]?.message ?? issue.message : issue.message;
+          issues.push({ path: at(formatIssuePath(issue.path, "")) || "(body)", message });
+        }
+        continue;
+      }
+      const device = result.data.device ?? defaultDevice!;
+      if (defaultDevice !== undefined && device !== defaultDevice) {
+        issues.push({
+          path: at("device"),
+          message: `${JSON.stringify(device)} does not match the topic's device ${JSON.stringify(defaultDevice)}`,
+        });
+        continue;
+      }
+      readings.push({ device, ts: result.data.ts, values: result.data.values });
+    }
+    return issues.length > 0 ? { ok: false, issues: issues.slice(0, MAX_ISSUES) } : { ok: true, readings };
+  };
+}
 
-function readingSchema(deviceRequired: boolean) {
+const parsers = new WeakMap<ReadingLimits, ReadingParser>();
+
+/** `readingParser(limits)(body, defaultDevice)`, with the parser kept per limits object. */
+export function parseReadings(body: unknown, limits: ReadingLimits, defaultDevice?: string): ParseResult {
+  let parser = parsers.get(limits);
+  if (!parser) parsers.set(limits, parser = readingParser(limits));
+  return parser(body, defaultDevice);
+}
+
+function readingSchema(limits: ReadingLimits, deviceRequired: boolean) {
+  const name = (what: string) =>
+    z.string({ error: `${what} must be a string` }).superRefine((value, context) => {
+      const problem = nameChecker(limits.nameLength)(value, what);
+      if (problem) context.addIssue({ code: "custom", message: problem });
+    });
+  const device = name("device");
   return z.object({
-    device: deviceRequired ? name("device") : name("device").optional(),
-    ts: timestamp,
-    values,
+    device: deviceRequired ? device : device.optional(),
+    ts: z.unknown().transform((value, context) => {
+      const time = parseTimestamp(value);
+      if (time.ok) return time.ms;
+      context.addIssue({ code: "custom", message: time.message });
+      return z.NEVER;
+    }),
+    values: z.record(name("sensor name"), z.number({ error: "must be a finite number" }).finite())
+      .refine((record) => Object.keys(record).length > 0, "must hold at least one sensor value"),
   }).strict();
 }
 
-const singleWithDevice = readingSchema(true);
-const singleWithoutDevice = readingSchema(false);
-const batchWithDevice = z.object({ readings: z.array(singleWithDevice).min(1, "must hold at least one reading") })
-  .strict();
-const batchWithoutDevice = z.object({ readings: z.array(singleWithoutDevice).min(1, "must hold at least one reading") })
-  .strict();
+function nameChecker(maxLength: number) {
+  return (value: string, what: string): string | null => {
+    if (value.length === 0) return `${what} must not be empty`;
+    if (value.length > maxLength) return `${what} is longer than ${maxLength} characters (spec.limits.nameLength)`;
+    if (!value.isWellFormed()) return `${what} is not well-formed Unicode (lone surrogate)`;
+    return null;
+  };
+}
 
-/**
- * Validates a decoded JSON body: `{"readings":[...]}` or a single reading object.
- * `defaultDevice` (from an MQTT topic) fills in readings that name no device; a reading that
- * names another device is refused.
- */
-export function parseReadings(body: unknown, defaultDevice?: string): ParseResult {
-  if (typeof body !== "object" || body === null || Array.isArray(body)) {
-    return {
-      ok: false,
-      issues: [{ path: "(body)", message: 'must be a JSON object: a reading or {"readings":[...]}' }],
-    };
+/** Own enumerable keys of a plain object, counted up to `max` (0 for anything else). */
+function countKeysUpTo(value: unknown, max: number): number {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) return 0;
+  let count = 0;
+  for (const key in value) {
+    if (Object.hasOwn(value, key) && ++count >= max) break;
   }
-  const isBatch = "readings" in body;
-  const schema = isBatch
-    ? (defaultDevice === undefined ? batchWithDevice : batchWithoutDevice)
-    : (defaultDevice === undefined ? singleWithDevice : singleWithoutDevice);
-  const result = schema.safeParse(body);
-  if (!result.success) return { ok: false, issues: result.error.issues.map(toInputIssue) };
-  const raw = isBatch ? (result.data as { readings: RawReading[] }).readings : [result.data as RawReading];
-  const issues: InputIssue[] = [];
-  const readings = raw.map((reading, index) => {
-    const device = reading.device ?? defaultDevice!;
-    if (defaultDevice !== undefined && device !== defaultDevice) {
-      issues.push({
-        path: isBatch ? `readings[${index}].device` : "device",
-        message: `${JSON.stringify(device)} does not match the topic's device ${JSON.stringify(defaultDevice)}`,
-      });
-    }
-    return { device, ts: toEpochMs(reading.ts), values: reading.values };
-  });
-  return issues.length > 0 ? { ok: false, issues } : { ok: true, readings };
+  return count;
 }
 
-interface RawReading {
-  device?: string;
-  ts: string | number;
-  values: Record<string, number>;
+function firstKeyBesides(value: object, allowed: string): string | undefined {
+  for (const key in value) if (key !== allowed && Object.hasOwn(value, key)) return key;
+  return undefined;
 }
 
-function toEpochMs(ts: string | number): number {
-  return typeof ts === "number" ? ts : Date.parse(ts.replace(" ", "T"));
+function refuse(path: string, message: string): ParseResult {
+  return { ok: false, issues: [{ path, message }] };
 }
 
-function toInputIssue(issue: z.core.$ZodIssue): InputIssue {
-  return { path: formatIssuePath(issue.path, "(body)"), message: issue.message };
+function tooMany(name: keyof ReadingLimits, limit: number, message: string): ParseResult {
+  const error = new LimitExceededError(limitKey(name), limit, message, 413);
+  return { ok: false, issues: [{ path: "(body)", message }], limit: error };
 }
