@@ -1,4 +1,5 @@
 import { createApi } from "./api/app.ts";
+import { type HttpServer, serveHttp } from "./api/http_server.ts";
 import { metricsRoutes, type ReadinessCheck } from "./api/health.ts";
 import { type Config, underSystemd } from "./config/config.ts";
 import { startDetection } from "./detect/detection.ts";
@@ -8,6 +9,9 @@ import type { Logger } from "./observability/log.ts";
 import { Metrics } from "./observability/metrics.ts";
 import { Store } from "./store/store.ts";
 import { VERSION } from "./version.ts";
+
+/** How long requests in flight at shutdown may take before their sockets are closed. */
+const HTTP_DRAIN_MS = 3_000;
 
 export interface Runtime {
   /** Settles after an orderly shutdown once `signal` aborts. */
@@ -94,17 +98,33 @@ export async function startRuntime(config: Config, log: Logger, signal: AbortSig
     log,
     readiness,
     bodyLimitBytes: config.api.bodyLimitBytes,
+    limits: config.limits,
     serveMetrics: config.metrics.enabled && !separateMetrics,
   });
-  const servers: Deno.HttpServer[] = [];
+  const servers: HttpServer[] = [];
+  const serverOptions = { host: config.api.listen.host, limits: config.limits, log, metrics };
   try {
-    servers.push(listen(config.api.listen, api.fetch, "api", log));
+    servers.push(
+      await serveHttp(api.fetch, {
+        ...serverOptions,
+        name: "api",
+        port: config.api.listen.port,
+        addressKey: "spec.api.listen",
+      }),
+    );
     if (separateMetrics) {
       const app = metricsRoutes(metrics);
-      servers.push(listen({ host: config.api.listen.host, port: config.metrics.port }, app.fetch, "metrics", log));
+      servers.push(
+        await serveHttp(app.fetch, {
+          ...serverOptions,
+          name: "metrics",
+          port: config.metrics.port,
+          addressKey: "spec.observability.metricsPort",
+        }),
+      );
     }
   } catch (error) {
-    for (const server of servers) await server.shutdown();
+    for (const server of servers) await server.close(Date.now());
     intake.abort();
     await mqtt?.finished;
     await detection.stop();
@@ -122,24 +142,12 @@ export async function startRuntime(config: Config, log: Logger, signal: AbortSig
     log.info("runtime.stopping", {});
     serving = false;
     intake.abort();
-    await Promise.all([...servers.map((server) => server.shutdown()), mqtt?.finished]);
+    const requestsDeadline = Date.now() + HTTP_DRAIN_MS;
+    await Promise.all([...servers.map((server) => server.close(requestsDeadline)), mqtt?.finished]);
     await detection.stop();
     await forwarding.stop();
     await store.close();
     log.info("runtime.stopped", {});
   })();
   return { finished };
-}
-
-function listen(
-  address: { host: string; port: number },
-  handler: (request: Request) => Response | Promise<Response>,
-  name: string,
-  log: Logger,
-): Deno.HttpServer {
-  return Deno.serve({
-    hostname: address.host,
-    port: address.port,
-    onListen: ({ hostname, port }) => log.info("http.listening", { server: name, address: `${hostname}:${port}` }),
-  }, handler);
 }

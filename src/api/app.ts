@@ -1,5 +1,5 @@
 import { Hono } from "hono";
-import { readAdminToken } from "../config/config.ts";
+import { type LimitsConfig, readAdminToken } from "../config/config.ts";
 import type { Logger } from "../observability/log.ts";
 import type { Metrics } from "../observability/metrics.ts";
 import type { Store } from "../store/store.ts";
@@ -22,6 +22,7 @@ export interface ApiOptions {
   log: Logger;
   readiness: ReadinessProbe;
   bodyLimitBytes: number;
+  limits: LimitsConfig;
   /** Serve /metrics on this app (false when a separate metrics port serves it). */
   serveMetrics: boolean;
 }
@@ -60,6 +61,6 @@ export function createApi(options: ApiOptions): Hono {
     }),
   );
   app.notFound((c) => c.json({ error: "not_found", message: `No route for ${c.req.method} ${c.req.path}` }, 404));
-  app.onError(errorHandler(options.log));
+  app.onError(errorHandler(options.log, metrics));
   return app;
 }

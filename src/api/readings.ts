@@ -1,42 +1,65 @@
 import { Hono } from "hono";
-import { bodyLimit } from "hono/body-limit";
-import { parseReadings } from "../ingest/reading_schema.ts";
+import { HTTPException } from "hono/http-exception";
+import type { LimitsConfig } from "../config/config.ts";
+import { type ReadingLimits, readingParser } from "../ingest/reading_schema.ts";
 import type { Metrics } from "../observability/metrics.ts";
 import type { Store } from "../store/store.ts";
+import { Admission } from "./admission.ts";
+import { decodeUtf8, readBoundedBody } from "./bounded_body.ts";
 
 export interface ReadingsRouteOptions {
   store: Store;
   metrics: Metrics;
   bodyLimitBytes: number;
+  limits: ReadingLimits & ConstructorParameters<typeof Admission>[0] & Pick<LimitsConfig, "readingsPerRequest">;
 }
 
-/** `POST /v1/readings`: validate, commit, then answer 202 `{"accepted":N}`. */
+/**
+ * `POST /v1/readings`: admit (bounded concurrency), read the body up to its limit, validate at
+ * a cost bounded by the limits, commit, then answer 202 `{"accepted":N,"duplicates":D}` where
+ * `accepted` counts every reading of the body now held in the store (D of them were already).
+ */
 export function readingsRoutes(options: ReadingsRouteOptions): Hono {
   const { store, metrics } = options;
+  const parse = readingParser(options.limits);
+  const admission = new Admission(options.limits);
+  const invalid = () => metrics.readings.inc({ source: "http", result: "invalid" });
   const app = new Hono();
   app.post(
     "/v1/readings",
-    bodyLimit({
-      maxSize: options.bodyLimitBytes,
-      onError: (c) =>
-        c.json({ error: "body_too_large", message: `Body is larger than ${options.bodyLimitBytes} bytes` }, 413),
-    }),
+    async function admit(_c, next) {
+      const release = await admission.acquire();
+      try {
+        await next();
+      } finally {
+        release();
+      }
+    },
     async (c) => {
       const type = c.req.header("content-type") ?? "";
       if (!/^application\/json\s*(;|$)/i.test(type)) {
-        return c.json({ error: "unsupported_media_type", message: "Content-Type must be application/json" }, 415);
+        invalid();
+        throw new HTTPException(415, { message: "Content-Type must be application/json" });
+      }
+      let text: string;
+      try {
+        text = decodeUtf8(await readBoundedBody(c.req.raw, options.bodyLimitBytes, "spec.api.bodyLimitBytes"));
+      } catch (error) {
+        invalid();
+        throw error;
       }
       let body: unknown;
       try {
-        body = JSON.parse(await c.req.text());
+        body = JSON.parse(text);
       } catch (error) {
-        metrics.readings.inc({ source: "http", result: "invalid" });
+        invalid();
         return c.json({ error: "invalid_json", message: `Body is not JSON: ${(error as Error).message}` }, 400);
       }
-      const parsed = parseReadings(body);
+      const parsed = parse(body);
       if (!parsed.ok) {
-        metrics.readings.inc({ source: "http", result: "invalid" });
-        return c.json({ error: "invalid_readings", issues: parsed.issues.slice(0, 100) }, 400);
+        invalid();
+        if (parsed.limit) throw parsed.limit;
+        return c.json({ error: "invalid_readings", issues: parsed.issues }, 400);
       }
       try {
         const result = await store.write(parsed.readings, "http");

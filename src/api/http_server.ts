@@ -1,0 +1,144 @@
+/**
+ * The HTTP listener, with the connection bounds Deno.serve does not offer: node:http (llhttp in
+ * Deno 2) gives header, whole-request and keep-alive timeouts and a parser error hook, so every
+ * refusal below is a JSON answer and none can stop the process.
+ *
+ * Rules it keeps:
+ * - At most `connections` sockets open; one more is answered 503 (JSON) and closed.
+ * - Headers must arrive within `headersTimeoutMs`, the whole request within `requestTimeoutMs`
+ *   (408), and an idle keep-alive socket is closed after `keepAliveTimeoutMs`.
+ * - Malformed HTTP (request line, headers, chunk framing) is answered 400 (431 for headers too
+ *   large) with a JSON body, never a bare status line.
+ * - Running out of file descriptors refuses connections (the accept loop retries) instead of
+ *   ending the process.
+ * - A body is read as it arrives: memory per slow connection is what it has actually sent.
+ */
+import { getRequestListener } from "@hono/node-server";
+import { createServer, type Server } from "node:http";
+import type { Socket } from "node:net";
+import type { LimitsConfig } from "../config/config.ts";
+import { limitKey } from "../limit_exceeded_error.ts";
+import type { Logger } from "../observability/log.ts";
+import { RateLimitedLog } from "../observability/rate_limited_log.ts";
+import type { Metrics } from "../observability/metrics.ts";
+
+export type ConnectionLimits = Pick<
+  LimitsConfig,
+  "connections" | "headersTimeoutMs" | "requestTimeoutMs" | "keepAliveTimeoutMs"
+>;
+
+export interface HttpServerOptions {
+  name: string;
+  host: string;
+  port: number;
+  /** The manifest key the address comes from, named when it cannot be bound. */
+  addressKey: string;
+  limits: ConnectionLimits;
+  log: Logger;
+  metrics: Metrics;
+}
+
+export interface HttpServer {
+  readonly port: number;
+  /** Stops accepting, lets requests in flight finish until `deadlineMs`, then closes every socket. */
+  close(deadlineMs: number): Promise<void>;
+}
+
+/** Binds `options.host:port` and serves `fetch`; rejects naming the address when it cannot bind. */
+export function serveHttp(fetch: (request: Request) => Response | Promise<Response>, options: HttpServerOptions) {
+  const { limits, log, metrics } = options;
+  const server = createServer({
+    headersTimeout: limits.headersTimeoutMs,
+    requestTimeout: limits.requestTimeoutMs,
+    keepAliveTimeout: limits.keepAliveTimeoutMs,
+    connectionsCheckingInterval: Math.min(1_000, limits.headersTimeoutMs),
+    maxHeaderSize: 16 * 1024,
+  });
+  server.on("request", getRequestListener(fetch, { overrideGlobalObjects: false, hostname: options.host }));
+  let open = 0;
+  server.on("connection", (socket: Socket) => {
+    open++;
+    socket.once("close", () => open--);
+    if (open > limits.connections) {
+      refuse(socket, 503, {
+        error: "limit_exceeded",
+        limit: limitKey("connections"),
+        max: limits.connections,
+        message: `More than ${limits.connections} connections are open; retry later`,
+      });
+      metrics.limitRefusals.inc({ limit: limitKey("connections") });
+    }
+  });
+  server.on("clientError", (error: Error & { code?: string }, socket: Socket) => {
+    const [status, body] = clientErrorAnswer(error, limits);
+    if (body.limit) metrics.limitRefusals.inc({ limit: body.limit });
+    refuse(socket, status, body);
+  });
+  const refusals = new RateLimitedLog(log, 5_000);
+  server.on("error", (error: Error & { code?: string }) => {
+    // Accept failures (EMFILE, ENFILE) are reported here while the server keeps listening.
+    refusals.warn("http.accept_failed", { server: options.name, code: error.code, error: error.message });
+  });
+  return new Promise<HttpServer>((resolve, reject) => {
+    const onListenError = (error: Error & { code?: string }) => {
+      const where = `${options.host}:${options.port}`;
+      const reason = error.code === "EADDRINUSE" ? "address in use" : error.message;
+      reject(new Error(`Cannot listen on ${where} (${options.addressKey}): ${reason}`, { cause: error }));
+    };
+    server.once("error", onListenError);
+    server.listen(options.port, options.host, () => {
+      server.off("error", onListenError);
+      const address = server.address();
+      const port = typeof address === "object" && address ? address.port : options.port;
+      log.info("http.listening", { server: options.name, address: `${options.host}:${port}` });
+      resolve({ port, close: (deadlineMs) => closeServer(server, deadlineMs) });
+    });
+  });
+}
+
+function clientErrorAnswer(
+  error: Error & { code?: string },
+  limits: ConnectionLimits,
+): [number, { error: string; message: string; limit?: string; max?: number }] {
+  switch (error.code) {
+    case "ERR_HTTP_REQUEST_TIMEOUT":
+      return [408, {
+        error: "limit_exceeded",
+        limit: limitKey("requestTimeoutMs"),
+        max: limits.requestTimeoutMs,
+        message: "The request did not arrive in time",
+      }];
+    case "HPE_HEADER_OVERFLOW":
+      return [431, { error: "headers_too_large", message: "Request headers are larger than 16 KiB" }];
+    default:
+      return [400, { error: "bad_request", message: `Malformed HTTP request: ${error.code ?? error.message}` }];
+  }
+}
+
+function refuse(socket: Socket, status: number, body: Record<string, unknown>): void {
+  if (socket.writable) {
+    const text = JSON.stringify(body);
+    socket.end(
+      `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? "Error"}\r\nContent-Type: application/json\r\n` +
+        `Content-Length: ${text.length}\r\nConnection: close\r\n${
+          status === 503 ? "Retry-After: 1\r\n" : ""
+        }\r\n${text}`,
+    );
+  }
+  setTimeout(() => socket.destroy(), 1_000).unref?.();
+}
+
+const STATUS_TEXT: Record<number, string> = {
+  400: "Bad Request",
+  408: "Request Timeout",
+  431: "Request Header Fields Too Large",
+  503: "Service Unavailable",
+};
+
+async function closeServer(server: Server, deadlineMs: number): Promise<void> {
+  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+  server.closeIdleConnections();
+  const forced = setTimeout(() => server.closeAllConnections(), Math.max(0, deadlineMs - Date.now()));
+  await closed;
+  clearTimeout(forced);
+}
