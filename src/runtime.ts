@@ -24,7 +24,7 @@ export interface Runtime {
  * the store last.
  */
 export async function startRuntime(config: Config, log: Logger, signal: AbortSignal): Promise<Runtime> {
-  const store = await Store.open(config.storage, log);
+  const store = await Store.open({ ...config.storage, limits: config.limits }, log);
   const metrics = new Metrics(() => store.stats());
   let forwarding;
   let detection;
@@ -49,8 +49,8 @@ export async function startRuntime(config: Config, log: Logger, signal: AbortSig
   const mqtt = config.mqtt ? new MqttSource(config.mqtt, { store, metrics, log }, intake.signal) : null;
   let serving = false;
 
-  const readiness = (): ReadinessCheck[] => {
-    const storeProblems = store.problems();
+  const readiness = async (): Promise<ReadinessCheck[]> => {
+    const storeProblems = await store.probe();
     const checks: ReadinessCheck[] = [
       { name: "store", ok: storeProblems.length === 0, detail: storeProblems.join("; ") || "open and migrated" },
       { name: "http_intake", ok: serving, detail: serving ? "listening" : "not listening" },

@@ -26,7 +26,7 @@ Deno.test("historical data replayed hours later aggregates by reading time, wind
   const dir = await Deno.makeTempDir();
   const database = await openDatabase(dir, quiet);
   try {
-    const writer = new ReadingWriter(database.client, { maxSizeBytes: 1e12, usedBytes: () => 0 });
+    const writer = new ReadingWriter(database.ingest, { maxSizeBytes: 1e12, usedBytes: () => 0 });
     const outbox = new Outbox(database.client, { sinks: [], ttlMs: config.ttlMs, maxBufferBytes: 1e9 });
     const aggregator = new Aggregator(database.client, config, { outbox, log: quiet });
     const start = Date.parse("2026-11-01T00:00:00Z"); // three weeks ago
@@ -72,7 +72,7 @@ Deno.test("historical data replayed hours later aggregates by reading time, wind
     assert.notEqual(late[0].id, late[1].id);
     assert.deepEqual([late[1].count, late[1].max], [1, 1000]);
   } finally {
-    database.client.close();
+    database.close();
     await Deno.remove(dir, { recursive: true });
   }
 });

@@ -56,7 +56,7 @@ async function withOutbox(
   try {
     await fn(outbox, database, drops);
   } finally {
-    database.client.close();
+    database.close();
     await Deno.remove(dir, { recursive: true });
   }
 }

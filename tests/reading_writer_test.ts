@@ -11,7 +11,7 @@ Deno.test("concurrent writers share commits and each learns its own duplicates",
   const database = await openDatabase(dir, quiet);
   try {
     let commits = 0;
-    const writer = new ReadingWriter(database.client, {
+    const writer = new ReadingWriter(database.ingest, {
       maxSizeBytes: 1e12,
       usedBytes: () => 0,
       onCommit: () => commits++,
@@ -32,7 +32,7 @@ Deno.test("concurrent writers share commits and each learns its own duplicates",
     await writer.close();
     await assert.rejects(writer.write([{ device: "x", ts: 1_763_805_600_000, values: { a: 1 } }], "test"));
   } finally {
-    database.client.close();
+    database.close();
     await Deno.remove(dir, { recursive: true });
   }
 });
@@ -41,7 +41,7 @@ Deno.test("a writer at its size limit refuses with StoreFullError and stores not
   const dir = await Deno.makeTempDir();
   const database = await openDatabase(dir, quiet);
   try {
-    const writer = new ReadingWriter(database.client, { maxSizeBytes: 100, usedBytes: () => 100 });
+    const writer = new ReadingWriter(database.ingest, { maxSizeBytes: 100, usedBytes: () => 100 });
     await assert.rejects(
       writer.write([{ device: "x", ts: 1_763_805_600_000, values: { a: 1 } }], "test"),
       StoreFullError,
@@ -49,7 +49,7 @@ Deno.test("a writer at its size limit refuses with StoreFullError and stores not
     const count = await database.client.execute("SELECT count(*) AS n FROM readings");
     assert.equal(Number(count.rows[0].n), 0);
   } finally {
-    database.client.close();
+    database.close();
     await Deno.remove(dir, { recursive: true });
   }
 });

@@ -9,7 +9,7 @@ export interface ReadinessCheck {
   detail?: string;
 }
 
-export type ReadinessProbe = () => ReadinessCheck[];
+export type ReadinessProbe = () => Promise<ReadinessCheck[]>;
 
 export interface HealthRouteOptions {
   /** Who answers: the manifest's name and the release version. */
@@ -25,8 +25,8 @@ export interface HealthRouteOptions {
 export function healthRoutes(options: HealthRouteOptions): Hono {
   const app = new Hono();
   app.get("/healthz", (c) => c.json({ status: "ok", ...options.identity }));
-  app.get("/readyz", (c) => {
-    const checks = options.readiness();
+  app.get("/readyz", async (c) => {
+    const checks = await options.readiness();
     const ready = checks.every((check) => check.ok);
     const degraded = checks.some((check) => check.degraded);
     const status = ready ? (degraded ? "degraded" : "ready") : "not_ready";

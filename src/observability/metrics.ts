@@ -132,6 +132,17 @@ export class Metrics {
       help: "Readings held in the store",
       registers: [this.registry],
     });
+    const storeDevices = new Gauge({
+      name: "outpost_store_devices",
+      help: "Devices the store holds readings of (bounded by spec.limits.devices)",
+      registers: [this.registry],
+    });
+    const commitFailures = new Counter({
+      name: "outpost_store_commit_failures_total",
+      help: "Commits of readings (and readiness probes) that failed: disk full, database locked, read-only",
+      registers: [this.registry],
+    });
+    let commitFailuresSeen = 0;
     const rss = new Gauge({
       name: "outpost_process_resident_memory_bytes",
       help: "Resident set size of the Outpost process",
@@ -147,6 +158,9 @@ export class Metrics {
       storeSize.set(current.usedBytes);
       storeLimit.set(current.maxSizeBytes);
       storeRows.set(current.rows);
+      storeDevices.set(current.devices);
+      commitFailures.inc(current.commitFailures - commitFailuresSeen);
+      commitFailuresSeen = current.commitFailures;
       const memory = Deno.memoryUsage();
       rss.set(memory.rss);
       heap.set(memory.heapUsed);

@@ -6,38 +6,64 @@ import { MIGRATIONS, SCHEMA_VERSION } from "./migrations.ts";
 export const DATABASE_FILE = "outpost.db";
 
 /**
- * Durability mode: WAL with `synchronous=FULL`. Every commit fsyncs the WAL before the commit
- * returns, so a reading acknowledged after its commit survives a process crash and a power loss
- * (on storage that honours fsync). See README "Durability".
+ * Two connections with fixed roles, each configured once when it opens (a libSQL client pools
+ * connections unless `concurrency` is 1, and a pragma reaches only the connection it runs on):
+ *
+ * - `ingest`: WAL with `synchronous=FULL`. Every commit fsyncs the WAL before it returns, so a
+ *   reading acknowledged after its commit survives a process crash and a power loss (on storage
+ *   that honours fsync). Only the reading writer uses it. See README "Durability".
+ * - `client` (derived data and reads): `synchronous=NORMAL`. A commit is durable against a
+ *   process crash at once and against power loss at the next fsync'd commit or checkpoint; a
+ *   power cut can undo the last derived commits together with the cursor that covers them, so
+ *   the work is simply done again. No reading depends on it.
+ *
+ * Both wait up to `busy_timeout` for a lock held by another process instead of failing at once;
+ * it is short because libSQL's calls are synchronous: the wait blocks the event loop (and
+ * /healthz) for as long. A longer lock makes ingest answer 503 with Retry-After; the first
+ * commit after the lock is released succeeds.
  */
-const CONNECTION_PRAGMAS = [
-  "PRAGMA journal_mode=WAL",
-  "PRAGMA synchronous=FULL",
-  "PRAGMA busy_timeout=5000",
+const SHARED_PRAGMAS = [
+  "PRAGMA busy_timeout=250",
   "PRAGMA cache_size=-4096",
   "PRAGMA wal_autocheckpoint=1000",
   "PRAGMA journal_size_limit=67108864",
 ];
+export const INGEST_PRAGMAS = [...SHARED_PRAGMAS, "PRAGMA synchronous=FULL"];
+export const DERIVED_PRAGMAS = [...SHARED_PRAGMAS, "PRAGMA synchronous=NORMAL"];
 
 export interface Database {
+  /** Derived data and reads (`synchronous=NORMAL`). */
   readonly client: Client;
+  /** Readings only (`synchronous=FULL`). */
+  readonly ingest: Client;
   readonly path: string;
   readonly schemaVersion: number;
+  close(): void;
 }
 
 /** Opens (creating if needed) the libSQL file in `dataDir` and applies pending migrations. */
 export async function openDatabase(dataDir: string, log: Logger): Promise<Database> {
   await Deno.mkdir(dataDir, { recursive: true });
   const path = join(dataDir, DATABASE_FILE);
-  const client = createClient({ url: `file:${path}` });
+  const opened: Client[] = [];
   try {
-    for (const pragma of CONNECTION_PRAGMAS) await client.execute(pragma);
+    const client = await openConnection(path, DERIVED_PRAGMAS, opened);
+    await client.execute("PRAGMA journal_mode=WAL");
     const schemaVersion = await migrate(client, log);
-    return { client, path, schemaVersion };
+    const ingest = await openConnection(path, INGEST_PRAGMAS, opened);
+    return { client, ingest, path, schemaVersion, close: () => opened.forEach((each) => each.close()) };
   } catch (error) {
-    client.close();
+    for (const each of opened) each.close();
     throw error;
   }
+}
+
+/** One connection (`concurrency: 1`, so the pool never opens a second) with its pragmas applied. */
+async function openConnection(path: string, pragmas: readonly string[], opened: Client[]): Promise<Client> {
+  const client = createClient({ url: `file:${path}`, concurrency: 1 });
+  opened.push(client);
+  for (const pragma of pragmas) await client.execute(pragma);
+  return client;
 }
 
 async function migrate(client: Client, log: Logger): Promise<number> {

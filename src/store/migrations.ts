@@ -135,6 +135,16 @@ export const MIGRATIONS: readonly Migration[] = [
       )`,
     ],
   },
+  {
+    version: 4,
+    description: "device bound, retention by arrival order, the store's step-free clock",
+    statements: [
+      "CREATE TABLE known_devices (device TEXT PRIMARY KEY, first_seen_ms INTEGER NOT NULL)",
+      "INSERT OR IGNORE INTO known_devices SELECT device, min(received_ms) FROM readings GROUP BY device",
+      "CREATE INDEX readings_received ON readings(received_ms)",
+      "CREATE TABLE store_clock (id INTEGER PRIMARY KEY CHECK (id = 1), clock_ms INTEGER NOT NULL, wall_ms INTEGER NOT NULL)",
+    ],
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1].version;

@@ -1,7 +1,9 @@
 import type { Client, InStatement } from "@libsql/client";
 import { setImmediate } from "node:timers";
 import type { Reading } from "../ingest/reading_schema.ts";
+import { LimitExceededError, limitKey } from "../limit_exceeded_error.ts";
 import { StoreFullError, StoreUnavailableError } from "./errors.ts";
+import type { KnownDevices } from "./known_devices.ts";
 
 /** How many rows one INSERT statement carries (5 parameters each, far below SQLite's limit). */
 const ROWS_PER_STATEMENT = 500;
@@ -26,8 +28,16 @@ export interface WriterOptions {
   maxSizeBytes: number;
   /** Current bytes in use, refreshed by the store. */
   usedBytes: () => number;
+  /** Readings queued for the next commit at most (`spec.limits.writerPendingRows`). */
+  maxPendingRows?: number;
+  /** The device bound; none when absent. */
+  devices?: KnownDevices;
+  /** The arrival time to stamp on rows (the store's step-free clock); `Date.now` when absent. */
+  now?: () => number;
   /** Called after every commit with the rows it added. */
   onCommit?: (rowsInserted: number) => void;
+  /** Called after every failed commit. */
+  onCommitFailed?: (error: StoreUnavailableError) => void;
 }
 
 /**
@@ -38,6 +48,7 @@ export class ReadingWriter {
   #client: Client;
   #options: WriterOptions;
   #queue: PendingWrite[] = [];
+  #queuedRows = 0;
   #scheduled = false;
   #flushing: Promise<void> | null = null;
   #closed = false;
@@ -65,10 +76,43 @@ export class ReadingWriter {
       return Promise.reject(new StoreFullError(used, this.#options.maxSizeBytes));
     }
     if (readings.length === 0) return Promise.resolve({ inserted: 0, duplicates: 0 });
+    const maxPending = this.#options.maxPendingRows ?? Infinity;
+    if (this.#queuedRows + readings.length > maxPending) {
+      return Promise.reject(
+        new LimitExceededError(
+          limitKey("writerPendingRows"),
+          maxPending,
+          `${this.#queuedRows} readings already wait for the next commit; retry later`,
+          503,
+        ),
+      );
+    }
+    try {
+      this.#options.devices?.admit(readings.map((reading) => reading.device));
+    } catch (error) {
+      return Promise.reject(error);
+    }
     return new Promise((resolve, reject) => {
       this.#queue.push({ readings, source, resolve, reject });
+      this.#queuedRows += readings.length;
       this.#schedule();
     });
+  }
+
+  /**
+   * Commits `statement` alone on the writer's connection to learn whether commits work now;
+   * a success clears `lastError`, a failure sets it. Resolves true on success.
+   */
+  async probe(statement: InStatement): Promise<boolean> {
+    try {
+      await this.#client.batch([statement], "write");
+      this.#lastError = null;
+      return true;
+    } catch (error) {
+      this.#lastError = new StoreUnavailableError(describeSqliteError(error), { cause: error });
+      this.#options.onCommitFailed?.(this.#lastError);
+      return false;
+    }
   }
 
   /** Commits what is queued, then refuses further writes. */
@@ -106,16 +150,21 @@ export class ReadingWriter {
     while (this.#queue.length > 0 && (rows === 0 || rows + this.#queue[0].readings.length <= ROWS_PER_COMMIT)) {
       const next = this.#queue.shift()!;
       rows += next.readings.length;
+      this.#queuedRows -= next.readings.length;
       batch.push(next);
     }
     return batch;
   }
 
   async #commit(batch: PendingWrite[]): Promise<void> {
-    const receivedMs = Date.now();
+    const receivedMs = this.#options.now?.() ?? Date.now();
     const rows: { reading: Reading; source: string }[] = [];
+    const devices = new Set<string>();
     for (const pending of batch) {
-      for (const reading of pending.readings) rows.push({ reading, source: pending.source });
+      for (const reading of pending.readings) {
+        rows.push({ reading, source: pending.source });
+        devices.add(reading.device);
+      }
     }
     // The first statement notes the highest id before this commit: rows inserted by it get
     // higher ids, which tells apart new rows from duplicates when there are any.
@@ -123,19 +172,23 @@ export class ReadingWriter {
     for (let start = 0; start < rows.length; start += ROWS_PER_STATEMENT) {
       statements.push(insertStatement(rows.slice(start, start + ROWS_PER_STATEMENT), receivedMs));
     }
+    const record = this.#options.devices?.recordStatement(devices, receivedMs);
+    if (record) statements.push(record);
     let inserted: Set<string> | null = null;
     let insertedCount = 0;
     try {
       const results = await this.#client.batch(statements, "write");
-      for (const result of results.slice(1)) insertedCount += result.rowsAffected;
+      for (const result of results.slice(1, record ? -1 : undefined)) insertedCount += result.rowsAffected;
       if (insertedCount < rows.length) inserted = await this.#insertedSince(Number(results[0].rows[0][0]));
       this.#lastError = null;
     } catch (error) {
       const failure = new StoreUnavailableError(describeSqliteError(error), { cause: error });
       this.#lastError = failure;
+      this.#options.onCommitFailed?.(failure);
       for (const pending of batch) pending.reject(failure);
       return;
     }
+    this.#options.devices?.committed(devices);
     this.#options.onCommit?.(insertedCount);
     for (const pending of batch) {
       if (inserted === null) {

@@ -1,14 +1,20 @@
 import type { Client } from "@libsql/client";
 import type { Reading } from "../ingest/reading_schema.ts";
 import type { Logger } from "../observability/log.ts";
+import type { StoreUnavailableError } from "./errors.ts";
 import { type Database, openDatabase, usedBytes } from "./database.ts";
+import { RateLimitedLog } from "../observability/rate_limited_log.ts";
+import { KnownDevices } from "./known_devices.ts";
 import { ReadingWriter, type WriteResult } from "./reading_writer.ts";
-import { deleteExpiredReadings } from "./retention.ts";
+import { deleteDevicesWithoutReadings, deleteExpiredReadings } from "./retention.ts";
+import { StoreClock } from "./store_clock.ts";
 
 export interface StoreOptions {
   dataDir: string;
   maxSizeBytes: number;
   retentionHours: number;
+  /** `spec.limits` bounds the store enforces; unbounded when absent (tests of other parts). */
+  limits?: { devices: number; writerPendingRows: number; deadLetterPayloadBytes: number };
 }
 
 export interface DeadLetter {
@@ -23,11 +29,15 @@ export interface StoreStats {
   usedBytes: number;
   maxSizeBytes: number;
   deadLetters: number;
+  devices: number;
+  commitFailures: number;
   schemaVersion: number;
 }
 
 const SIZE_REFRESH_MS = 250;
 const RETENTION_INTERVAL_MS = 60_000;
+/** A readiness probe commits at most this often; while the store is failing, it retries this often. */
+const PROBE_INTERVAL_MS = 1_000;
 
 /** The libSQL buffer: readings (group-committed), dead letters, retention and size accounting. */
 export class Store {
@@ -35,6 +45,12 @@ export class Store {
   readonly #options: StoreOptions;
   readonly #log: Logger;
   readonly #writer: ReadingWriter;
+  readonly #devices: KnownDevices;
+  readonly #clock: StoreClock;
+  readonly #commitFailureLog: RateLimitedLog;
+  #commitFailures = 0;
+  #lastCommitAt = -Infinity;
+  #probing: Promise<void> | null = null;
   #rows: number;
   #deadLetters: number;
   #usedBytes: number;
@@ -43,15 +59,28 @@ export class Store {
   readonly #commitListeners = new Set<(inserted: number) => void>();
   #closed = false;
 
-  private constructor(database: Database, options: StoreOptions, log: Logger, counts: [number, number, number]) {
+  private constructor(
+    database: Database,
+    options: StoreOptions,
+    log: Logger,
+    parts: { counts: [number, number, number]; devices: KnownDevices; clock: StoreClock },
+  ) {
     this.#database = database;
     this.#options = options;
     this.#log = log;
-    [this.#rows, this.#deadLetters, this.#usedBytes] = counts;
-    this.#writer = new ReadingWriter(database.client, {
+    [this.#rows, this.#deadLetters, this.#usedBytes] = parts.counts;
+    this.#devices = parts.devices;
+    this.#clock = parts.clock;
+    this.#commitFailureLog = new RateLimitedLog(log, 5_000);
+    this.#writer = new ReadingWriter(database.ingest, {
       maxSizeBytes: options.maxSizeBytes,
       usedBytes: () => this.#usedBytes,
+      maxPendingRows: options.limits?.writerPendingRows,
+      devices: this.#devices,
+      now: () => this.#clock.now(),
+      onCommitFailed: (error) => this.#commitFailed(error),
       onCommit: (inserted) => {
+        this.#lastCommitAt = performance.now();
         this.#rows += inserted;
         void this.#refreshSize(false);
         for (const listener of this.#commitListeners) listener(inserted);
@@ -64,7 +93,11 @@ export class Store {
     const client = database.client;
     const rows = Number((await client.execute("SELECT count(*) AS n FROM readings")).rows[0].n);
     const dead = Number((await client.execute("SELECT count(*) AS n FROM dead_letters")).rows[0].n);
-    const store = new Store(database, options, log, [rows, dead, await usedBytes(client)]);
+    const store = new Store(database, options, log, {
+      counts: [rows, dead, await usedBytes(client)],
+      devices: await KnownDevices.load(client, options.limits?.devices ?? Number.MAX_SAFE_INTEGER),
+      clock: await StoreClock.open(client),
+    });
     store.#startTimers();
     log.info("store.opened", { path: database.path, rows, schemaVersion: database.schemaVersion });
     return store;
@@ -88,10 +121,16 @@ export class Store {
     this.#commitListeners.add(listener);
   }
 
+  /** Keeps an invalid payload, cut to `spec.limits.deadLetterPayloadBytes`, with the reason. */
   async writeDeadLetter(letter: DeadLetter): Promise<void> {
+    const keep = this.#options.limits?.deadLetterPayloadBytes ?? letter.payload.byteLength;
+    const payload = letter.payload.byteLength > keep ? letter.payload.subarray(0, keep) : letter.payload;
+    const reason = payload === letter.payload
+      ? letter.reason
+      : `${letter.reason} (payload of ${letter.payload.byteLength} bytes cut to ${keep})`;
     await this.#database.client.execute({
       sql: "INSERT INTO dead_letters (received_ms, source, topic, reason, payload) VALUES (?, ?, ?, ?, ?)",
-      args: [Date.now(), letter.source, letter.topic ?? null, letter.reason, letter.payload],
+      args: [this.#clock.now(), letter.source, letter.topic ?? null, reason, payload],
     });
     this.#deadLetters++;
   }
@@ -102,11 +141,29 @@ export class Store {
       usedBytes: this.#usedBytes,
       maxSizeBytes: this.#options.maxSizeBytes,
       deadLetters: this.#deadLetters,
+      devices: this.#devices.count,
+      commitFailures: this.#commitFailures,
       schemaVersion: this.#database.schemaVersion,
     };
   }
 
-  /** Reasons the store cannot take data now; empty when it can. */
+  /**
+   * Reasons the store cannot take data now; empty when it can. Unless a commit succeeded within
+   * the last second, this first commits a probe row on the ingest connection (at most once a
+   * second), so a read-only data dir or a lock held elsewhere shows here before any ingest fails,
+   * and a recovered store shows as soon as a probe succeeds.
+   */
+  async probe(): Promise<string[]> {
+    if (!this.#closed && performance.now() - this.#lastCommitAt > PROBE_INTERVAL_MS) {
+      this.#probing ??= this.#writer.probe(this.#clock.saveStatement()).then((ok) => {
+        if (ok) this.#lastCommitAt = performance.now();
+      }).finally(() => this.#probing = null);
+      await this.#probing;
+    }
+    return this.problems();
+  }
+
+  /** Reasons the store cannot take data, as last seen (no probe). */
   problems(): string[] {
     const problems: string[] = [];
     if (this.#closed) problems.push("store closed");
@@ -122,18 +179,28 @@ export class Store {
     this.#closed = true;
     for (const timer of this.#timers) clearInterval(timer);
     await this.#writer.close();
-    this.#database.client.close();
+    await this.#probing;
+    try {
+      await this.#database.client.execute(this.#clock.saveStatement());
+    } catch (error) {
+      this.#log.warn("store.clock_save_failed", { error });
+    }
+    this.#database.close();
     this.#log.info("store.closed", { rows: this.#rows });
   }
 
   #startTimers(): void {
     this.#timers.push(setInterval(() => void this.#refreshSize(true), 1_000));
+    // While commits fail, probe every second so that recovery shows without waiting for a client.
+    this.#timers.push(setInterval(() => {
+      if (this.#writer.lastError) void this.probe();
+    }, PROBE_INTERVAL_MS));
     this.#timers.push(setInterval(() => void this.#applyRetention(), RETENTION_INTERVAL_MS));
     void this.#applyRetention();
   }
 
   async #refreshSize(force: boolean): Promise<void> {
-    const now = Date.now();
+    const now = performance.now();
     if (this.#closed || (!force && now - this.#sizeCheckedAt < SIZE_REFRESH_MS)) return;
     this.#sizeCheckedAt = now;
     try {
@@ -145,16 +212,25 @@ export class Store {
 
   async #applyRetention(): Promise<void> {
     if (this.#closed) return;
-    const cutoffMs = Date.now() - this.#options.retentionHours * 3_600_000;
+    const client = this.#database.client;
+    const cutoffMs = this.#clock.now() - this.#options.retentionHours * 3_600_000;
     try {
-      const deleted = await deleteExpiredReadings(this.#database.client, cutoffMs);
+      await client.execute(this.#clock.saveStatement());
+      const deleted = await deleteExpiredReadings(client, cutoffMs);
       if (deleted > 0) {
         this.#rows -= deleted;
-        this.#log.info("store.retention", { deleted, cutoffMs });
+        const forgotten = await deleteDevicesWithoutReadings(client);
+        this.#devices.forget(forgotten);
+        this.#log.info("store.retention", { deleted, devicesForgotten: forgotten.length, cutoffMs });
         await this.#refreshSize(true);
       }
     } catch (error) {
       this.#log.warn("store.retention_failed", { error });
     }
+  }
+
+  #commitFailed(error: StoreUnavailableError): void {
+    this.#commitFailures++;
+    this.#commitFailureLog.warn("store.commit_failed", { reason: error.reason, failures: this.#commitFailures });
   }
 }

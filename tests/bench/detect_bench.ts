@@ -77,7 +77,7 @@ async function throughput(readings: number) {
     const bundleStarted = performance.now();
     const bundle = calibrate("bench", recording.readings.slice(0, 400), DETECTION.calibration, "cal-1");
     const calibrationMs = performance.now() - bundleStarted;
-    const writer = new ReadingWriter(database.client, { maxSizeBytes: 1e12, usedBytes: () => 0 });
+    const writer = new ReadingWriter(database.ingest, { maxSizeBytes: 1e12, usedBytes: () => 0 });
     for (let i = 0; i < recording.readings.length; i += 1000) {
       await writer.write(
         recording.readings.slice(i, i + 1000).map((r) => ({ device: "bench", ts: r.ts, values: r.values })),
@@ -117,7 +117,7 @@ async function throughput(readings: number) {
     await inference.release();
     return { calibrationMs, scorerRate, stageRate, rawRate };
   } finally {
-    database.client.close();
+    database.close();
     await Deno.remove(dir, { recursive: true });
   }
 }

@@ -57,7 +57,7 @@ async function rawCeiling(rows: number): Promise<number> {
     await database.client.batch(statements, "write");
   }
   const rate = rows / ((performance.now() - started) / 1000);
-  database.client.close();
+  database.close();
   await Deno.remove(dir, { recursive: true });
   return rate;
 }

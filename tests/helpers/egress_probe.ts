@@ -46,5 +46,5 @@ const viaEgress = {
 };
 await audit.settled();
 const rows = await audit.list(0, 100);
-database.client.close();
+database.close();
 console.log(JSON.stringify({ direct, viaEgress, audit: rows.map((row) => [row.destination, row.outcome]) }));

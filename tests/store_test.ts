@@ -1,0 +1,156 @@
+import type { Client } from "@libsql/client";
+import assert from "node:assert/strict";
+import { createLogger } from "../src/observability/log.ts";
+import { LimitExceededError } from "../src/limit_exceeded_error.ts";
+import { openDatabase } from "../src/store/database.ts";
+import { commitDerived } from "../src/store/derived_commit.ts";
+import { ReadingWriter } from "../src/store/reading_writer.ts";
+import { deleteExpiredReadings } from "../src/store/retention.ts";
+import { Store } from "../src/store/store.ts";
+import { eventually } from "./helpers/eventually.ts";
+
+const quiet = createLogger("error", () => {});
+const reading = (device: string, ts: number) => ({ device, ts, values: { a: ts % 100 } });
+
+async function withDatabase(fn: (database: Awaited<ReturnType<typeof openDatabase>>) => Promise<void>) {
+  const dir = await Deno.makeTempDir();
+  const database = await openDatabase(dir, quiet);
+  try {
+    await fn(database);
+  } finally {
+    database.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+const pragmas = async (client: Client) => ({
+  synchronous: Number((await client.execute("PRAGMA synchronous")).rows[0][0]),
+  busyTimeout: Number((await client.execute("PRAGMA busy_timeout")).rows[0][0]),
+});
+
+Deno.test("each connection keeps its role's pragmas after mixed ingest, derived commits and reads", async () => {
+  await withDatabase(async (database) => {
+    const writer = new ReadingWriter(database.ingest, { maxSizeBytes: 1e12, usedBytes: () => 0 });
+    await Promise.all([
+      ...Array.from({ length: 50 }, (_, i) => writer.write([reading(`d${i % 5}`, 1_763_805_600_000 + i)], "test")),
+      ...Array.from({ length: 20 }, (_, i) => commitDerived(database.client, [`UPDATE readings SET score = ${i}`])),
+      ...Array.from({ length: 20 }, () => database.client.execute("SELECT count(*) FROM readings")),
+    ]);
+    await writer.close();
+    // FULL = 2, NORMAL = 1; each client holds exactly one connection, so one read tells all.
+    assert.deepEqual(await pragmas(database.ingest), { synchronous: 2, busyTimeout: 250 });
+    assert.deepEqual(await pragmas(database.client), { synchronous: 1, busyTimeout: 250 });
+  });
+});
+
+Deno.test("ids are never reused after retention empties the table, so cursors keep seeing new rows", async () => {
+  await withDatabase(async (database) => {
+    const writer = new ReadingWriter(database.ingest, { maxSizeBytes: 1e12, usedBytes: () => 0 });
+    await writer.write(Array.from({ length: 30 }, (_, i) => reading("d", 1_763_805_600_000 + i)), "test");
+    const maxBefore = Number((await database.client.execute("SELECT max(id) FROM readings")).rows[0][0]);
+    assert.equal(await deleteExpiredReadings(database.client, Number.MAX_SAFE_INTEGER), 29);
+    await writer.write([reading("d", 1_763_805_700_000)], "test");
+    const ids = (await database.client.execute("SELECT id FROM readings ORDER BY id")).rows.map((row) =>
+      Number(row[0])
+    );
+    assert.deepEqual(ids, [maxBefore, maxBefore + 1]);
+    await writer.close();
+  });
+});
+
+Deno.test("retention deletes expired rows behind rows stamped in the future (a clock step back)", async () => {
+  await withDatabase(async (database) => {
+    const now = Date.now();
+    let stamp = now + 365 * 86_400_000;
+    const writer = new ReadingWriter(database.ingest, { maxSizeBytes: 1e12, usedBytes: () => 0, now: () => stamp });
+    await writer.write(Array.from({ length: 6_000 }, (_, i) => reading("ahead", 1_763_805_600_000 + i)), "test");
+    stamp = now - 10 * 86_400_000;
+    await writer.write(Array.from({ length: 10_000 }, (_, i) => reading("old", 1_763_805_600_000 + i)), "test");
+    stamp = now;
+    await writer.write([reading("fresh", 1_763_805_600_000)], "test");
+    assert.equal(await deleteExpiredReadings(database.client, now - 86_400_000), 10_000);
+    const left = await database.client.execute("SELECT device, count(*) FROM readings GROUP BY device ORDER BY 1");
+    assert.deepEqual(left.rows.map((row) => [row[0], Number(row[1])]), [["ahead", 6_000], ["fresh", 1]]);
+    await writer.close();
+  });
+});
+
+Deno.test("a writer refuses readings past spec.limits.writerPendingRows with a 503 limit error", async () => {
+  await withDatabase(async (database) => {
+    const writer = new ReadingWriter(database.ingest, {
+      maxSizeBytes: 1e12,
+      usedBytes: () => 0,
+      maxPendingRows: 1_000,
+    });
+    const first = writer.write(Array.from({ length: 1_000 }, (_, i) => reading("d", 1_763_805_600_000 + i)), "t");
+    const refused = writer.write([reading("d", 1_763_805_700_000)], "t");
+    await assert.rejects(refused, (error) => {
+      assert.ok(error instanceof LimitExceededError);
+      assert.deepEqual([error.key, error.status], ["spec.limits.writerPendingRows", 503]);
+      return true;
+    });
+    assert.deepEqual(await first, { inserted: 1_000, duplicates: 0 });
+    assert.deepEqual(await writer.write([reading("d", 1_763_805_700_000)], "t"), { inserted: 1, duplicates: 0 });
+    await writer.close();
+  });
+});
+
+Deno.test("the store refuses a device past spec.limits.devices, keeps the count across a restart, frees it by retention", async () => {
+  const dir = await Deno.makeTempDir();
+  const options = {
+    dataDir: dir,
+    maxSizeBytes: 1e12,
+    retentionHours: 1,
+    limits: { devices: 2, writerPendingRows: 10_000, deadLetterPayloadBytes: 8 },
+  };
+  let store = await Store.open(options, quiet);
+  try {
+    await store.write([reading("a", 1_763_805_600_000), reading("b", 1_763_805_600_000)], "t");
+    await assert.rejects(store.write([reading("a", 1_763_805_600_001), reading("c", 1_763_805_600_000)], "t"), {
+      name: "LimitExceededError",
+      key: "spec.limits.devices",
+    });
+    await store.write([reading("b", 1_763_805_600_001)], "t");
+    assert.equal(store.stats().devices, 2);
+    await store.writeDeadLetter({ source: "t", reason: "bad", payload: new Uint8Array(100) });
+    await store.close();
+    store = await Store.open(options, quiet);
+    assert.equal(store.stats().devices, 2);
+    await assert.rejects(store.write([reading("c", 1_763_805_600_000)], "t"), { key: "spec.limits.devices" });
+    const letter = await store.client.execute("SELECT length(payload) AS n, reason FROM dead_letters");
+    assert.deepEqual([Number(letter.rows[0].n), String(letter.rows[0].reason)], [
+      8,
+      "bad (payload of 100 bytes cut to 8)",
+    ]);
+    await store.close();
+    // Retention (which runs at open) deletes all but the newest row, which is b's: a is forgotten.
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    store = await Store.open({ ...options, retentionHours: 0.0001 }, quiet);
+    await eventually(() => store.stats().devices, (devices) => devices === 1);
+    await store.write([reading("c", 1_763_805_600_000)], "t");
+  } finally {
+    await store.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("the store clock never goes back across a restart when the wall clock did", async () => {
+  const dir = await Deno.makeTempDir();
+  const options = { dataDir: dir, maxSizeBytes: 1e12, retentionHours: 1 };
+  let store = await Store.open(options, quiet);
+  try {
+    const ahead = Date.now() + 3 * 365 * 86_400_000;
+    await store.close();
+    // As if the last run had a wall clock three years ahead, which has since been corrected.
+    const database = await openDatabase(dir, quiet);
+    await database.client.execute({ sql: "UPDATE store_clock SET clock_ms = ?, wall_ms = ?", args: [ahead, ahead] });
+    database.close();
+    store = await Store.open(options, quiet);
+    await store.write([reading("d", 1_763_805_600_000)], "t");
+    const received = Number((await store.client.execute("SELECT received_ms FROM readings")).rows[0][0]);
+    assert.ok(received >= ahead, `${received} < ${ahead}`);
+  } finally {
+    await store.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
