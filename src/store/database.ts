@@ -1,6 +1,7 @@
 import { type Client, createClient } from "@libsql/client";
 import { join } from "node:path";
 import type { Logger } from "../observability/log.ts";
+import { DataDirLock } from "./data_dir_lock.ts";
 import { MIGRATIONS, SCHEMA_VERSION } from "./migrations.ts";
 
 export const DATABASE_FILE = "outpost.db";
@@ -41,28 +42,69 @@ export interface Database {
   close(): void;
 }
 
-/** Opens (creating if needed) the libSQL file in `dataDir` and applies pending migrations. */
+/**
+ * Opens (creating if needed) the libSQL file in `dataDir` and applies pending migrations, after
+ * taking the data dir's lock: a second process on the same data dir fails here, naming the first.
+ */
 export async function openDatabase(dataDir: string, log: Logger): Promise<Database> {
   await Deno.mkdir(dataDir, { recursive: true });
+  const lock = await DataDirLock.acquire(dataDir);
   const path = join(dataDir, DATABASE_FILE);
   const opened: Client[] = [];
+  const closeAll = () => {
+    for (const each of opened) each.close();
+    lock.release();
+  };
   try {
     const client = await openConnection(path, DERIVED_PRAGMAS, opened);
     await client.execute("PRAGMA journal_mode=WAL");
     const schemaVersion = await migrate(client, log);
     const ingest = await openConnection(path, INGEST_PRAGMAS, opened);
-    return { client, ingest, path, schemaVersion, close: () => opened.forEach((each) => each.close()) };
+    return { client, ingest, path, schemaVersion, close: closeAll };
   } catch (error) {
-    for (const each of opened) each.close();
+    closeAll();
     throw error;
   }
 }
 
-/** One connection (`concurrency: 1`, so the pool never opens a second) with its pragmas applied. */
+/**
+ * One connection (`concurrency: 1`, so the pool never opens a second) with its pragmas applied,
+ * replaced by a fresh one after any failed call. A statement that fails with SQLITE_BUSY is not
+ * always reset by the client, and its connection then refuses every later commit ("SQL
+ * statements in progress") until garbage collection finalises it: a lock held for a moment by
+ * another process would keep ingest failing long after it was released.
+ */
 async function openConnection(path: string, pragmas: readonly string[], opened: Client[]): Promise<Client> {
-  const client = createClient({ url: `file:${path}`, concurrency: 1 });
+  const connect = async () => {
+    const client = createClient({ url: `file:${path}`, concurrency: 1 });
+    for (const pragma of pragmas) await client.execute(pragma);
+    return client;
+  };
+  let current = await connect();
+  let failed = false;
+  const healing = <K extends "execute" | "batch">(method: K) => async (...args: Parameters<Client[K]>) => {
+    if (failed) {
+      current.close();
+      current = await connect();
+      failed = false;
+    }
+    try {
+      // deno-lint-ignore no-explicit-any
+      return await (current[method] as (...args: any[]) => ReturnType<Client[K]>)(...args);
+    } catch (error) {
+      failed = true;
+      throw error;
+    }
+  };
+  const methods = { execute: healing("execute"), batch: healing("batch") };
+  const client = new Proxy(current, {
+    get(_target, property) {
+      if (property === "execute" || property === "batch") return methods[property];
+      const value = Reflect.get(current, property);
+      return typeof value === "function" ? value.bind(current) : value;
+    },
+  });
   opened.push(client);
-  for (const pragma of pragmas) await client.execute(pragma);
   return client;
 }
 
