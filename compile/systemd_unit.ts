@@ -82,6 +82,9 @@ export function renderUnit(config: Config, options: UnitOptions): string {
     ...options.rules.directives,
     ...unresolved,
     "MemoryMax=128M",
+    // Far above spec.limits.connections: refused connections are accepted and closed at once,
+    // and Deno's node:net listener stops accepting for good once it meets EMFILE.
+    "LimitNOFILE=65536",
     "CPUQuota=50%",
     "",
     "[Install]",
