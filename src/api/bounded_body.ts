@@ -50,3 +50,29 @@ export function decodeUtf8(bytes: Uint8Array): string {
     throw new HTTPException(400, { message: "The body is not UTF-8" });
   }
 }
+
+/** Nesting any reading body needs at most: `{"readings":[{"values":{...}}]}` is 4 deep. */
+export const MAX_JSON_DEPTH = 8;
+
+/**
+ * Whether JSON text nests deeper than `max` arrays and objects, found by one pass over the text
+ * before it is parsed (JSON.parse of `[[[[...` 50,000 deep costs about 2 MiB of heap per request).
+ */
+export function nestsDeeperThan(text: string, max: number): boolean {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const code = text.charCodeAt(i);
+    if (inString) {
+      if (code === 0x5c) i++; // backslash: skip the escaped character
+      else if (code === 0x22) inString = false;
+    } else if (code === 0x22) {
+      inString = true;
+    } else if (code === 0x5b || code === 0x7b) {
+      if (++depth > max) return true;
+    } else if (code === 0x5d || code === 0x7d) {
+      depth--;
+    }
+  }
+  return false;
+}

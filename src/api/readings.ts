@@ -5,7 +5,7 @@ import { type ReadingLimits, readingParser } from "../ingest/reading_schema.ts";
 import type { Metrics } from "../observability/metrics.ts";
 import type { Store } from "../store/store.ts";
 import { Admission } from "./admission.ts";
-import { decodeUtf8, readBoundedBody } from "./bounded_body.ts";
+import { decodeUtf8, MAX_JSON_DEPTH, nestsDeeperThan, readBoundedBody } from "./bounded_body.ts";
 
 export interface ReadingsRouteOptions {
   store: Store;
@@ -47,6 +47,10 @@ export function readingsRoutes(options: ReadingsRouteOptions): Hono {
       } catch (error) {
         invalid();
         throw error;
+      }
+      if (nestsDeeperThan(text, MAX_JSON_DEPTH)) {
+        invalid();
+        return c.json({ error: "invalid_json", message: `Body nests deeper than ${MAX_JSON_DEPTH} levels` }, 400);
       }
       let body: unknown;
       try {

@@ -167,7 +167,7 @@ export const manifestSchema = z.object({
     }).strict().prefault({}),
     api: z.object({
       listen: listenAddress.default("127.0.0.1:8080"),
-      bodyLimitBytes: z.number().int().min(1024).max(64 * 1024 * 1024).default(1024 * 1024),
+      bodyLimitBytes: z.number().int().min(1024).max(64 * 1024 * 1024).default(256 * 1024),
     }).strict().prefault({}),
     ingest: z.object({
       mqtt: z.object({
