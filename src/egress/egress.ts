@@ -58,8 +58,11 @@ export class Egress {
   }
 
   /**
-   * `fetch` through the egress checks. The response body is read here (to count the bytes in)
-   * and handed back in a new Response. A non-2xx answer counts as a failure for the breaker.
+   * `fetch` through the egress checks. Redirects are never followed (a 3xx is a failed delivery,
+   * audited with its Location: following it would send data to a destination the audit row does
+   * not name). The response body is read here, at most RESPONSE_LIMIT_BYTES of it (to count the
+   * bytes in), and handed back in a new Response. A non-2xx answer counts as a failure for the
+   * breaker.
    */
   async fetch(purpose: string, url: string, init: RequestInit & { body?: Uint8Array | string }): Promise<Response> {
     const destination = destinationOf(url);
@@ -71,8 +74,8 @@ export class Egress {
     let response: Response;
     let body: Uint8Array<ArrayBuffer>;
     try {
-      response = await fetch(url, init);
-      body = new Uint8Array(await response.arrayBuffer());
+      response = await fetch(url, { ...init, redirect: "manual" });
+      body = await readAtMost(response, RESPONSE_LIMIT_BYTES);
     } catch (error) {
       guard.breaker.fail();
       const denied = error instanceof Deno.errors.NotCapable;
@@ -88,7 +91,13 @@ export class Egress {
       bytesOut,
       body.length,
       ok ? "ok" : "http_error",
-      ok ? undefined : `HTTP ${response.status}`,
+      ok
+        ? undefined
+        : `HTTP ${response.status}${
+          response.status >= 300 && response.status < 400
+            ? ` redirect to ${response.headers.get("location") ?? "(no Location)"} not followed`
+            : ""
+        }`,
     );
     return new Response(body, { status: response.status, statusText: response.statusText, headers: response.headers });
   }
@@ -241,4 +250,23 @@ export class Egress {
       this.#log.error("egress.audit_failed", { destination, outcome, error: auditError });
     }
   }
+}
+
+/** Bytes of a response body read at most; the rest is discarded unread. */
+export const RESPONSE_LIMIT_BYTES = 64 * 1024;
+
+async function readAtMost(response: Response, limit: number): Promise<Uint8Array<ArrayBuffer>> {
+  if (!response.body) return new Uint8Array(0);
+  const reader = response.body.getReader();
+  const body = new Uint8Array(limit);
+  let size = 0;
+  while (size < limit) {
+    const { done, value } = await reader.read();
+    if (done) return body.slice(0, size);
+    const take = Math.min(value.length, limit - size);
+    body.set(value.subarray(0, take), size);
+    size += take;
+  }
+  await reader.cancel().catch(() => {});
+  return body.slice(0, size);
 }

@@ -94,13 +94,14 @@ export class Forwarder {
       }
       status.state = "sending";
       try {
-        await sink.send(batch.key, batch.items.map((item) => item.body));
+        await sink.send(batch.key, batch.items.map((item) => item.body), signal);
         await this.#release(sink, batch);
         status.delivered += batch.items.length;
         status.consecutiveFailures = 0;
         status.lastError = null;
         backoffMs = this.#config.backoff.minMs;
       } catch (error) {
+        if (signal.aborted) break;
         status.state = "backoff";
         status.consecutiveFailures++;
         status.lastError = (error as Error).message;

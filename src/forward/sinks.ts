@@ -10,7 +10,8 @@ import type { SinkName } from "./outbox.ts";
 export interface Sink {
   readonly name: SinkName;
   readonly destination: string;
-  send(batchKey: string, itemBodies: readonly string[]): Promise<void>;
+  /** Delivers one batch; `signal` (shutdown) aborts a delivery in flight, which then fails. */
+  send(batchKey: string, itemBodies: readonly string[], signal: AbortSignal): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -48,7 +49,7 @@ export class HttpSink implements Sink {
     this.destination = formatDestination(destinationOf(this.#config.url));
   }
 
-  async send(batchKey: string, itemBodies: readonly string[]): Promise<void> {
+  async send(batchKey: string, itemBodies: readonly string[], signal: AbortSignal): Promise<void> {
     const json = batchBody(this.#source, batchKey, itemBodies);
     const headers: Record<string, string> = { "content-type": "application/json", "idempotency-key": batchKey };
     if (this.#token) headers.authorization = `Bearer ${this.#token}`;
@@ -61,7 +62,7 @@ export class HttpSink implements Sink {
       method: "POST",
       headers,
       body,
-      signal: AbortSignal.timeout(this.#config.timeoutMs),
+      signal: AbortSignal.any([signal, AbortSignal.timeout(this.#config.timeoutMs)]),
     });
     if (response.status < 200 || response.status >= 300) {
       throw new SinkRejectedError(response.status, (await response.text()).slice(0, 200));
@@ -98,17 +99,21 @@ export class MqttUplinkSink implements Sink {
     this.#client.on("error", (error) => deps.log.debug("forward.uplink_error", { error }));
   }
 
-  async send(batchKey: string, itemBodies: readonly string[]): Promise<void> {
+  async send(batchKey: string, itemBodies: readonly string[], signal: AbortSignal): Promise<void> {
     if (!this.#client.connected) throw new Error(`MQTT uplink ${this.destination} not connected`);
     const published = this.#client.publishAsync(this.#topic, batchBody(this.#source, batchKey, itemBodies), { qos: 1 });
     let timer: ReturnType<typeof setTimeout> | undefined;
+    let onAbort = () => {};
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => reject(new Error(`No PUBACK from ${this.destination} within 10 s`)), 10_000);
+      onAbort = () => reject(new Error(`Delivery to ${this.destination} aborted: shutting down`));
+      signal.addEventListener("abort", onAbort, { once: true });
     });
     try {
       await Promise.race([published, timeout]);
     } finally {
       clearTimeout(timer);
+      signal.removeEventListener("abort", onAbort);
     }
   }
 

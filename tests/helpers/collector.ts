@@ -23,7 +23,14 @@ export class Collector {
   bytes = { wire: 0, json: 0 };
   /** Answer this status instead of 200 (e.g. 503) while set. */
   failWith: number | null = null;
+  /** Accept requests and never answer while set (a hung collector). */
+  hang = false;
+  /** Answer 307 to this Location while set. */
+  redirectTo: string | null = null;
+  /** Requests answered or left hanging, redirects included. */
+  requests = 0;
   #server: Deno.HttpServer | null = null;
+  #released = Promise.withResolvers<void>();
 
   private constructor(port: number) {
     this.port = port;
@@ -46,6 +53,14 @@ export class Collector {
   start(): void {
     if (this.#server) return;
     this.#server = Deno.serve({ hostname: "127.0.0.1", port: this.port, onListen: () => {} }, async (request) => {
+      this.requests++;
+      if (this.hang) {
+        await this.#released.promise;
+        return new Response("released", { status: 503 });
+      }
+      if (this.redirectTo !== null) {
+        return new Response(null, { status: 307, headers: { location: this.redirectTo } });
+      }
       if (this.failWith !== null) return new Response("failing on purpose", { status: this.failWith });
       const raw = new Uint8Array(await request.arrayBuffer());
       const gzip = request.headers.get("content-encoding") === "gzip";
@@ -59,6 +74,8 @@ export class Collector {
   }
 
   async stop(): Promise<void> {
+    this.#released.resolve();
+    this.#released = Promise.withResolvers<void>();
     const server = this.#server;
     this.#server = null;
     await server?.shutdown();
