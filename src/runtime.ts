@@ -124,7 +124,7 @@ export async function startRuntime(config: Config, log: Logger, signal: AbortSig
       );
     }
   } catch (error) {
-    for (const server of servers) await server.close(Date.now());
+    for (const server of servers) await server.close(0);
     intake.abort();
     await mqtt?.finished;
     await detection.stop();
@@ -142,8 +142,7 @@ export async function startRuntime(config: Config, log: Logger, signal: AbortSig
     log.info("runtime.stopping", {});
     serving = false;
     intake.abort();
-    const requestsDeadline = Date.now() + HTTP_DRAIN_MS;
-    await Promise.all([...servers.map((server) => server.close(requestsDeadline)), mqtt?.finished]);
+    await Promise.all([...servers.map((server) => server.close(HTTP_DRAIN_MS)), mqtt?.finished]);
     await detection.stop();
     await forwarding.stop();
     await store.close();

@@ -221,3 +221,40 @@ Deno.test("the allowlist renders as systemd IP rules, names resolved at render t
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("a half-open probe refused by the rate limiter is given back: the next call may probe", async () => {
+  const { AuditLog } = await import("../src/egress/audit.ts");
+  const { Egress } = await import("../src/egress/egress.ts");
+  const { openDatabase } = await import("../src/store/database.ts");
+  const { createLogger } = await import("../src/observability/log.ts");
+  const dir = await Deno.makeTempDir();
+  const quiet = createLogger("error", () => {});
+  const database = await openDatabase(dir, quiet);
+  const closed = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (closed.addr as Deno.NetAddr).port;
+  closed.close(); // nothing listens: every call fails fast
+  try {
+    const egress = new Egress({
+      allowed: [`127.0.0.1:${port}`],
+      rateLimit: { perSecond: 5, burst: 1 },
+      circuitBreaker: { failureThreshold: 1, openSeconds: 0.05 },
+    }, { audit: new AuditLog(database.client), log: quiet });
+    const call = () => egress.fetch("test", `http://127.0.0.1:${port}/`, { method: "POST", body: "x" });
+    const reason = async () => {
+      try {
+        await call();
+        return "delivered";
+      } catch (error) {
+        return (error as { reason?: string }).reason ?? "network_error";
+      }
+    };
+    assert.equal(await reason(), "network_error"); // opens the circuit and spends the only token
+    await new Promise((resolve) => setTimeout(resolve, 60));
+    assert.equal(await reason(), "rate_limited"); // half-open, but no token: the probe is given back
+    await new Promise((resolve) => setTimeout(resolve, 250));
+    assert.equal(await reason(), "network_error"); // the probe goes out
+  } finally {
+    database.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -40,8 +40,8 @@ export interface HttpServerOptions {
 
 export interface HttpServer {
   readonly port: number;
-  /** Stops accepting, lets requests in flight finish until `deadlineMs`, then closes every socket. */
-  close(deadlineMs: number): Promise<void>;
+  /** Stops accepting, lets requests in flight finish for up to `graceMs`, then closes every socket. */
+  close(graceMs: number): Promise<void>;
 }
 
 /** Binds `options.host:port` and serves `fetch`; rejects naming the address when it cannot bind. */
@@ -91,7 +91,7 @@ export function serveHttp(fetch: (request: Request) => Response | Promise<Respon
       const address = server.address();
       const port = typeof address === "object" && address ? address.port : options.port;
       log.info("http.listening", { server: options.name, address: `${options.host}:${port}` });
-      resolve({ port, close: (deadlineMs) => closeServer(server, deadlineMs) });
+      resolve({ port, close: (graceMs) => closeServer(server, graceMs) });
     });
   });
 }
@@ -135,10 +135,10 @@ const STATUS_TEXT: Record<number, string> = {
   503: "Service Unavailable",
 };
 
-async function closeServer(server: Server, deadlineMs: number): Promise<void> {
+async function closeServer(server: Server, graceMs: number): Promise<void> {
   const closed = new Promise<void>((resolve) => server.close(() => resolve()));
   server.closeIdleConnections();
-  const forced = setTimeout(() => server.closeAllConnections(), Math.max(0, deadlineMs - Date.now()));
+  const forced = setTimeout(() => server.closeAllConnections(), graceMs);
   await closed;
   clearTimeout(forced);
 }

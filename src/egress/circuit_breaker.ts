@@ -23,7 +23,7 @@ export class CircuitBreaker {
   }
 
   get state(): CircuitState {
-    if (this.#state === "open" && Date.now() - this.#openedAt >= this.#options.openMs) this.#move("half_open");
+    if (this.#state === "open" && performance.now() - this.#openedAt >= this.#options.openMs) this.#move("half_open");
     return this.#state;
   }
 
@@ -31,10 +31,15 @@ export class CircuitBreaker {
   acquire(): number {
     const state = this.state;
     if (state === "closed") return 0;
-    if (state === "open") return this.#options.openMs - (Date.now() - this.#openedAt);
+    if (state === "open") return this.#options.openMs - (performance.now() - this.#openedAt);
     if (this.#probing) return Math.max(1, Math.round(this.#options.openMs / 10));
     this.#probing = true;
     return 0;
+  }
+
+  /** The call that claimed the half-open probe did not go out (e.g. the rate limiter refused it). */
+  abandon(): void {
+    this.#probing = false;
   }
 
   succeed(): void {
@@ -47,7 +52,7 @@ export class CircuitBreaker {
     this.#probing = false;
     this.#failures++;
     if (this.#state === "half_open" || (this.#state === "closed" && this.#failures >= this.#options.failureThreshold)) {
-      this.#openedAt = Date.now();
+      this.#openedAt = performance.now();
       this.#move("open");
     }
   }

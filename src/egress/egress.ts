@@ -207,6 +207,7 @@ export class Egress {
     }
     const rateWait = guard.bucket.take();
     if (rateWait > 0) {
+      guard.breaker.abandon(); // a claimed half-open probe would otherwise be held for good
       void this.#record(purpose, name, 0, 0, "rate_limited");
       throw new EgressUnavailableError(name, "rate_limited", rateWait);
     }
