@@ -154,3 +154,50 @@ Deno.test("the store clock never goes back across a restart when the wall clock 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("retention prunes dead letters, events, alerts and the audit log; audit verify still passes from the checkpoint", async () => {
+  const { AuditLog, verifyAudit } = await import("../src/egress/audit.ts");
+  const dir = await Deno.makeTempDir();
+  const keepHours = { deadLetters: 1, events: 1, alerts: 1, audit: 1 };
+  const options = { dataDir: dir, maxSizeBytes: 1e12, retentionHours: 1, keepHours };
+  let store = await Store.open(options, quiet);
+  try {
+    const audit = new AuditLog(store.client);
+    const entry = { destination: "127.0.0.1:9", purpose: "t", bytesOut: 1, bytesIn: 0, outcome: "ok" as const };
+    for (let i = 0; i < 5; i++) await audit.append(entry);
+    await store.writeDeadLetter({ source: "t", reason: "bad", payload: new Uint8Array(4) });
+    const old = Date.now() - 2 * 3_600_000;
+    await store.client.batch([
+      `INSERT INTO events (device, start_ts, end_ts, peak_score, model, top_sensors, readings)
+         VALUES ('d', ${old}, ${old}, 2, 'm', '[]', 3), ('d', ${old}, NULL, 2, 'm', '[]', 3)`,
+      `INSERT INTO alerts (event_id, device, state, ts, body) VALUES (1, 'd', 'start', ${old}, '{}')`,
+    ], "write");
+    await store.close();
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    const short = 0.0001; // 0.36 s
+    store = await Store.open(
+      { ...options, keepHours: { deadLetters: short, events: 1, alerts: 1, audit: short } },
+      quiet,
+    );
+    await eventually(() => store.stats().retentionDeleted, (deleted) => deleted.audit === 4);
+    assert.deepEqual(store.stats().retentionDeleted, { deadLetters: 1, events: 1, alerts: 1, audit: 4 });
+    const count = async (table: string) =>
+      Number((await store.client.execute(`SELECT count(*) AS n FROM ${table}`)).rows[0].n);
+    assert.deepEqual(
+      [await count("dead_letters"), await count("events"), await count("alerts"), await count("egress_audit")],
+      [0, 1, 0, 1],
+    );
+    await new AuditLog(store.client).append(entry);
+    assert.deepEqual(await verifyAudit(store.client), {
+      ok: true,
+      rows: 2,
+      headHash: String((await store.client.execute("SELECT hash FROM egress_audit WHERE id = 6")).rows[0].hash),
+    });
+    await store.client.execute("DELETE FROM audit_checkpoints");
+    const broken = await verifyAudit(store.client);
+    assert.equal(broken.ok, false);
+  } finally {
+    await store.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -81,8 +81,17 @@ export interface Config {
     readonly dataDir: string;
     readonly retentionHours: number;
     readonly maxSizeBytes: number;
+    readonly keepHours: KeepHours;
   };
   readonly limits: LimitsConfig;
+}
+
+/** Retention of the tables besides readings and the outbox, in hours. */
+export interface KeepHours {
+  readonly deadLetters: number;
+  readonly events: number;
+  readonly alerts: number;
+  readonly audit: number;
 }
 
 export interface ConfigOverrides {
@@ -175,6 +184,7 @@ function resolveConfig(manifest: Manifest, text: string, manifestPath: string, o
       dataDir: resolve(overrides.dataDir ?? spec.storage.dataDir),
       retentionHours: spec.storage.retentionHours,
       maxSizeBytes: Math.round(spec.storage.maxSizeMB * 1024 * 1024),
+      keepHours: spec.storage.keepHours,
     },
     limits: spec.limits,
   };

@@ -181,6 +181,14 @@ export const manifestSchema = z.object({
       dataDir: z.string().min(1).default("./data"),
       retentionHours: z.number().positive().max(24 * 3650).default(168),
       maxSizeMB: z.number().positive().max(1024 * 1024).default(1024),
+      /** How long the other tables keep rows (the outbox has its own TTLs per class). */
+      keepHours: z.object({
+        deadLetters: z.number().positive().max(24 * 3650).default(168),
+        events: z.number().positive().max(24 * 3650).default(24 * 90),
+        alerts: z.number().positive().max(24 * 3650).default(24 * 30),
+        /** Compliance logs: 90 days unless the site says otherwise; pruning leaves a checkpoint. */
+        audit: z.number().positive().max(24 * 3650).default(24 * 90),
+      }).strict().prefault({}),
     }).strict().prefault({}),
     detection: detectionSchema.prefault({}),
     forwarding: forwardingSchema.prefault({}),

@@ -112,25 +112,47 @@ export type VerifyResult =
   | { ok: false; rows: number; firstBadId: number; reason: string };
 
 /**
- * Walks the chain in id order. An edited row fails its own hash; a deleted row leaves a gap in
- * the ids and breaks the next row's prev_hash; a reordered row breaks prev_hash. Deleting rows
- * from the end leaves a valid shorter chain: compare `headHash` with one recorded elsewhere.
+ * Walks the chain in id order, a page at a time. An edited row fails its own hash; a deleted
+ * row leaves a gap in the ids and breaks the next row's prev_hash; a reordered row breaks
+ * prev_hash. Where retention pruned the start of the log, the chain starts from the checkpoint
+ * it left (`audit_checkpoints`): the hash of the last pruned row. Deleting rows from the end
+ * leaves a valid shorter chain: compare `headHash` with one recorded elsewhere.
  */
 export async function verifyAudit(client: Client): Promise<VerifyResult> {
-  const result = await client.execute("SELECT * FROM egress_audit ORDER BY id");
-  let prevHash = GENESIS_HASH;
+  const first = (await client.execute("SELECT min(id) AS id FROM egress_audit")).rows[0];
   let expectedId = 1;
-  for (const raw of result.rows) {
-    const row = toAuditRow(raw);
-    const bad = (reason: string): VerifyResult => ({ ok: false, rows: result.rows.length, firstBadId: row.id, reason });
-    if (row.id !== expectedId) return bad(`expected row ${expectedId} next, found ${row.id}: rows missing`);
-    if (row.prevHash !== prevHash) return bad("prev_hash does not match the previous row: rows deleted or reordered");
-    if (rowHash(prevHash, row) !== row.hash) return bad("content does not match its hash: row edited");
-    prevHash = row.hash;
-    expectedId++;
+  let prevHash = GENESIS_HASH;
+  if (first?.id !== null && first?.id !== undefined && Number(first.id) > 1) {
+    const checkpoint = (await client.execute({
+      sql: "SELECT cut_id, cut_hash FROM audit_checkpoints WHERE cut_id = ?",
+      args: [Number(first.id) - 1],
+    })).rows[0];
+    if (checkpoint) {
+      expectedId = Number(checkpoint.cut_id) + 1;
+      prevHash = String(checkpoint.cut_hash);
+    }
   }
-  return { ok: true, rows: result.rows.length, headHash: prevHash };
+  let rows = 0;
+  while (true) {
+    const page = await client.execute({
+      sql: "SELECT * FROM egress_audit WHERE id >= ? ORDER BY id LIMIT ?",
+      args: [rows === 0 ? 0 : expectedId, VERIFY_PAGE_ROWS],
+    });
+    for (const raw of page.rows) {
+      const row = toAuditRow(raw);
+      rows++;
+      const bad = (reason: string): VerifyResult => ({ ok: false, rows, firstBadId: row.id, reason });
+      if (row.id !== expectedId) return bad(`expected row ${expectedId} next, found ${row.id}: rows missing`);
+      if (row.prevHash !== prevHash) return bad("prev_hash does not match the previous row: rows deleted or reordered");
+      if (rowHash(prevHash, row) !== row.hash) return bad("content does not match its hash: row edited");
+      prevHash = row.hash;
+      expectedId++;
+    }
+    if (page.rows.length < VERIFY_PAGE_ROWS) return { ok: true, rows, headHash: prevHash };
+  }
 }
+
+const VERIFY_PAGE_ROWS = 1_000;
 
 function toAuditRow(row: Record<string, unknown>): AuditRow {
   return {

@@ -143,6 +143,13 @@ export class Metrics {
       registers: [this.registry],
     });
     let commitFailuresSeen = 0;
+    const retentionDeleted = new Counter({
+      name: "outpost_retention_deleted_total",
+      help: "Rows deleted by retention, by table (readings, deadLetters, events, alerts, audit)",
+      labelNames: ["table"] as const,
+      registers: [this.registry],
+    });
+    const retentionSeen: Record<string, number> = {};
     const rss = new Gauge({
       name: "outpost_process_resident_memory_bytes",
       help: "Resident set size of the Outpost process",
@@ -161,6 +168,10 @@ export class Metrics {
       storeDevices.set(current.devices);
       commitFailures.inc(current.commitFailures - commitFailuresSeen);
       commitFailuresSeen = current.commitFailures;
+      for (const [table, count] of Object.entries(current.retentionDeleted)) {
+        retentionDeleted.inc({ table }, count - (retentionSeen[table] ?? 0));
+        retentionSeen[table] = count;
+      }
       const memory = Deno.memoryUsage();
       rss.set(memory.rss);
       heap.set(memory.heapUsed);

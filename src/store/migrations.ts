@@ -145,6 +145,16 @@ export const MIGRATIONS: readonly Migration[] = [
       "CREATE TABLE store_clock (id INTEGER PRIMARY KEY CHECK (id = 1), clock_ms INTEGER NOT NULL, wall_ms INTEGER NOT NULL)",
     ],
   },
+  {
+    version: 5,
+    description: "audit checkpoints left by pruning; indexes for retention of events and alerts",
+    statements: [
+      "CREATE TABLE audit_checkpoints (cut_id INTEGER PRIMARY KEY, cut_hash TEXT NOT NULL, created_ms INTEGER NOT NULL)",
+      "CREATE INDEX events_end ON events(end_ts)",
+      "CREATE INDEX alerts_ts ON alerts(ts)",
+      "CREATE INDEX dead_letters_received ON dead_letters(received_ms)",
+    ],
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1].version;

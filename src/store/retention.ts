@@ -31,3 +31,66 @@ export async function deleteDevicesWithoutReadings(client: Client): Promise<stri
   );
   return result.rows.map((row) => String(row.device));
 }
+
+/** Cutoffs (epoch ms) for the tables besides readings; rows older are deleted. */
+export interface TableCutoffs {
+  /** By arrival on the store clock. */
+  deadLetters: number;
+  /** By the reading time an event ended (open events are kept). */
+  events: number;
+  /** By the reading time of the alert. */
+  alerts: number;
+  /** By the time the audit row was written. */
+  audit: number;
+}
+
+export type PrunedCounts = Record<keyof TableCutoffs, number>;
+
+/**
+ * Deletes old rows of the tables besides readings, a few thousand per commit. The audit log is
+ * cut at the last expired row (never its newest row): the hash of that row is kept in
+ * `audit_checkpoints` with the cut, in the same commit, so `audit verify` still checks what
+ * remains from the cut on.
+ */
+export async function pruneTables(client: Client, cutoffs: TableCutoffs, nowMs: number): Promise<PrunedCounts> {
+  const chunked = async (sql: string, cutoff: number) => {
+    let total = 0;
+    while (true) {
+      const result = await client.execute({ sql, args: [cutoff, ROWS_PER_DELETE] });
+      total += result.rowsAffected;
+      if (result.rowsAffected < ROWS_PER_DELETE) return total;
+    }
+  };
+  return {
+    deadLetters: await chunked(
+      "DELETE FROM dead_letters WHERE id IN (SELECT id FROM dead_letters WHERE received_ms < ? LIMIT ?)",
+      cutoffs.deadLetters,
+    ),
+    events: await chunked(
+      "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE end_ts IS NOT NULL AND end_ts < ? LIMIT ?)",
+      cutoffs.events,
+    ),
+    alerts: await chunked(
+      "DELETE FROM alerts WHERE id IN (SELECT id FROM alerts WHERE ts < ? LIMIT ?)",
+      cutoffs.alerts,
+    ),
+    audit: await pruneAudit(client, cutoffs.audit, nowMs),
+  };
+}
+
+async function pruneAudit(client: Client, cutoff: number, nowMs: number): Promise<number> {
+  const cut = (await client.execute({
+    sql: `SELECT id, hash FROM egress_audit WHERE id = (
+            SELECT max(id) FROM egress_audit WHERE ts_ms < ? AND id < (SELECT max(id) FROM egress_audit))`,
+    args: [cutoff],
+  })).rows[0];
+  if (!cut) return 0;
+  const [, deleted] = await client.batch([
+    {
+      sql: "INSERT OR REPLACE INTO audit_checkpoints (cut_id, cut_hash, created_ms) VALUES (?, ?, ?)",
+      args: [cut.id, cut.hash, nowMs],
+    },
+    { sql: "DELETE FROM egress_audit WHERE id <= ?", args: [cut.id] },
+  ], "write");
+  return deleted.rowsAffected;
+}

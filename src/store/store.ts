@@ -6,13 +6,15 @@ import { type Database, openDatabase, usedBytes } from "./database.ts";
 import { RateLimitedLog } from "../observability/rate_limited_log.ts";
 import { KnownDevices } from "./known_devices.ts";
 import { ReadingWriter, type WriteResult } from "./reading_writer.ts";
-import { deleteDevicesWithoutReadings, deleteExpiredReadings } from "./retention.ts";
+import { deleteDevicesWithoutReadings, deleteExpiredReadings, pruneTables } from "./retention.ts";
 import { StoreClock } from "./store_clock.ts";
 
 export interface StoreOptions {
   dataDir: string;
   maxSizeBytes: number;
   retentionHours: number;
+  /** Retention of dead letters, events, alerts and the audit log; kept forever when absent. */
+  keepHours?: { deadLetters: number; events: number; alerts: number; audit: number };
   /** `spec.limits` bounds the store enforces; unbounded when absent (tests of other parts). */
   limits?: { devices: number; writerPendingRows: number; deadLetterPayloadBytes: number };
 }
@@ -31,6 +33,8 @@ export interface StoreStats {
   deadLetters: number;
   devices: number;
   commitFailures: number;
+  /** Rows deleted by retention since start, by table. */
+  retentionDeleted: Readonly<Record<string, number>>;
   schemaVersion: number;
 }
 
@@ -49,6 +53,7 @@ export class Store {
   readonly #clock: StoreClock;
   readonly #commitFailureLog: RateLimitedLog;
   #commitFailures = 0;
+  readonly #retentionDeleted: Record<string, number> = {};
   #lastCommitAt = -Infinity;
   #probing: Promise<void> | null = null;
   #rows: number;
@@ -143,6 +148,7 @@ export class Store {
       deadLetters: this.#deadLetters,
       devices: this.#devices.count,
       commitFailures: this.#commitFailures,
+      retentionDeleted: { ...this.#retentionDeleted },
       schemaVersion: this.#database.schemaVersion,
     };
   }
@@ -217,6 +223,8 @@ export class Store {
     try {
       await client.execute(this.#clock.saveStatement());
       const deleted = await deleteExpiredReadings(client, cutoffMs);
+      this.#countDeleted("readings", deleted);
+      if (this.#options.keepHours) await this.#pruneTables(this.#options.keepHours);
       if (deleted > 0) {
         this.#rows -= deleted;
         const forgotten = await deleteDevicesWithoutReadings(client);
@@ -227,6 +235,26 @@ export class Store {
     } catch (error) {
       this.#log.warn("store.retention_failed", { error });
     }
+  }
+
+  async #pruneTables(keep: NonNullable<StoreOptions["keepHours"]>): Promise<void> {
+    const storeNow = this.#clock.now();
+    const wallNow = Date.now();
+    const hours = (value: number) => value * 3_600_000;
+    const pruned = await pruneTables(this.#database.client, {
+      deadLetters: storeNow - hours(keep.deadLetters),
+      // Events and alerts carry reading times; the audit log, the wall clock of its writes.
+      events: wallNow - hours(keep.events),
+      alerts: wallNow - hours(keep.alerts),
+      audit: wallNow - hours(keep.audit),
+    }, wallNow);
+    this.#deadLetters -= pruned.deadLetters;
+    for (const [table, count] of Object.entries(pruned)) this.#countDeleted(table, count);
+    if (Object.values(pruned).some((count) => count > 0)) this.#log.info("store.pruned", pruned);
+  }
+
+  #countDeleted(table: string, count: number): void {
+    if (count > 0) this.#retentionDeleted[table] = (this.#retentionDeleted[table] ?? 0) + count;
   }
 
   #commitFailed(error: StoreUnavailableError): void {
