@@ -121,6 +121,11 @@ const limitsSchema = z.object({
   sensorsPerDevice: z.number().int().min(1).max(1_000).default(64),
   /** Distinct devices the store keeps readings of; new devices beyond it are refused. */
   devices: z.number().int().min(1).max(1_000_000).default(1_000),
+  /**
+   * Readings dated further ahead of this device's clock are refused (while that clock is
+   * plausible: not before the release date). A sensor's clock may lead by this much.
+   */
+  maxClockSkewSeconds: z.number().int().min(0).max(10 * 365 * 86_400).default(600),
   /** Characters in a device id or a sensor name, on every path (HTTP body, MQTT payload and topic). */
   nameLength: z.number().int().min(1).max(1_024).default(128),
   mqttPayloadBytes: z.number().int().min(1_024).max(16 * 1024 * 1024).default(256 * 1024),

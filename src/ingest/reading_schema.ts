@@ -2,6 +2,7 @@ import { z } from "zod";
 import type { LimitsConfig } from "../config/config.ts";
 import { LimitExceededError, limitKey } from "../limit_exceeded_error.ts";
 import { parseTimestamp } from "../timestamps.ts";
+import { EARLIEST_PLAUSIBLE_MS } from "../version.ts";
 import { formatIssuePath } from "../zod_issue.ts";
 
 /** A validated reading, ready for the store. `ts` is epoch milliseconds. */
@@ -21,7 +22,9 @@ export type ParseResult =
   | { ok: true; readings: Reading[] }
   | { ok: false; issues: InputIssue[]; limit?: LimitExceededError };
 
-export type ReadingLimits = Pick<LimitsConfig, "readingsPerRequest" | "sensorsPerReading" | "nameLength">;
+export type ReadingLimits =
+  & Pick<LimitsConfig, "readingsPerRequest" | "sensorsPerReading" | "nameLength">
+  & Partial<Pick<LimitsConfig, "maxClockSkewSeconds">>;
 
 export type ReadingParser = (body: unknown, defaultDevice?: string) => ParseResult;
 
@@ -72,6 +75,7 @@ export function readingParser(limits: ReadingLimits): ReadingParser {
       raw = [body];
     }
     const schema = defaultDevice === undefined ? single : singleFromTopic;
+    const latest = latestAcceptedTs(limits.maxClockSkewSeconds);
     const issues: InputIssue[] = [];
     const readings: Reading[] = [];
     for (let index = 0; index < raw.length && issues.length < MAX_ISSUES; index++) {
@@ -107,6 +111,14 @@ export function readingParser(limits: ReadingLimits): ReadingParser {
         });
         continue;
       }
+      if (result.data.ts > latest) {
+        issues.push({
+          path: at("ts"),
+          message: `is ${Math.round((result.data.ts - Date.now()) / 1000)} s ahead of this device's clock ` +
+            `(spec.limits.maxClockSkewSeconds: ${limits.maxClockSkewSeconds})`,
+        });
+        continue;
+      }
       readings.push({ device, ts: result.data.ts, values: result.data.values });
     }
     return issues.length > 0 ? { ok: false, issues: issues.slice(0, MAX_ISSUES) } : { ok: true, readings };
@@ -120,6 +132,13 @@ export function parseReadings(body: unknown, limits: ReadingLimits, defaultDevic
   let parser = parsers.get(limits);
   if (!parser) parsers.set(limits, parser = readingParser(limits));
   return parser(body, defaultDevice);
+}
+
+/** The latest reading time accepted now; no bound while the wall clock is not plausible. */
+function latestAcceptedTs(maxSkewSeconds: number | undefined): number {
+  const now = Date.now();
+  if (maxSkewSeconds === undefined || now < EARLIEST_PLAUSIBLE_MS) return Infinity;
+  return now + maxSkewSeconds * 1000;
 }
 
 function readingSchema(limits: ReadingLimits, deviceRequired: boolean) {
