@@ -62,6 +62,8 @@ Deno.test("aggregates and raw readings arrive exactly once per id across collect
     await new Promise((resolve) => setTimeout(resolve, 300));
     collector.start();
     const unique = await eventually(() => collector.unique(), (u) => u.size === 180 + 36, 20_000);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.equal(collector.items().length, unique.size, "no item was delivered twice");
     const aggregates = [...unique.values()].filter((item) => item.kind === "aggregate");
     const first = aggregates.find((item) => item.device === "pump-1" && item.sensor === "temp" && item.start === BASE)!;
     assert.deepEqual(

@@ -11,18 +11,34 @@ Deno.test("SIGTERM during ingest: in-flight commits finish, the store closes, ex
   const outpost = await startOutpost(await writeManifest(dir));
   try {
     const acknowledged: number[] = [];
-    const sends = Array.from({ length: 20 }, async (_, i) => {
-      const readings = Array.from(
-        { length: 100 },
-        (_, j) => ({ device: "d", ts: 1_763_805_600_000 + i * 100 + j, values: { a: j } }),
-      );
-      try {
-        const response = await postJson(`${outpost.url}/v1/readings`, { readings });
-        await response.body?.cancel();
-        if (response.status === 202) acknowledged.push(...readings.map((r) => r.ts));
-      } catch { /* refused after shutdown began */ }
+    let inFlightAtStop = 0;
+    let inFlight = 0;
+    let batch = 0;
+    const firstAck = Promise.withResolvers<void>();
+    // Four clients send batches back to back until Outpost stops answering.
+    const sends = Array.from({ length: 4 }, async () => {
+      while (true) {
+        const i = batch++;
+        const readings = Array.from(
+          { length: 100 },
+          (_, j) => ({ device: "d", ts: 1_763_805_600_000 + i * 100 + j, values: { a: j } }),
+        );
+        inFlight++;
+        try {
+          const response = await postJson(`${outpost.url}/v1/readings`, { readings });
+          await response.body?.cancel();
+          if (response.status !== 202) return;
+          acknowledged.push(...readings.map((r) => r.ts));
+          firstAck.resolve();
+        } catch {
+          return; // refused after shutdown began
+        } finally {
+          inFlight--;
+        }
+      }
     });
-    await new Promise((resolve) => setTimeout(resolve, 5));
+    await firstAck.promise;
+    inFlightAtStop = inFlight;
     const started = performance.now();
     const code = await outpost.stop();
     await Promise.all(sends);
@@ -31,6 +47,10 @@ Deno.test("SIGTERM during ingest: in-flight commits finish, the store closes, ex
     assert.match(outpost.log(), /"event":"store.closed"/);
     const stored = new Set((await storedReadings(outpost.dataDir)).map((r) => r.ts));
     assert.deepEqual(acknowledged.filter((ts) => !stored.has(ts)), []);
+    assert.ok(
+      acknowledged.length > 0 && inFlightAtStop > 0,
+      `${acknowledged.length} acknowledged, ${inFlightAtStop} in flight`,
+    );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
