@@ -6,6 +6,7 @@ import { parseArgs } from "node:util";
 import { benchDetect } from "./detect_bench.ts";
 import { evaluateDetection } from "./detect_eval.ts";
 import { benchForward } from "./forward_bench.ts";
+import { benchImportCosts } from "./import_costs.ts";
 import { benchIngest } from "./ingest_bench.ts";
 
 const { values } = parseArgs({ args: Deno.args, options: { quick: { type: "boolean" } } });
@@ -29,3 +30,6 @@ await benchForward({ seconds: quick ? 300 : 3600 });
 console.log("\n## Detection");
 await evaluateDetection({ recordingsPerFault: quick ? 1 : 10 });
 await benchDetect(quick ? { seconds: 1, readings: 2_000 } : { seconds: 10, readings: 50_000 });
+
+console.log("\n## Memory: what each part costs (RSS of a bare process after importing it)");
+await benchImportCosts();
