@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import type { ForwardingConfig } from "../src/config/config.ts";
 import { Aggregator } from "../src/forward/aggregator.ts";
-import { Outbox } from "../src/forward/outbox.ts";
+import { Outbox } from "../src/store/outbox.ts";
 import { createLogger } from "../src/observability/log.ts";
 import { openDatabase } from "../src/store/database.ts";
 import { ReadingWriter } from "../src/store/reading_writer.ts";

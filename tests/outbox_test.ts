@@ -3,7 +3,7 @@ import type { ForwardingConfig, OutboxClass } from "../src/config/config.ts";
 import { AuditLog } from "../src/egress/audit.ts";
 import { Egress } from "../src/egress/egress.ts";
 import { Forwarder } from "../src/forward/forwarder.ts";
-import { Outbox, type OutboxItem } from "../src/forward/outbox.ts";
+import { Outbox, type OutboxItem } from "../src/store/outbox.ts";
 import { HttpSink } from "../src/forward/sinks.ts";
 import { createLogger } from "../src/observability/log.ts";
 import { type Database, openDatabase } from "../src/store/database.ts";

@@ -1,5 +1,6 @@
 import type { Client } from "@libsql/client";
 import { sha256Hex } from "../sha256.ts";
+import { auditChainStart, auditRowsFrom, auditRowsSince, insertAuditRow, lastAuditRow } from "../store/audit_table.ts";
 
 export type EgressOutcome =
   | "ok"
@@ -69,41 +70,16 @@ export class AuditLog {
   }
 
   async #insert(entry: AuditEntry): Promise<void> {
-    if (this.#last === null) {
-      const result = await this.#client.execute("SELECT id, hash FROM egress_audit ORDER BY id DESC LIMIT 1");
-      this.#last = result.rows.length === 0
-        ? { id: 0, hash: GENESIS_HASH }
-        : { id: Number(result.rows[0].id), hash: String(result.rows[0].hash) };
-    }
+    this.#last ??= await lastAuditRow(this.#client) ?? { id: 0, hash: GENESIS_HASH };
     const row = { ...entry, id: this.#last.id + 1, tsMs: Date.now() };
     const hash = rowHash(this.#last.hash, row);
-    await this.#client.execute({
-      sql:
-        `INSERT INTO egress_audit (id, ts_ms, destination, purpose, bytes_out, bytes_in, outcome, error, prev_hash, hash)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-      args: [
-        row.id,
-        row.tsMs,
-        row.destination,
-        row.purpose,
-        row.bytesOut,
-        row.bytesIn,
-        row.outcome,
-        row.error ?? null,
-        this.#last.hash,
-        hash,
-      ],
-    });
+    await insertAuditRow(this.#client, { ...row, prevHash: this.#last.hash, hash });
     this.#last = { id: row.id, hash };
   }
 
   /** Rows with `ts_ms >= sinceMs` and `id > afterId`, oldest first. */
   async list(sinceMs: number, limit: number, afterId = 0): Promise<AuditRow[]> {
-    const result = await this.#client.execute({
-      sql: "SELECT * FROM egress_audit WHERE ts_ms >= ? AND id > ? ORDER BY id LIMIT ?",
-      args: [sinceMs, afterId, limit],
-    });
-    return result.rows.map(toAuditRow);
+    return (await auditRowsSince(this.#client, sinceMs, afterId, limit)) as AuditRow[];
   }
 }
 
@@ -119,27 +95,14 @@ export type VerifyResult =
  * leaves a valid shorter chain: compare `headHash` with one recorded elsewhere.
  */
 export async function verifyAudit(client: Client): Promise<VerifyResult> {
-  const first = (await client.execute("SELECT min(id) AS id FROM egress_audit")).rows[0];
-  let expectedId = 1;
-  let prevHash = GENESIS_HASH;
-  if (first?.id !== null && first?.id !== undefined && Number(first.id) > 1) {
-    const checkpoint = (await client.execute({
-      sql: "SELECT cut_id, cut_hash FROM audit_checkpoints WHERE cut_id = ?",
-      args: [Number(first.id) - 1],
-    })).rows[0];
-    if (checkpoint) {
-      expectedId = Number(checkpoint.cut_id) + 1;
-      prevHash = String(checkpoint.cut_hash);
-    }
-  }
+  const { checkpoint } = await auditChainStart(client);
+  let expectedId = checkpoint ? checkpoint.cutId + 1 : 1;
+  let prevHash = checkpoint ? checkpoint.hash : GENESIS_HASH;
   let rows = 0;
   while (true) {
-    const page = await client.execute({
-      sql: "SELECT * FROM egress_audit WHERE id >= ? ORDER BY id LIMIT ?",
-      args: [rows === 0 ? 0 : expectedId, VERIFY_PAGE_ROWS],
-    });
-    for (const raw of page.rows) {
-      const row = toAuditRow(raw);
+    const page = await auditRowsFrom(client, rows === 0 ? 0 : expectedId, VERIFY_PAGE_ROWS);
+    for (const stored of page) {
+      const row = stored as AuditRow;
       rows++;
       const bad = (reason: string): VerifyResult => ({ ok: false, rows, firstBadId: row.id, reason });
       if (row.id !== expectedId) return bad(`expected row ${expectedId} next, found ${row.id}: rows missing`);
@@ -148,23 +111,8 @@ export async function verifyAudit(client: Client): Promise<VerifyResult> {
       prevHash = row.hash;
       expectedId++;
     }
-    if (page.rows.length < VERIFY_PAGE_ROWS) return { ok: true, rows, headHash: prevHash };
+    if (page.length < VERIFY_PAGE_ROWS) return { ok: true, rows, headHash: prevHash };
   }
 }
 
 const VERIFY_PAGE_ROWS = 1_000;
-
-function toAuditRow(row: Record<string, unknown>): AuditRow {
-  return {
-    id: Number(row.id),
-    tsMs: Number(row.ts_ms),
-    destination: String(row.destination),
-    purpose: String(row.purpose),
-    bytesOut: Number(row.bytes_out),
-    bytesIn: Number(row.bytes_in),
-    outcome: String(row.outcome) as EgressOutcome,
-    error: row.error === null || row.error === undefined ? undefined : String(row.error),
-    prevHash: String(row.prev_hash),
-    hash: String(row.hash),
-  };
-}

@@ -3,8 +3,9 @@ import type { ForwardingConfig, OutboxClass } from "../config/config.ts";
 import { EgressDeniedError, EgressUnavailableError } from "../egress/errors.ts";
 import type { Logger } from "../observability/log.ts";
 import { sha256Hex } from "../sha256.ts";
-import { cursorStatement, readCursor } from "../store/cursors.ts";
-import type { Outbox, QueuedItem } from "./outbox.ts";
+import { moveCursor, readCursor } from "../store/cursors.ts";
+import { readingsAfter } from "../store/readings.ts";
+import type { Outbox, QueuedItem } from "../store/outbox.ts";
 import type { Sink } from "./sinks.ts";
 
 export type SinkState = "idle" | "sending" | "backoff" | "paused";
@@ -36,6 +37,7 @@ export class Forwarder {
   readonly #outbox: Outbox;
   readonly #log: Logger;
   readonly #observer: ForwarderObserver | null;
+  readonly #now: () => number;
   readonly #statuses: SinkStatus[];
   readonly #sleepers = new Set<() => void>();
   readonly finished: Promise<void>;
@@ -43,7 +45,14 @@ export class Forwarder {
   constructor(
     client: Client,
     config: ForwardingConfig,
-    deps: { outbox: Outbox; sinks: readonly Sink[]; log: Logger; observer?: ForwarderObserver },
+    deps: {
+      outbox: Outbox;
+      sinks: readonly Sink[];
+      log: Logger;
+      observer?: ForwarderObserver;
+      /** The store's clock (arrival times, TTLs); `Date.now` when absent. */
+      now?: () => number;
+    },
     signal: AbortSignal,
   ) {
     this.#client = client;
@@ -51,6 +60,7 @@ export class Forwarder {
     this.#outbox = deps.outbox;
     this.#log = deps.log;
     this.#observer = deps.observer ?? null;
+    this.#now = deps.now ?? Date.now;
     this.#statuses = deps.sinks.map((sink) => ({
       sink: sink.name,
       destination: sink.destination,
@@ -141,9 +151,7 @@ export class Forwarder {
     await this.#outbox.delivered(sink.name, queued.map((item) => item.rowId));
     const readings = batch.items.filter((item) => item.readingId !== null);
     if (readings.length > 0) {
-      await this.#client.execute(
-        cursorStatement(`raw:${sink.name}`, Math.max(...readings.map((item) => item.readingId!))),
-      );
+      await moveCursor(this.#client, `raw:${sink.name}`, Math.max(...readings.map((item) => item.readingId!)));
     }
     const counts = new Map<OutboxClass, number>();
     for (const item of batch.items) counts.set(item.kind, (counts.get(item.kind) ?? 0) + 1);
@@ -152,30 +160,24 @@ export class Forwarder {
 
   /** Raw readings after the sink's cursor; those past the reading TTL are skipped and counted. */
   async #rawReadings(sink: string, cursor: number, limit: number): Promise<BatchItem[]> {
-    const expiredBefore = Date.now() - this.#config.ttlMs.reading;
-    const result = await this.#client.execute({
-      sql: "SELECT id, device, ts, values_json, received_ms FROM readings WHERE id > ? ORDER BY id LIMIT ?",
-      args: [cursor, limit],
-    });
+    const expiredBefore = this.#now() - this.#config.ttlMs.reading;
+    const readings = await readingsAfter(this.#client, cursor, limit);
     const items: BatchItem[] = [];
     let expired = 0;
-    for (const row of result.rows) {
-      if (Number(row.received_ms) < expiredBefore) {
+    for (const reading of readings) {
+      if (reading.receivedMs < expiredBefore) {
         expired++;
         continue;
       }
-      const id = `reading/${row.device}/${row.ts}`;
-      const body = `{"id":${JSON.stringify(id)},"kind":"reading","device":${JSON.stringify(String(row.device))},"ts":${
-        Number(row.ts)
-      },"values":${row.values_json}}`;
-      items.push({ rowId: Number(row.id), id, kind: "reading", body, readingId: Number(row.id) });
+      const id = `reading/${reading.device}/${reading.ts}`;
+      const body = `{"id":${JSON.stringify(id)},"kind":"reading","device":${
+        JSON.stringify(reading.device)
+      },"ts":${reading.ts},"values":${reading.valuesJson}}`;
+      items.push({ rowId: reading.id, id, kind: "reading", body, readingId: reading.id });
     }
     if (expired > 0) {
       this.#observer?.expired("reading", expired);
-      if (items.length === 0) {
-        const last = Number(result.rows[result.rows.length - 1].id);
-        await this.#client.execute(cursorStatement(`raw:${sink}`, last));
-      }
+      if (items.length === 0) await moveCursor(this.#client, `raw:${sink}`, readings[readings.length - 1].id);
     }
     return items;
   }

@@ -6,7 +6,7 @@ import type { Metrics } from "../observability/metrics.ts";
 import type { Store } from "../store/store.ts";
 import { Aggregator } from "./aggregator.ts";
 import { Forwarder } from "./forwarder.ts";
-import { Outbox, type SinkName } from "./outbox.ts";
+import { Outbox, type SinkName } from "../store/outbox.ts";
 import { HttpSink, MqttUplinkSink, type Sink } from "./sinks.ts";
 
 const CIRCUIT_GAUGE = { closed: 0, half_open: 1, open: 2 } as const;
@@ -52,7 +52,9 @@ export async function startForwarding(
   const sinkNames: SinkName[] = [];
   if (forwarding.http) sinkNames.push("http");
   if (forwarding.mqtt) sinkNames.push("mqtt");
+  const now = () => store.now();
   const outbox = new Outbox(store.client, {
+    now,
     sinks: sinkNames,
     ttlMs: forwarding.ttlMs,
     maxBufferBytes: forwarding.maxBufferBytes,
@@ -62,12 +64,13 @@ export async function startForwarding(
     },
   });
   await outbox.reconcileSinks();
-  const aggregator = new Aggregator(store.client, forwarding, { outbox, log });
+  const aggregator = new Aggregator(store.client, forwarding, { outbox, log, now });
   const sinks: Sink[] = [];
   if (forwarding.http) sinks.push(new HttpSink(forwarding, { egress, token: readSinkToken() }));
   if (forwarding.mqtt) sinks.push(new MqttUplinkSink(forwarding, { egress, log }));
   const stop = new AbortController();
   const forwarder = new Forwarder(store.client, forwarding, {
+    now,
     outbox,
     sinks,
     log,

@@ -4,7 +4,7 @@ import type { ForwardingConfig } from "../config/config.ts";
 import { destinationOf, formatDestination } from "../egress/allowlist.ts";
 import type { Egress } from "../egress/egress.ts";
 import type { Logger } from "../observability/log.ts";
-import type { SinkName } from "./outbox.ts";
+import type { SinkName } from "../store/outbox.ts";
 
 /** A place batches go to; `send` resolves only once the receiver confirmed the batch. */
 export interface Sink {

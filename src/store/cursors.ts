@@ -17,3 +17,8 @@ export function cursorStatement(name: string, position: number): InStatement {
     args: [name, position],
   };
 }
+
+/** Moves a cursor on its own (when no other work commits with it). */
+export async function moveCursor(client: Client, name: string, position: number): Promise<void> {
+  await client.execute(cursorStatement(name, position));
+}

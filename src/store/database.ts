@@ -139,3 +139,19 @@ export async function usedBytes(client: Client): Promise<number> {
   );
   return Number(result.rows[0].used);
 }
+
+/**
+ * Runs `fn` on a separate connection to the store in `dataDir`, without its lock or migrations
+ * (a running Outpost may keep writing): for commands such as `audit verify`. Throws NotFound when
+ * there is no database.
+ */
+export async function withDatabaseFile<T>(dataDir: string, fn: (client: Client) => Promise<T>): Promise<T> {
+  const path = join(dataDir, DATABASE_FILE);
+  await Deno.stat(path);
+  const client = createClient({ url: `file:${path}`, concurrency: 1 });
+  try {
+    return await fn(client);
+  } finally {
+    client.close();
+  }
+}

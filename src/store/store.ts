@@ -116,6 +116,11 @@ export class Store {
     return this.#database.path;
   }
 
+  /** The store's clock (src/store/store_clock.ts): arrival times, TTLs and idle timeouts use it. */
+  now(): number {
+    return this.#clock.now();
+  }
+
   /** Stores readings; resolves once they are committed. Throws StoreFullError / StoreUnavailableError. */
   write(readings: readonly Reading[], source: string): Promise<WriteResult> {
     return this.#writer.write(readings, source);
