@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { z } from "zod";
 import { sha256Hex } from "../sha256.ts";
 import { formatIssuePath } from "../zod_issue.ts";
+import { externalDataTensors, MalformedProtobufError } from "./onnx_external_data.ts";
 
 export const MODEL_JSON = "model.json";
 export const MODEL_ONNX = "model.onnx";
@@ -45,7 +46,10 @@ export class ModelBundleError extends Error {
   }
 }
 
-/** Validates model.json and checks the ONNX bytes against its SHA-256. */
+/**
+ * Validates model.json, checks the ONNX bytes against its SHA-256, and refuses models that keep
+ * tensor data in external files (onnx_external_data.ts).
+ */
 export function checkBundle(manifestJson: unknown, onnx: Uint8Array): ModelBundle {
   const parsed = bundleManifestSchema.safeParse(manifestJson);
   if (!parsed.success) {
@@ -59,6 +63,19 @@ export function checkBundle(manifestJson: unknown, onnx: Uint8Array): ModelBundl
     throw new ModelBundleError("Model hash mismatch", [
       `model.json says ${parsed.data.sha256}, model.onnx is ${actual}`,
     ]);
+  }
+  let external: string[];
+  try {
+    external = externalDataTensors(onnx);
+  } catch (error) {
+    if (!(error instanceof MalformedProtobufError)) throw error;
+    throw new ModelBundleError("model.onnx is not an ONNX model", [error.message]);
+  }
+  if (external.length > 0) {
+    throw new ModelBundleError(
+      "External tensor data is not allowed: embed every tensor in model.onnx",
+      external.slice(0, 20),
+    );
   }
   return { manifest: parsed.data, onnx };
 }
