@@ -2,9 +2,21 @@
  * onnxruntime sessions, created once per model and reused. Session options for small devices:
  * threads from the manifest, sequential execution, and no CPU memory arena or memory pattern
  * (both trade RSS for speed that models this small do not need; see README "Detection").
+ *
+ * Every run is checked (model_output.ts) and bounded in time: a run that throws, takes longer
+ * than RUN_TIMEOUT_MS or returns non-finite or misshapen outputs fails with ModelRunError. A run
+ * cannot be stopped once started: after a timeout its session is released when it ends.
  */
 import * as ort from "onnxruntime-node";
+import { packWindows } from "./batch_scoring.ts";
+import { loadTestWindows } from "./load_test_input.ts";
 import { type BundleManifest, type ModelBundle, ModelBundleError } from "./model_bundle.ts";
+import { checkedOutputs, ModelRunError, type ScoredBatch } from "./model_output.ts";
+
+export { ModelRunError, type ScoredBatch };
+
+/** How long one onnxruntime call may take (scoring and load tests). */
+export const RUN_TIMEOUT_MS = 10_000;
 
 export interface LoadedModel {
   readonly id: number;
@@ -12,15 +24,11 @@ export interface LoadedModel {
   readonly session: ort.InferenceSession;
 }
 
-export interface ScoredBatch {
-  scores: Float32Array;
-  /** [count x features] when the model names a contributions output. */
-  contributions: Float32Array | null;
-}
-
 export class Inference {
   readonly #options: ort.InferenceSession.SessionOptions;
   readonly #models = new Map<number, LoadedModel>();
+  /** Runs abandoned after a timeout; a session is released only once its run has ended. */
+  readonly #abandoned = new Set<Promise<unknown>>();
 
   constructor(threads: number) {
     this.#options = {
@@ -37,26 +45,88 @@ export class Inference {
     return this.#models.get(id);
   }
 
-  /** Creates the session and load-tests it with one zero input; throws ModelBundleError if unusable. */
+  /**
+   * Creates the session of a model that passed its load test when it was activated; throws
+   * ModelBundleError if onnxruntime refuses it or its tensor names do not match.
+   */
   async load(id: number, bundle: ModelBundle): Promise<LoadedModel> {
     const existing = this.#models.get(id);
     if (existing) return existing;
-    const model = await Inference.#create(id, bundle, this.#options);
+    const model = { id, manifest: bundle.manifest, session: await this.#session(bundle) };
     this.#models.set(id, model);
     return model;
   }
 
-  /** Load-tests a bundle without keeping it (for uploads before activation). */
-  async test(bundle: ModelBundle): Promise<void> {
-    const model = await Inference.#create(0, bundle, this.#options);
-    await model.session.release();
+  /**
+   * Load-tests a bundle without keeping it (before activation): several windows cut from
+   * `samples` (real rows of the scope, one value per feature) or synthetic ones, each of which
+   * must give a finite score of the right shape. Throws ModelBundleError.
+   */
+  async test(bundle: ModelBundle, samples: readonly (readonly number[])[] = []): Promise<void> {
+    const { manifest } = bundle;
+    const session = await this.#session(bundle);
+    const windows = loadTestWindows(samples, manifest.features.length, manifest.window);
+    try {
+      await this.run(
+        { id: 0, manifest, session },
+        packWindows(windows, manifest.window, manifest.features.length),
+        windows.length,
+      );
+    } catch (error) {
+      throw new ModelBundleError("Model failed its load test", [
+        `${(error as Error).message} (on ${windows.length} ${
+          samples.length > 0 ? "windows of stored readings" : "synthetic windows"
+        })`,
+      ], { cause: error });
+    } finally {
+      this.#release(session);
+    }
   }
 
-  static async #create(id: number, bundle: ModelBundle, options: ort.InferenceSession.SessionOptions) {
-    const manifest = bundle.manifest;
+  /** Scores `count` rows packed in `input` (row-major, window x features each). Throws ModelRunError. */
+  async run(model: LoadedModel, input: Float32Array, count: number): Promise<ScoredBatch> {
+    const { manifest } = model;
+    const width = manifest.features.length;
+    const dims = manifest.window === 1 ? [count, width] : [count, manifest.window, width];
+    // onnxruntime-node completes run() from a worker thread; under Deno that completion is only
+    // noticed when the event loop next wakes, which can be the next request many ms later. A 1 ms
+    // timer while the run is pending keeps the loop turning (commit-to-flag p99 ~50 ms → ~10 ms, see README).
+    const keepAwake = setInterval(() => {}, 1);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const running = model.session.run({ [manifest.input]: new ort.Tensor("float32", input, dims) });
+    running.catch(() => {});
+    let outputs: ort.InferenceSession.OnnxValueMapType;
+    try {
+      outputs = await Promise.race([
+        running,
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => {
+            this.#abandon(running);
+            reject(new ModelRunError("timeout", `The model ran longer than ${RUN_TIMEOUT_MS} ms`));
+          }, RUN_TIMEOUT_MS);
+        }),
+      ]);
+    } catch (error) {
+      if (error instanceof ModelRunError) throw error;
+      throw new ModelRunError("failed", `onnxruntime failed: ${(error as Error).message}`, { cause: error });
+    } finally {
+      clearInterval(keepAwake);
+      clearTimeout(timer);
+    }
+    return checkedOutputs(outputs, manifest, count);
+  }
+
+  async release(): Promise<void> {
+    for (const model of this.#models.values()) this.#release(model.session);
+    this.#models.clear();
+    await Promise.allSettled(this.#abandoned);
+  }
+
+  async #session(bundle: ModelBundle): Promise<ort.InferenceSession> {
+    const { manifest } = bundle;
     let session: ort.InferenceSession;
     try {
-      session = await ort.InferenceSession.create(bundle.onnx, options);
+      session = await ort.InferenceSession.create(bundle.onnx, this.#options);
     } catch (error) {
       throw new ModelBundleError("onnxruntime refused the model", [(error as Error).message], { cause: error });
     }
@@ -64,56 +134,24 @@ export class Inference {
       .concat([manifest.output, ...(manifest.contributions ? [manifest.contributions] : [])]
         .filter((name) => !session.outputNames.includes(name)));
     if (missing.length > 0) {
-      await session.release();
+      this.#release(session);
       throw new ModelBundleError("Tensor names in model.json are not in the model", [
         `missing ${missing.join(", ")}; the model has inputs ${session.inputNames.join(", ")} and outputs ${
           session.outputNames.join(", ")
         }`,
       ]);
     }
-    const model = { id, manifest, session };
-    try {
-      const probe = await run(model, new Float32Array(manifest.window * manifest.features.length), 1);
-      if (probe.scores.length !== 1) throw new Error(`expected 1 score for 1 input, got ${probe.scores.length}`);
-    } catch (error) {
-      await session.release();
-      throw new ModelBundleError("Model failed its load test", [(error as Error).message], { cause: error });
-    }
-    return model;
+    return session;
   }
 
-  /** Scores `count` rows packed in `input` (row-major, window x features each). */
-  run(model: LoadedModel, input: Float32Array, count: number): Promise<ScoredBatch> {
-    return run(model, input, count);
+  #abandon(running: Promise<unknown>): void {
+    const settled = running.then(() => {}, () => {});
+    this.#abandoned.add(settled);
+    void settled.then(() => this.#abandoned.delete(settled));
   }
 
-  async release(): Promise<void> {
-    for (const model of this.#models.values()) await model.session.release();
-    this.#models.clear();
+  /** Releases a session once no abandoned run can still be using it. */
+  #release(session: ort.InferenceSession): void {
+    void Promise.allSettled(this.#abandoned).then(() => session.release()).catch(() => {});
   }
-}
-
-async function run(model: LoadedModel, input: Float32Array, count: number): Promise<ScoredBatch> {
-  const { manifest } = model;
-  const width = manifest.features.length;
-  const dims = manifest.window === 1 ? [count, width] : [count, manifest.window, width];
-  // onnxruntime-node completes run() from a worker thread; under Deno that completion is only
-  // noticed when the event loop next wakes, which can be the next request many ms later. A 1 ms
-  // timer while the run is pending keeps the loop turning (commit-to-flag p99 ~50 ms → ~10 ms, see README).
-  const keepAwake = setInterval(() => {}, 1);
-  let outputs: ort.InferenceSession.OnnxValueMapType;
-  try {
-    outputs = await model.session.run({ [manifest.input]: new ort.Tensor("float32", input, dims) });
-  } finally {
-    clearInterval(keepAwake);
-  }
-  const scoreTensor = outputs[manifest.output];
-  const raw = scoreTensor.data as Float32Array;
-  // [N] or [N, 1]; for [N, m] the first column is the score.
-  const stride = raw.length / count;
-  const scores = stride === 1
-    ? Float32Array.from(raw)
-    : Float32Array.from({ length: count }, (_, i) => raw[i * stride]);
-  const contributions = manifest.contributions ? (outputs[manifest.contributions].data as Float32Array) : null;
-  return { scores, contributions };
 }

@@ -3,20 +3,60 @@
  * at them and `model_assignments` maps a scope (a device name, or `*` for every device without
  * its own) to a model, keeping the previous one for an offline rollback. Activation and rollback
  * are single transactions: a device sees the old model or the new one, never a mix.
+ *
+ * A model that fails at run time is deactivated for its scope only (kept in
+ * `<dataDir>/models/deactivated.json`): its devices stay unscored, with the reason, until the
+ * scope gets another model (upload, rollback, recalibration). A model whose bundle cannot be
+ * loaded is retried with a growing delay, its devices unscored meanwhile.
  */
-import type { Client } from "@libsql/client";
+import type { Client, InStatement, ResultSet } from "@libsql/client";
 import { join } from "node:path";
 import type { Logger } from "../observability/log.ts";
 import type { Inference, LoadedModel } from "./inference.ts";
+import { readJsonState, writeJsonState } from "./json_state_file.ts";
 import { type ModelBundle, readBundle, writeBundle } from "./model_bundle.ts";
 
 export const GLOBAL_SCOPE = "*";
+const LOAD_RETRY_MIN_MS = 1_000;
+const LOAD_RETRY_MAX_MS = 300_000;
 
 export interface ModelInfo {
   id: number;
   name: string;
   version: string;
   source: string;
+}
+
+export interface Deactivation {
+  modelId: number;
+  reason: string;
+  /** RFC 3339. */
+  since: string;
+}
+
+/** An activation whose statements commit with other work; `adopt` once they have committed. */
+export interface StagedActivation {
+  /** Adjacent statements; the first returns the new model's id. */
+  statements: InStatement[];
+  adopt(firstResult: ResultSet): ModelInfo;
+}
+
+/** No previous model to roll back to. */
+export class NoPreviousModelError extends Error {
+  readonly scope: string;
+  constructor(scope: string) {
+    super(`No previous model to roll back to for scope ${scope === GLOBAL_SCOPE ? "global" : scope}`);
+    this.name = "NoPreviousModelError";
+    this.scope = scope;
+  }
+}
+
+/** A model whose bundle failed to load recently; it is retried after a growing delay. */
+export class ModelUnavailableError extends Error {
+  constructor(id: number, reason: string) {
+    super(`model ${id} unavailable: ${reason}`);
+    this.name = "ModelUnavailableError";
+  }
 }
 
 export class ModelRegistry {
@@ -26,12 +66,15 @@ export class ModelRegistry {
   readonly #log: Logger;
   readonly #assignments = new Map<string, number>();
   readonly #info = new Map<number, ModelInfo & { path: string }>();
+  readonly #deactivated: Map<string, Deactivation>;
+  readonly #unavailable = new Map<number, { reason: string; failures: number; retryAt: number }>();
 
   constructor(client: Client, inference: Inference, deps: { modelsDir: string; log: Logger }) {
     this.#client = client;
     this.#inference = inference;
     this.#dir = deps.modelsDir;
     this.#log = deps.log;
+    this.#deactivated = new Map(Object.entries(readJsonState<Record<string, Deactivation>>(this.#deactivatedPath, {})));
   }
 
   async init(): Promise<void> {
@@ -64,18 +107,67 @@ export class ModelRegistry {
     return info && { id: info.id, name: info.name, version: info.version, source: info.source };
   }
 
-  /** The loaded session for a model id (reading and verifying its bundle on first use). */
+  /** Why the device's model may not run, if it may not. */
+  deactivationFor(device: string): Deactivation | undefined {
+    const scope = this.#assignments.has(device) ? device : GLOBAL_SCOPE;
+    const deactivation = this.#deactivated.get(scope);
+    return deactivation?.modelId === this.#assignments.get(scope) ? deactivation : undefined;
+  }
+
+  /** Deactivates a model in every scope it currently serves; returns those scopes. */
+  deactivate(id: number, reason: string): string[] {
+    const scopes = [...this.#assignments].filter(([, modelId]) => modelId === id).map(([scope]) => scope);
+    const since = new Date().toISOString();
+    for (const scope of scopes) this.#deactivated.set(scope, { modelId: id, reason, since });
+    if (scopes.length > 0) {
+      this.#saveDeactivated();
+      this.#log.error("detect.model_deactivated", { id, scopes, reason });
+    }
+    return scopes;
+  }
+
+  /** Scopes whose model is deactivated, and models that failed to load and wait for a retry. */
+  problems(): { deactivated: number; unavailable: number } {
+    const deactivated = [...this.#deactivated].filter(([scope, d]) => this.#assignments.get(scope) === d.modelId);
+    return { deactivated: deactivated.length, unavailable: this.#unavailable.size };
+  }
+
+  /**
+   * The loaded session for a model id (reading and verifying its bundle on first use). A bundle
+   * that fails to load is retried after a growing delay; until then ModelUnavailableError.
+   */
   async load(id: number): Promise<LoadedModel> {
     const loaded = this.#inference.get(id);
     if (loaded) return loaded;
-    const info = this.#info.get(id);
-    if (!info) throw new Error(`Unknown model id ${id}`);
-    return await this.#inference.load(id, await readBundle(info.path));
+    const failed = this.#unavailable.get(id);
+    if (failed && performance.now() < failed.retryAt) throw new ModelUnavailableError(id, failed.reason);
+    try {
+      const info = this.#info.get(id);
+      if (!info) throw new Error(`Unknown model id ${id}`);
+      const model = await this.#inference.load(id, await readBundle(info.path));
+      this.#unavailable.delete(id);
+      return model;
+    } catch (error) {
+      const failures = (failed?.failures ?? 0) + 1;
+      const reason = (error as Error).message;
+      const delay = Math.min(LOAD_RETRY_MIN_MS * 2 ** (failures - 1), LOAD_RETRY_MAX_MS);
+      this.#unavailable.set(id, { reason, failures, retryAt: performance.now() + delay });
+      this.#log.error("detect.model_load_failed", { id, failures, retryInMs: delay, error });
+      throw new ModelUnavailableError(id, reason);
+    }
   }
 
-  /** Stores a bundle, load-tests it, and makes it the model of `scope` atomically. */
-  async activate(bundle: ModelBundle, scope: string, source: string): Promise<ModelInfo> {
-    await this.#inference.test(bundle);
+  /**
+   * Load-tests a bundle (on `samples`, rows of the scope's readings, when there are any), stores
+   * it, and returns the statements that make it the model of `scope`.
+   */
+  async stage(
+    bundle: ModelBundle,
+    scope: string,
+    source: string,
+    options: { samples?: readonly (readonly number[])[] } = {},
+  ): Promise<StagedActivation> {
+    await this.#inference.test(bundle, options.samples);
     const { name, version, sha256 } = bundle.manifest;
     const path = join(this.#dir, source, `${safe(name)}-${safe(version)}-${sha256.slice(0, 12)}`);
     try {
@@ -85,38 +177,54 @@ export class ModelRegistry {
       await writeBundle(path, bundle);
     }
     const now = Date.now();
-    const results = await this.#client.batch([
-      {
-        sql:
-          "INSERT INTO models (name, version, source, path, sha256, created_ms) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
-        args: [name, version, source, path, sha256, now],
+    return {
+      statements: [
+        {
+          sql:
+            "INSERT INTO models (name, version, source, path, sha256, created_ms) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+          args: [name, version, source, path, sha256, now],
+        },
+        {
+          sql: `INSERT INTO model_assignments (scope, model_id, previous_model_id, updated_ms)
+                VALUES (?, last_insert_rowid(), NULL, ?)
+                ON CONFLICT (scope) DO UPDATE SET previous_model_id = model_id, model_id = excluded.model_id,
+                  updated_ms = excluded.updated_ms`,
+          args: [scope, now],
+        },
+      ],
+      adopt: (firstResult) => {
+        const id = Number(firstResult.rows[0].id);
+        this.#info.set(id, { id, name, version, source, path });
+        this.#assign(scope, id);
+        this.#log.info("detect.model_activated", { scope, id, name, version, source });
+        return { id, name, version, source };
       },
-      {
-        sql: `INSERT INTO model_assignments (scope, model_id, previous_model_id, updated_ms)
-              VALUES (?, last_insert_rowid(), NULL, ?)
-              ON CONFLICT (scope) DO UPDATE SET previous_model_id = model_id, model_id = excluded.model_id,
-                updated_ms = excluded.updated_ms`,
-        args: [scope, now],
-      },
-    ], "write");
-    const id = Number(results[0].rows[0].id);
-    this.#info.set(id, { id, name, version, source, path });
-    this.#assignments.set(scope, id);
-    this.#log.info("detect.model_activated", { scope, id, name, version, source });
-    return { id, name, version, source };
+    };
   }
 
-  /** Returns `scope` to its previous model; throws RangeError when there is none. */
+  /** Stores a bundle, load-tests it, and makes it the model of `scope` atomically. */
+  async activate(
+    bundle: ModelBundle,
+    scope: string,
+    source: string,
+    options: { samples?: readonly (readonly number[])[] } = {},
+  ): Promise<ModelInfo> {
+    const staged = await this.stage(bundle, scope, source, options);
+    const results = await this.#client.batch(staged.statements, "write");
+    return staged.adopt(results[0]);
+  }
+
+  /** Returns `scope` to its previous model; throws NoPreviousModelError when there is none. */
   async rollback(scope: string): Promise<{ from: ModelInfo; to: ModelInfo }> {
     const result = await this.#client.execute({
       sql: `UPDATE model_assignments SET model_id = previous_model_id, previous_model_id = model_id, updated_ms = ?
             WHERE scope = ? AND previous_model_id IS NOT NULL RETURNING model_id, previous_model_id`,
       args: [Date.now(), scope],
     });
-    if (result.rows.length === 0) throw new RangeError(`No previous model to roll back to for scope ${scope}`);
+    if (result.rows.length === 0) throw new NoPreviousModelError(scope);
     const to = Number(result.rows[0].model_id);
     const from = Number(result.rows[0].previous_model_id);
-    this.#assignments.set(scope, to);
+    this.#assign(scope, to);
     this.#log.info("detect.model_rolled_back", { scope, from, to });
     return { from: this.info(from)!, to: this.info(to)! };
   }
@@ -124,7 +232,22 @@ export class ModelRegistry {
   /** Drops a device's own model (recalibration); the global model, if any, applies meanwhile. */
   async unassign(device: string): Promise<void> {
     await this.#client.execute({ sql: "DELETE FROM model_assignments WHERE scope = ?", args: [device] });
-    this.#assignments.delete(device);
+    this.#assign(device, undefined);
+  }
+
+  /** A scope's model changed: whatever was deactivated there no longer applies. */
+  #assign(scope: string, id: number | undefined): void {
+    if (id === undefined) this.#assignments.delete(scope);
+    else this.#assignments.set(scope, id);
+    if (this.#deactivated.delete(scope)) this.#saveDeactivated();
+  }
+
+  get #deactivatedPath(): string {
+    return join(this.#dir, "deactivated.json");
+  }
+
+  #saveDeactivated(): void {
+    writeJsonState(this.#deactivatedPath, Object.fromEntries(this.#deactivated));
   }
 }
 
