@@ -55,17 +55,7 @@ export async function startRuntime(config: Config, log: Logger, signal: AbortSig
       { name: "store", ok: storeProblems.length === 0, detail: storeProblems.join("; ") || "open and migrated" },
       { name: "http_intake", ok: serving, detail: serving ? "listening" : "not listening" },
     ];
-    const failures = detection.scorer.consecutiveFailures;
-    checks.push({
-      name: "detection",
-      ok: true,
-      degraded: failures > 0,
-      detail: !config.detection.enabled
-        ? "disabled"
-        : failures > 0
-        ? `scoring failing (${failures} in a row), retrying`
-        : "scoring",
-    });
+    checks.push(detection.readiness());
     if (mqtt) {
       const connected = mqtt.state === "connected";
       checks.push({

@@ -26,10 +26,12 @@ Deno.test("a new device calibrates on its first readings, then every later readi
   try {
     const recording = simulateRecording({ seed: 11, fault: "step", calibration: 100, seconds: 500 });
     await replay(outpost.url, "pump 7", recording.readings);
-    const readings = await eventually(
+    // The last reading's score commits with every earlier one; read all pages again once it has.
+    await eventually(
       () => fetchReadings(outpost.url, "pump 7", 128),
       (rows) => rows.length === 500 && rows[499].score !== null,
     );
+    const readings = await fetchReadings(outpost.url, "pump 7", 128);
     assert.ok(
       readings.slice(0, 100).every((r) => r.score === null && r.anomaly === null),
       "calibration readings are unscored",

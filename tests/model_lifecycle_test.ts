@@ -130,7 +130,7 @@ Deno.test("recalibration needs the admin token and takes the next readings as th
   }
 });
 
-Deno.test("an inference failure leaves readings unscored and counted, never blocks ingest, and scoring resumes", async () => {
+Deno.test("a model that cannot be loaded leaves only its devices unscored, flagged and counted, and is retried", async () => {
   const dir = await Deno.makeTempDir();
   const manifest = await writeManifest(dir, { detection: ["calibration: { readings: 50 }"], logLevel: "error" });
   let outpost = await startOutpost(manifest);
@@ -146,18 +146,36 @@ Deno.test("an inference failure leaves readings unscored and counted, never bloc
     await Deno.writeFile(bundle, original.slice(0, 100));
     outpost = await startOutpost(manifest);
     await replay(outpost.url, "pump-z", recording.readings.slice(60, 80));
+    await replay(outpost.url, "pump-w", recording.readings.slice(0, 60));
     const ready = await eventually(
       async () => await (await fetch(`${outpost.url}/readyz`)).json(),
-      (body) => JSON.stringify(body).includes("scoring failing"),
+      (body) => JSON.stringify(body).includes("failed to load"),
     );
     assert.equal(ready.status, "degraded");
+    const other = await eventually(() => fetchReadings(outpost.url, "pump-w"), (r) => r[59]?.score !== null);
+    assert.ok(other.slice(50).every((r) => typeof r.score === "number"), "the other device calibrated and scores");
     const rows = await fetchReadings(outpost.url, "pump-z");
     assert.equal(rows.length, 80, "ingest went on");
-    assert.ok(rows.slice(60).every((r) => r.score === null));
-    assert.match(await (await fetch(`${outpost.url}/metrics`)).text(), /outpost_inference_errors_total [1-9]/);
+    assert.ok(
+      rows.slice(60).every((r) => r.score === null && /^model \d+ unavailable: Model hash mismatch/.test(r.flags!)),
+    );
+    assert.match(
+      await (await fetch(`${outpost.url}/metrics`)).text(),
+      /outpost_unscored_readings_total\{reason="model_unavailable"\} 20/,
+    );
     await Deno.writeFile(bundle, original);
-    const scored = await eventually(() => fetchReadings(outpost.url, "pump-z"), (r) => r[79].score !== null, 15_000);
-    assert.ok(scored.slice(60).every((r) => r.score !== null), "scoring retried and caught up");
+    // Retried after a growing delay (1 s, 2 s, ...): new readings are scored again once it loads.
+    let sent = 80;
+    const scored = await eventually(
+      async () => {
+        await replay(outpost.url, "pump-z", [recording.readings[sent++]]);
+        return await fetchReadings(outpost.url, "pump-z");
+      },
+      (r) => r[r.length - 1].score !== null,
+      15_000,
+    );
+    assert.equal(typeof scored[scored.length - 1].score, "number");
+    assert.equal((await (await fetch(`${outpost.url}/readyz`)).json()).status, "ready");
   } finally {
     await outpost.stop();
     await Deno.remove(dir, { recursive: true });

@@ -9,6 +9,53 @@ export interface CalibrationReading {
   values: Record<string, number>;
 }
 
+export interface SensorSelection {
+  /** The sensors the model uses, in the first reading's order. */
+  sensors: string[];
+  /** Present in every reading but beyond the bound. */
+  overLimit: string[];
+  /** Sensors of the first reading that some later reading lacks. */
+  incomplete: string[];
+}
+
+/**
+ * Picks the sensors a device's model uses from its calibration readings (`values_json` texts,
+ * oldest first): those every reading carries (the most frequent), at most `maxSensors`
+ * (`spec.limits.sensorsPerDevice`), in the first reading's order. Fitting cost grows with the
+ * square of the sensors, so this bound is what keeps a calibration cheap. Readings are parsed one
+ * at a time: memory is one reading plus the first reading's sensor names.
+ */
+export function selectSensors(valuesJson: Iterable<string>, maxSensors: number): SensorSelection {
+  let present: Set<string> | null = null;
+  let order: string[] = [];
+  for (const text of valuesJson) {
+    const values = JSON.parse(text) as Record<string, unknown>;
+    if (present === null) {
+      order = Object.keys(values).filter((sensor) => typeof values[sensor] === "number");
+      present = new Set(order);
+      continue;
+    }
+    for (const sensor of present) if (typeof values[sensor] !== "number") present.delete(sensor);
+  }
+  const complete = order.filter((sensor) => present?.has(sensor));
+  return {
+    sensors: complete.slice(0, maxSensors),
+    overLimit: complete.slice(maxSensors),
+    incomplete: order.filter((sensor) => !present?.has(sensor)),
+  };
+}
+
+/** Calibration readings carrying only `sensors`, in that order (so `calibrate` keeps exactly them). */
+export function calibrationReadings(
+  rows: readonly { ts: number; valuesJson: string }[],
+  sensors: readonly string[],
+): CalibrationReading[] {
+  return rows.map((row) => {
+    const all = JSON.parse(row.valuesJson) as Record<string, number>;
+    return { ts: row.ts, values: Object.fromEntries(sensors.map((sensor) => [sensor, all[sensor]])) };
+  });
+}
+
 /**
  * Fits a device's model on its calibration readings (taken as normal) and returns it as a
  * bundle: the sensors are those every calibration reading carries, in the first reading's order.

@@ -31,6 +31,15 @@ export class Debouncer {
     for (const exceed of restored.recent) this.#quietRun = exceed ? 0 : this.#quietRun + 1;
   }
 
+  /** An independent copy (a scoring pass works on copies and keeps them only once it has committed). */
+  clone(): Debouncer {
+    const copy = new Debouncer(this.#options);
+    copy.#history = [...this.#history];
+    copy.#anomaly = this.#anomaly;
+    copy.#quietRun = this.#quietRun;
+    return copy;
+  }
+
   get anomaly(): boolean {
     return this.#anomaly;
   }

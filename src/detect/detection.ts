@@ -1,20 +1,41 @@
+import type { Client } from "@libsql/client";
 import { join } from "node:path";
-import type { Config } from "../config/config.ts";
+import type { ReadinessCheck } from "../api/health.ts";
+import type { Config, LimitsConfig } from "../config/config.ts";
 import type { Outbox } from "../forward/outbox.ts";
 import type { Logger } from "../observability/log.ts";
 import type { Metrics } from "../observability/metrics.ts";
 import type { Store } from "../store/store.ts";
 import { AlertPublisher } from "./alert_publisher.ts";
+import { detectionObserver } from "./detect_metrics.ts";
 import { Inference } from "./inference.ts";
-import { ModelRegistry } from "./registry.ts";
+import { GLOBAL_SCOPE, ModelRegistry } from "./registry.ts";
 import { Scorer } from "./scorer.ts";
+
+export interface DetectionHealth {
+  enabled: boolean;
+  /** Scoring passes that failed in a row (retried with backoff). */
+  failures: number;
+  quarantinedDevices: number;
+  deactivatedModels: number;
+  unavailableModels: number;
+}
 
 export interface Detection {
   readonly scorer: Scorer;
   readonly registry: ModelRegistry;
   readonly calibrationReadings: number;
+  /** The bounds the detection routes enforce. */
+  readonly limits: Pick<LimitsConfig, "modelUploadBytes" | "nameLength">;
+  /** Rows (one value per feature) of the scope's latest readings that carry every feature: load-test input. */
+  samples(scope: string, features: readonly string[]): Promise<number[][]>;
+  health(): DetectionHealth;
+  /** The `detection` check of /readyz: never fails readiness, degraded while anything is not scored. */
+  readiness(): ReadinessCheck;
   stop(): Promise<void>;
 }
+
+const SAMPLE_READINGS = 256;
 
 /** On-device detection: registry → scorer (after every commit) → episodes, alerts, outbox. */
 export async function startDetection(
@@ -28,21 +49,17 @@ export async function startDetection(
     log,
   });
   await registry.init();
+  let quarantined = () => 0;
   const scorer = new Scorer(store.client, config.detection, {
     registry,
     inference,
     outbox: deps.outbox,
     log,
-    observer: {
-      scored: (count, latencies) => {
-        metrics.scored.inc(count);
-        for (const ms of latencies) metrics.commitToFlag.observe(ms / 1000);
-      },
-      inferenceFailed: () => metrics.inferenceErrors.inc(),
-      episode: (change) => metrics.episodes.inc({ change }),
-      calibrated: (_device, ms) => metrics.calibrationSeconds.observe(ms / 1000),
-    },
+    observer: detectionObserver(metrics, () => quarantined()),
+    stateDir: join(config.storage.dataDir, "detect"),
+    maxSensors: config.limits.sensorsPerDevice,
   });
+  quarantined = () => scorer.quarantinedDevices;
   const alerts = config.mqtt
     ? new AlertPublisher(store.client, config.mqtt, {
       topic: config.detection.alertTopic,
@@ -55,6 +72,7 @@ export async function startDetection(
     deps.onQueued();
   };
   if (config.detection.enabled) {
+    // The first pass deals with work a previous process died during (scorer_recovery.ts).
     store.onCommit(() => {
       scorer.noteCommit();
       void scorer.catchUp();
@@ -65,15 +83,60 @@ export async function startDetection(
     enabled: config.detection.enabled,
     alertTopic: alerts ? config.detection.alertTopic : null,
   });
+  const health = (): DetectionHealth => {
+    const models = registry.problems();
+    return {
+      enabled: config.detection.enabled,
+      failures: scorer.consecutiveFailures,
+      quarantinedDevices: scorer.quarantinedDevices,
+      deactivatedModels: models.deactivated,
+      unavailableModels: models.unavailable,
+    };
+  };
   return {
     scorer,
     registry,
     calibrationReadings: config.detection.calibration.readings,
+    limits: { modelUploadBytes: config.limits.modelUploadBytes, nameLength: config.limits.nameLength },
+    samples: (scope, features) => recentRows(store.client, scope, features),
+    health,
+    readiness: () => detectionReadiness(health()),
     async stop() {
-      await scorer.catchUp();
+      if (config.detection.enabled) await scorer.catchUp();
       await scorer.stop();
       await alerts?.close();
       await inference.release();
     },
   };
+}
+
+function detectionReadiness(health: DetectionHealth): ReadinessCheck {
+  if (!health.enabled) return { name: "detection", ok: true, detail: "disabled" };
+  const problems = [
+    health.failures > 0 ? `scoring failing (${health.failures} in a row), retrying` : "",
+    health.quarantinedDevices > 0 ? `${health.quarantinedDevices} device(s) quarantined: see /v1/devices` : "",
+    health.deactivatedModels > 0 ? `${health.deactivatedModels} model(s) deactivated after run-time failures` : "",
+    health.unavailableModels > 0 ? `${health.unavailableModels} model(s) failed to load, retrying` : "",
+  ].filter(Boolean);
+  return { name: "detection", ok: true, degraded: problems.length > 0, detail: problems.join("; ") || "scoring" };
+}
+
+async function recentRows(client: Client, scope: string, features: readonly string[]): Promise<number[][]> {
+  const result = scope === GLOBAL_SCOPE
+    ? await client.execute({
+      sql: "SELECT values_json FROM readings ORDER BY id DESC LIMIT ?",
+      args: [SAMPLE_READINGS],
+    })
+    : await client.execute({
+      sql: "SELECT values_json FROM readings WHERE device = ? ORDER BY ts DESC LIMIT ?",
+      args: [scope, SAMPLE_READINGS],
+    });
+  const rows: number[][] = [];
+  for (const row of result.rows.toReversed()) {
+    const values = JSON.parse(String(row.values_json)) as Record<string, unknown>;
+    if (features.every((feature) => typeof values[feature] === "number")) {
+      rows.push(features.map((feature) => values[feature] as number));
+    }
+  }
+  return rows;
 }

@@ -6,7 +6,7 @@ import type { LoadedModel } from "./inference.ts";
 
 export interface DeviceState {
   device: string;
-  state: "calibrating" | "active";
+  state: "calibrating" | "active" | "quarantined";
   /** Readings with a higher id count toward calibration. */
   calibrationAfterId: number;
   calibrationCount: number;
@@ -17,67 +17,65 @@ export interface DeviceState {
   debouncer: Debouncer | null;
   window: number[][];
   windowModelId: number | null;
-  dirty: boolean;
 }
 
-/** Per-device scoring state: kept in memory, persisted in `devices`, rebuilt from the store after a restart. */
+const UPSERT =
+  `INSERT INTO devices (device, state, calibration_after_id, readings, last_reading_id, anomaly, open_event_id, updated_ms)
+  VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+  ON CONFLICT (device) DO UPDATE SET state = excluded.state, calibration_after_id = excluded.calibration_after_id,
+    readings = excluded.readings, last_reading_id = excluded.last_reading_id, anomaly = excluded.anomaly,
+    open_event_id = excluded.open_event_id, updated_ms = excluded.updated_ms`;
+
+const SET_STATE = `INSERT INTO devices (device, state, calibration_after_id, updated_ms) VALUES (?, ?, ?, ?)
+  ON CONFLICT (device) DO UPDATE SET state = excluded.state, calibration_after_id = excluded.calibration_after_id,
+    updated_ms = excluded.updated_ms`;
+
+/**
+ * Per-device scoring state, persisted in `devices` and rebuilt from the store after a restart.
+ * What is kept in memory is always the committed state: a scoring pass changes drafts (copies)
+ * and adopts them only after its transaction has committed, so a failed pass changes nothing.
+ */
 export class DeviceStates {
   readonly #client: Client;
   readonly #config: DetectionConfig;
-  readonly #states = new Map<string, DeviceState>();
-  #nextEventId = 0;
+  readonly #committed = new Map<string, DeviceState>();
+  #lastEventId: number | null = null;
 
   constructor(client: Client, config: DetectionConfig) {
     this.#client = client;
     this.#config = config;
   }
 
-  async get(device: string, readingId: number): Promise<DeviceState> {
-    const known = this.#states.get(device);
-    if (known) return known;
-    const row = (await this.#client.execute({ sql: "SELECT * FROM devices WHERE device = ?", args: [device] })).rows[0];
-    const state: DeviceState = {
-      device,
-      state: row ? (String(row.state) as DeviceState["state"]) : "calibrating",
-      calibrationAfterId: row ? Number(row.calibration_after_id) : readingId - 1,
-      calibrationCount: 0,
-      readings: row ? Number(row.readings) : 0,
-      lastReadingId: row ? Number(row.last_reading_id) : 0,
-      anomaly: row ? Number(row.anomaly) === 1 : false,
-      episode: null,
-      debouncer: null,
-      window: [],
-      windowModelId: null,
-      dirty: !row,
-    };
-    if (row && state.state === "calibrating") {
-      const counted = await this.#client.execute({
-        sql: "SELECT count(*) AS n FROM readings WHERE device = ? AND id > ? AND id < ?",
-        args: [device, state.calibrationAfterId, readingId],
-      });
-      state.calibrationCount = Number(counted.rows[0].n);
-    }
-    if (row && row.open_event_id !== null) {
-      const event =
-        (await this.#client.execute({ sql: "SELECT * FROM events WHERE id = ?", args: [row.open_event_id] }))
-          .rows[0];
-      if (event) {
-        state.episode = {
-          id: Number(event.id),
-          startTs: Number(event.start_ts),
-          peakScore: Number(event.peak_score),
-          topSensors: JSON.parse(String(event.top_sensors)),
-          readings: Number(event.readings),
-          model: String(event.model),
-        };
-      }
-    }
-    this.#states.set(device, state);
-    return state;
+  /** A copy of the device's committed state (a new device starts calibrating at `readingId`). */
+  async draft(device: string, readingId: number): Promise<DeviceState> {
+    return copy(this.#committed.get(device) ?? await this.#load(device, readingId));
+  }
+
+  /** Keeps drafts whose changes have committed. */
+  adopt(drafts: Iterable<DeviceState>): void {
+    for (const state of drafts) this.#committed.set(state.device, state);
+  }
+
+  /** Upserts that store the drafts. */
+  statements(drafts: Iterable<DeviceState>): InStatement[] {
+    const now = Date.now();
+    return [...drafts].map((state) => ({
+      sql: UPSERT,
+      args: [
+        state.device,
+        state.state,
+        state.calibrationAfterId,
+        state.readings,
+        state.lastReadingId,
+        state.anomaly ? 1 : 0,
+        state.episode?.id ?? null,
+        now,
+      ],
+    }));
   }
 
   /**
-   * The device's window for this model, rebuilt from its stored readings when the model changed
+   * The draft's window for this model, rebuilt from its stored readings when the model changed
    * (or after a restart), together with its debouncer.
    */
   async window(state: DeviceState, model: LoadedModel, beforeId: number): Promise<number[][]> {
@@ -99,15 +97,21 @@ export class DeviceStates {
     return state.window;
   }
 
-  async nextEventId(): Promise<number> {
-    if (this.#nextEventId === 0) {
+  /** The highest event id committed so far (a pass numbers its new events after it). */
+  async lastEventId(): Promise<number> {
+    if (this.#lastEventId === null) {
       const result = await this.#client.execute("SELECT coalesce(max(id), 0) AS id FROM events");
-      this.#nextEventId = Number(result.rows[0].id);
+      this.#lastEventId = Number(result.rows[0].id);
     }
-    return ++this.#nextEventId;
+    return this.#lastEventId;
   }
 
-  async calibrationCount(device: string): Promise<number> {
+  adoptLastEventId(id: number): void {
+    this.#lastEventId = id;
+  }
+
+  /** How many models were calibrated for the device so far. */
+  async calibrations(device: string): Promise<number> {
     const result = await this.#client.execute({
       sql: "SELECT count(*) AS n FROM models WHERE name = ?",
       args: [`pca-t2q/${device}`],
@@ -115,43 +119,86 @@ export class DeviceStates {
     return Number(result.rows[0].n);
   }
 
-  async restartCalibration(device: string, afterId: number): Promise<void> {
-    const state = await this.get(device, afterId + 1);
-    state.state = "calibrating";
-    state.calibrationAfterId = afterId;
-    state.calibrationCount = 0;
-    state.windowModelId = null;
-    state.window = [];
-    state.dirty = true;
-    await this.#client.batch(this.flushStatements(), "write");
+  /** Whether the store knows the device (a `devices` row or a reading). */
+  async known(device: string): Promise<boolean> {
+    const result = await this.#client.execute({
+      sql: `SELECT EXISTS (SELECT 1 FROM devices WHERE device = ?1)
+              OR EXISTS (SELECT 1 FROM readings WHERE device = ?1) AS known`,
+      args: [device],
+    });
+    return Number(result.rows[0].known) === 1;
   }
 
-  /** Upserts for the states changed since the last flush. */
-  flushStatements(): InStatement[] {
-    const statements: InStatement[] = [];
-    const now = Date.now();
-    for (const state of this.#states.values()) {
-      if (!state.dirty) continue;
-      state.dirty = false;
-      statements.push({
-        sql:
-          `INSERT INTO devices (device, state, calibration_after_id, readings, last_reading_id, anomaly, open_event_id, updated_ms)
-              VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-              ON CONFLICT (device) DO UPDATE SET state = excluded.state, calibration_after_id = excluded.calibration_after_id,
-                readings = excluded.readings, last_reading_id = excluded.last_reading_id, anomaly = excluded.anomaly,
-                open_event_id = excluded.open_event_id, updated_ms = excluded.updated_ms`,
-        args: [
-          state.device,
-          state.state,
-          state.calibrationAfterId,
-          state.readings,
-          state.lastReadingId,
-          state.anomaly ? 1 : 0,
-          state.episode?.id ?? null,
-          now,
-        ],
-      });
-    }
-    return statements;
+  async quarantined(): Promise<string[]> {
+    const result = await this.#client.execute("SELECT device FROM devices WHERE state = 'quarantined'");
+    return result.rows.map((row) => String(row.device));
   }
+
+  /** Calibration starts again with the readings after `afterId`. */
+  async restartCalibration(device: string, afterId: number): Promise<void> {
+    await this.#setState(device, "calibrating", afterId);
+  }
+
+  /** Takes the device out of scoring and calibration (until `restartCalibration`). */
+  async quarantine(device: string, afterId: number): Promise<void> {
+    await this.#setState(device, "quarantined", afterId);
+  }
+
+  async #setState(device: string, state: DeviceState["state"], afterId: number): Promise<void> {
+    await this.#client.execute({ sql: SET_STATE, args: [device, state, afterId, Date.now()] });
+    // Loaded again from the store on next use, with a fresh window and calibration count.
+    this.#committed.delete(device);
+  }
+
+  async #load(device: string, readingId: number): Promise<DeviceState> {
+    const row = (await this.#client.execute({ sql: "SELECT * FROM devices WHERE device = ?", args: [device] })).rows[0];
+    const state: DeviceState = {
+      device,
+      state: row ? (String(row.state) as DeviceState["state"]) : "calibrating",
+      calibrationAfterId: row ? Number(row.calibration_after_id) : readingId - 1,
+      calibrationCount: 0,
+      readings: row ? Number(row.readings) : 0,
+      lastReadingId: row ? Number(row.last_reading_id) : 0,
+      anomaly: row ? Number(row.anomaly) === 1 : false,
+      episode: null,
+      debouncer: null,
+      window: [],
+      windowModelId: null,
+    };
+    if (!row) return state;
+    if (state.state === "calibrating") {
+      const counted = await this.#client.execute({
+        sql: "SELECT count(*) AS n FROM readings WHERE device = ? AND id > ? AND id < ?",
+        args: [device, state.calibrationAfterId, readingId],
+      });
+      state.calibrationCount = Number(counted.rows[0].n);
+    }
+    if (row.open_event_id !== null) {
+      const event =
+        (await this.#client.execute({ sql: "SELECT * FROM events WHERE id = ?", args: [row.open_event_id] }))
+          .rows[0];
+      if (event) {
+        state.episode = {
+          id: Number(event.id),
+          startTs: Number(event.start_ts),
+          peakScore: Number(event.peak_score),
+          topSensors: JSON.parse(String(event.top_sensors)),
+          readings: Number(event.readings),
+          model: String(event.model),
+        };
+      }
+    }
+    // Only states that match the store are kept; a new device is kept once its first pass commits.
+    this.#committed.set(device, state);
+    return state;
+  }
+}
+
+function copy(state: DeviceState): DeviceState {
+  return {
+    ...state,
+    episode: state.episode && { ...state.episode, topSensors: [...state.episode.topSensors] },
+    debouncer: state.debouncer?.clone() ?? null,
+    window: [...state.window],
+  };
 }
