@@ -1,45 +1,46 @@
 import type { Client } from "@libsql/client";
-import { Hono } from "hono";
-import { bodyLimit } from "hono/body-limit";
+import { type Context, Hono } from "hono";
+import { HTTPException } from "hono/http-exception";
+import { Buffer } from "node:buffer";
 import { z } from "zod";
 import type { Detection } from "../detect/detection.ts";
+import { devicePage } from "../detect/device_listing.ts";
 import { checkBundle, ModelBundleError } from "../detect/model_bundle.ts";
-import { GLOBAL_SCOPE } from "../detect/registry.ts";
+import { ModelUploadError, readBoundedBytes, readModelUpload } from "../detect/model_upload.ts";
+import { GLOBAL_SCOPE, NoPreviousModelError } from "../detect/registry.ts";
+import { UnknownDeviceError } from "../detect/scorer.ts";
 import { adminAuth } from "./admin_auth.ts";
 import { parseLimit, parseTime } from "./query_params.ts";
 
-const MODEL_UPLOAD_LIMIT = 64 * 1024 * 1024;
+const ROLLBACK_BODY_BYTES = 4_096;
 
-const uploadSchema = z.object({
-  manifest: z.record(z.string(), z.unknown()),
-  onnx: z.string().min(1),
-  device: z.string().min(1).max(128).optional(),
-}).strict();
+/** Another model upload is being checked; uploads run one at a time. */
+class UploadInProgressError extends Error {
+  constructor() {
+    super("Another model upload is being checked: retry when it has finished");
+    this.name = "UploadInProgressError";
+  }
+}
 
-const badRequest = (message: string) => ({ error: "bad_request", message });
+const badRequest = (message: string) => new HTTPException(400, { message });
+const scopeLabel = (scope: string) => scope === GLOBAL_SCOPE ? "global" : scope;
 
 /** Readings with scores, anomaly episodes, devices, calibration and the model lifecycle. */
 export function detectRoutes(options: { client: Client; detection: Detection; adminToken: string | undefined }): Hono {
   const { client, detection } = options;
   const app = new Hono();
   const admin = adminAuth(options.adminToken);
+  let uploading = false;
 
   app.get("/v1/readings", async (c) => {
     const device = c.req.query("device");
+    if (!device) throw badRequest("device is required");
     const from = parseTime(c.req.query("from"), 0);
     const to = parseTime(c.req.query("to"), Number.MAX_SAFE_INTEGER);
+    if (from === null || to === null) throw badRequest("from and to must be RFC 3339 or epoch milliseconds");
     const limit = parseLimit(c.req.query("limit"), 1000, 10_000);
-    let after = -1;
-    const cursor = c.req.query("cursor");
-    if (cursor) {
-      after = Number(atob(cursor.replace(/-/g, "+").replace(/_/g, "/")));
-      if (!Number.isInteger(after)) return c.json(badRequest("cursor is not one this API returned"), 400);
-    }
-    if (!device) return c.json(badRequest("device is required"), 400);
-    if (from === null || to === null) {
-      return c.json(badRequest("from and to must be RFC 3339 or epoch milliseconds"), 400);
-    }
-    if (limit === null) return c.json(badRequest("limit must be an integer from 1 to 10000"), 400);
+    if (limit === null) throw badRequest("limit must be an integer from 1 to 10000");
+    const after = decodeTimeCursor(c.req.query("cursor"));
     const result = await client.execute({
       sql: `SELECT ts, values_json, score, anomaly, flags FROM readings
             WHERE device = ? AND ts >= ? AND ts < ? AND ts > ? ORDER BY ts LIMIT ?`,
@@ -54,7 +55,7 @@ export function detectRoutes(options: { client: Client; detection: Detection; ad
       ...(row.flags === null ? {} : { flags: String(row.flags) }),
     }));
     const last = readings[readings.length - 1];
-    const nextCursor = readings.length === limit ? btoa(String(last.tsMs)).replace(/=+$/, "") : null;
+    const nextCursor = readings.length === limit ? encodeCursor(String(last.tsMs)) : null;
     return c.json({ device, readings, nextCursor });
   });
 
@@ -62,8 +63,8 @@ export function detectRoutes(options: { client: Client; detection: Detection; ad
     const device = c.req.query("device");
     const from = parseTime(c.req.query("from"), 0);
     const limit = parseLimit(c.req.query("limit"), 100, 10_000);
-    if (from === null) return c.json(badRequest("from must be RFC 3339 or epoch milliseconds"), 400);
-    if (limit === null) return c.json(badRequest("limit must be an integer from 1 to 10000"), 400);
+    if (from === null) throw badRequest("from must be RFC 3339 or epoch milliseconds");
+    if (limit === null) throw badRequest("limit must be an integer from 1 to 10000");
     const result = await client.execute({
       sql: `SELECT * FROM events WHERE (? IS NULL OR device = ?) AND start_ts >= ? ORDER BY start_ts, id LIMIT ?`,
       args: [device ?? null, device ?? null, from, limit],
@@ -84,41 +85,35 @@ export function detectRoutes(options: { client: Client; detection: Detection; ad
   });
 
   app.get("/v1/devices", async (c) => {
-    const cursor = detection.scorer.cursor;
-    const [devices, lag] = await Promise.all([
-      client.execute("SELECT * FROM devices ORDER BY device"),
-      client.execute({
-        sql: "SELECT device, count(*) AS n, min(received_ms) AS oldest FROM readings WHERE id > ? GROUP BY device",
-        args: [Math.max(cursor, 0)],
-      }),
-    ]);
-    const lagByDevice = new Map(
-      lag.rows.map((row) => [String(row.device), { n: Number(row.n), oldest: Number(row.oldest) }]),
-    );
-    const list = [];
-    for (const row of devices.rows) {
-      const device = String(row.device);
-      const modelId = detection.registry.modelIdFor(device);
-      const pending = lagByDevice.get(device);
-      let calibration = null;
-      if (String(row.state) === "calibrating") {
-        const collected = await client.execute({
-          sql: "SELECT count(*) AS n FROM readings WHERE device = ? AND id > ? AND id <= ?",
-          args: [device, Number(row.calibration_after_id), Math.max(cursor, 0)],
-        });
-        calibration = { collected: Number(collected.rows[0].n), needed: detection.calibrationReadings };
-      }
-      list.push({
-        device,
-        state: String(row.state),
-        calibration,
-        readings: Number(row.readings) + (pending?.n ?? 0),
-        anomaly: Number(row.anomaly) === 1,
-        model: modelId === undefined ? null : detection.registry.info(modelId) ?? null,
-        scoringLag: { readings: pending?.n ?? 0, seconds: pending ? (Date.now() - pending.oldest) / 1000 : 0 },
-      });
-    }
-    return c.json({ devices: list });
+    const limit = parseLimit(c.req.query("limit"), 100, 1000);
+    if (limit === null) throw badRequest("limit must be an integer from 1 to 1000");
+    const cursor = c.req.query("cursor");
+    const after = cursor === undefined ? null : decodeNameCursor(cursor);
+    const page = await devicePage(client, { after, limit, scoreCursor: detection.scorer.cursor });
+    const now = Date.now();
+    const devices = page.devices.map((row) => {
+      const modelId = detection.registry.modelIdFor(row.device);
+      const info = modelId === undefined ? undefined : detection.registry.info(modelId);
+      return {
+        device: row.device,
+        state: row.state,
+        quarantine: row.state === "quarantined"
+          ? detection.scorer.quarantineOf(row.device) ?? { reason: "reason not recorded", since: null }
+          : null,
+        calibration: row.collected === null
+          ? null
+          : { collected: row.collected, needed: detection.calibrationReadings },
+        readings: row.readings,
+        anomaly: row.anomaly,
+        model: info ? { ...info, deactivated: detection.registry.deactivationFor(row.device) ?? null } : null,
+        scoringLag: {
+          readings: row.lag.readings,
+          seconds: row.lag.oldestMs === null ? 0 : (now - row.lag.oldestMs) / 1000,
+        },
+      };
+    });
+    const last = devices[devices.length - 1];
+    return c.json({ devices, nextCursor: page.more ? encodeCursor(last.device) : null });
   });
 
   app.post("/v1/devices/:device/calibrate", admin, async (c) => {
@@ -127,64 +122,87 @@ export function detectRoutes(options: { client: Client; detection: Detection; ad
     return c.json({ device, state: "calibrating", readingsNeeded: detection.calibrationReadings }, 202);
   });
 
-  app.post(
-    "/v1/models",
-    admin,
-    bodyLimit({
-      maxSize: MODEL_UPLOAD_LIMIT,
-      onError: (c) =>
-        c.json({ error: "body_too_large", message: `Model uploads are limited to ${MODEL_UPLOAD_LIMIT} bytes` }, 413),
-    }),
-    async (c) => {
-      let body: z.output<typeof uploadSchema>;
-      try {
-        body = uploadSchema.parse(await c.req.json());
-      } catch (error) {
-        return c.json({
-          error: "invalid_upload",
-          message: 'Expected {"manifest":{...},"onnx":"<base64>","device"?}',
-          detail: String(error),
-        }, 400);
-      }
-      try {
-        const onnx = Uint8Array.from(atob(body.onnx), (ch) => ch.charCodeAt(0));
-        const bundle = checkBundle(body.manifest, onnx);
-        const scope = body.device ?? GLOBAL_SCOPE;
-        const model = await detection.registry.activate(bundle, scope, "uploaded");
-        void detection.scorer.catchUp();
-        return c.json({ model, scope: scope === GLOBAL_SCOPE ? "global" : scope }, 201);
-      } catch (error) {
-        if (error instanceof ModelBundleError) {
-          return c.json({ error: "invalid_model", message: error.message, issues: error.issues }, 400);
-        }
-        if (error instanceof DOMException) {
-          return c.json({ error: "invalid_upload", message: "onnx is not base64" }, 400);
-        }
-        throw error;
-      }
-    },
-  );
+  app.post("/v1/models", admin, async (c) => {
+    if (uploading) throw new UploadInProgressError();
+    uploading = true;
+    try {
+      const upload = await readModelUpload(c.req.raw, detection.limits);
+      const bundle = checkBundle(upload.manifest, upload.onnx);
+      const scope = upload.device ?? GLOBAL_SCOPE;
+      const samples = await detection.samples(scope, bundle.manifest.features);
+      const model = await detection.registry.activate(bundle, scope, "uploaded", { samples });
+      void detection.scorer.catchUp();
+      return c.json({ model, scope: scopeLabel(scope) }, 201);
+    } finally {
+      uploading = false;
+    }
+  });
 
   app.post("/v1/models/rollback", admin, async (c) => {
+    const text = await readSmallText(c.req.raw, ROLLBACK_BODY_BYTES);
     let device: string | undefined;
-    const text = await c.req.text();
     if (text.trim() !== "") {
       try {
         device = z.object({ device: z.string().min(1).optional() }).strict().parse(JSON.parse(text)).device;
       } catch {
-        return c.json(badRequest('Expected {} or {"device":"..."}'), 400);
+        throw badRequest('Expected {} or {"device":"..."}');
       }
     }
     const scope = device ?? GLOBAL_SCOPE;
-    try {
-      const { from, to } = await detection.registry.rollback(scope);
-      void detection.scorer.catchUp();
-      return c.json({ scope: scope === GLOBAL_SCOPE ? "global" : scope, from, to });
-    } catch (error) {
-      if (error instanceof RangeError) return c.json({ error: "no_previous_model", message: error.message }, 409);
-      throw error;
-    }
+    const { from, to } = await detection.registry.rollback(scope);
+    void detection.scorer.catchUp();
+    return c.json({ scope: scopeLabel(scope), from, to });
   });
 
+  app.onError(detectErrors);
   return app;
+}
+
+/** Detection's domain errors as responses; anything else goes on to the API's one error handler. */
+function detectErrors(error: Error, c: Context): Response {
+  if (error instanceof ModelBundleError) {
+    return c.json({ error: "invalid_model", message: error.message, issues: error.issues }, 400);
+  }
+  if (error instanceof ModelUploadError) return c.json({ error: "invalid_upload", message: error.message }, 400);
+  if (error instanceof NoPreviousModelError) return c.json({ error: "no_previous_model", message: error.message }, 409);
+  if (error instanceof UnknownDeviceError) return c.json({ error: "unknown_device", message: error.message }, 404);
+  if (error instanceof UploadInProgressError) {
+    c.header("Retry-After", "5");
+    return c.json({ error: "upload_in_progress", message: error.message }, 503);
+  }
+  throw error;
+}
+
+/** Opaque page cursors: base64url of a reading's time or a device name. */
+function encodeCursor(text: string): string {
+  return Buffer.from(text, "utf8").toString("base64url");
+}
+
+function decodeCursorText(cursor: string, maxLength: number): string {
+  const invalid = () => badRequest("cursor is not one this API returned");
+  if (cursor.length === 0 || cursor.length > maxLength || !/^[A-Za-z0-9_-]+$/.test(cursor)) throw invalid();
+  const bytes = Buffer.from(cursor, "base64url");
+  if (bytes.toString("base64url") !== cursor) throw invalid();
+  try {
+    return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch {
+    throw invalid();
+  }
+}
+
+function decodeTimeCursor(cursor: string | undefined): number {
+  if (cursor === undefined || cursor === "") return -Number.MAX_SAFE_INTEGER;
+  const text = decodeCursorText(cursor, 32);
+  const ts = Number(text);
+  if (!/^\d{1,16}$/.test(text) || !Number.isSafeInteger(ts)) throw badRequest("cursor is not one this API returned");
+  return ts;
+}
+
+function decodeNameCursor(cursor: string): string {
+  return decodeCursorText(cursor, 8_192);
+}
+
+async function readSmallText(request: Request, maxBytes: number): Promise<string> {
+  const tooLarge = () => new HTTPException(413, { message: `This body is limited to ${maxBytes} bytes` });
+  return new TextDecoder().decode(await readBoundedBytes(request, maxBytes, tooLarge));
 }
