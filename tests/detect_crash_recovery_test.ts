@@ -147,3 +147,42 @@ Deno.test("readings of a scoring pass the process died in are skipped after the 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("a model the process died running is deactivated for its scope after the restart; other devices keep scoring", async () => {
+  const dir = await Deno.makeTempDir();
+  const manifest = await writeManifest(dir, { detection: ["calibration: { readings: 50 }"], logLevel: "error" });
+  let outpost = await startOutpost(manifest);
+  const recording = simulateRecording({ seed: 43, fault: "spikes", calibration: 50, seconds: 120 });
+  try {
+    for (const name of ["pump-a", "pump-b"]) {
+      await replay(outpost.url, name, recording.readings.slice(0, 60));
+      await eventually(() => fetchReadings(outpost.url, name), (r) => r.length === 60 && r[59].score !== null);
+    }
+    const model = (await device(outpost.url, "pump-a")).model;
+    await outpost.stop();
+    // What a process that died inside this model's run leaves behind.
+    new WorkMarkers(join(outpost.dataDir, "detect", "work")).begin({
+      kind: "inference",
+      modelId: model.id,
+      rows: 10,
+      startedAt: new Date().toISOString(),
+    });
+    outpost = await startOutpost(manifest);
+    for (const name of ["pump-a", "pump-b"]) await replay(outpost.url, name, recording.readings.slice(60, 120));
+    const b = await eventually(() => fetchReadings(outpost.url, "pump-b"), (r) => r[119]?.score !== null);
+    assert.ok(b.slice(60).every((r) => typeof r.score === "number"));
+    const a = await eventually(() => fetchReadings(outpost.url, "pump-a"), (r) => r[119]?.flags !== undefined);
+    assert.ok(a.slice(60).every((r) => r.score === null && /^model deactivated: the process died/.test(r.flags!)));
+    assert.match(
+      (await device(outpost.url, "pump-a")).model.deactivated.reason,
+      /the process died while this model ran/,
+    );
+    assert.match(
+      await (await fetch(`${outpost.url}/metrics`)).text(),
+      /outpost_model_deactivations_total\{cause="process_died"\} 1/,
+    );
+  } finally {
+    await outpost.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
