@@ -87,7 +87,8 @@ const detectionSchema = z.object({
   /** Readings scored per onnxruntime call at most. */
   batchSize: z.number().int().min(1).max(10_000).default(256),
   calibration: z.object({
-    readings: z.number().int().min(20).max(100_000).default(400),
+    /** At most 5,000: a calibration holds its window in memory (64 sensors x 5,000 readings fit the heap). */
+    readings: z.number().int().min(20).max(5_000).default(400),
     window: z.number().int().min(2).max(600).default(12),
     varianceKept: z.number().gt(0).max(1).default(0.999),
     quantile: z.number().gt(0.5).lt(1).default(0.995),

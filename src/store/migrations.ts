@@ -155,6 +155,11 @@ export const MIGRATIONS: readonly Migration[] = [
       "CREATE INDEX dead_letters_received ON dead_letters(received_ms)",
     ],
   },
+  {
+    version: 6,
+    description: "index for a device's readings by id (calibration windows and counts, scoring history)",
+    statements: ["CREATE INDEX readings_device_id ON readings(device, id)"],
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1].version;
