@@ -81,6 +81,9 @@ export function renderUnit(config: Config, options: UnitOptions): string {
     "SystemCallErrorNumber=EPERM",
     ...options.rules.directives,
     ...unresolved,
+    // Above MemoryHigh the kernel reclaims (file-backed pages first) and throttles before
+    // MemoryMax's OOM kill.
+    "MemoryHigh=112M",
     "MemoryMax=128M",
     // Far above spec.limits.connections: refused connections are accepted and closed at once,
     // and Deno's node:net listener stops accepting for good once it meets EMFILE.
