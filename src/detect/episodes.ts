@@ -1,5 +1,5 @@
 import type { InStatement } from "@libsql/client";
-import type { Outbox, OutboxItem } from "../forward/outbox.ts";
+import type { Outbox, OutboxItem } from "../store/outbox.ts";
 
 export interface OpenEpisode {
   id: number;

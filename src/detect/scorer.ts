@@ -14,10 +14,10 @@
 import type { Client } from "@libsql/client";
 import { join } from "node:path";
 import type { DetectionConfig } from "../config/config.ts";
-import type { Outbox } from "../forward/outbox.ts";
 import type { Logger } from "../observability/log.ts";
 import { readCursor } from "../store/cursors.ts";
 import { commitDerived } from "../store/derived_commit.ts";
+import type { Outbox } from "../store/outbox.ts";
 import { DeviceStates } from "./device_states.ts";
 import type { AlertMessage } from "./episodes.ts";
 import type { Inference } from "./inference.ts";

@@ -11,10 +11,10 @@
  */
 import type { Client, InStatement, ResultSet } from "@libsql/client";
 import type { DetectionConfig } from "../config/config.ts";
-import type { Outbox } from "../forward/outbox.ts";
 import { limitKey } from "../limit_exceeded_error.ts";
 import type { Logger } from "../observability/log.ts";
 import { cursorStatement } from "../store/cursors.ts";
+import type { Outbox } from "../store/outbox.ts";
 import { scoreWindows, type WindowScore } from "./batch_scoring.ts";
 import { calibrate, calibrationReadings, selectSensors } from "./calibration.ts";
 import type { DeviceState, DeviceStates } from "./device_states.ts";
