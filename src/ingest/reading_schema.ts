@@ -1,9 +1,7 @@
-import { z } from "zod";
 import type { LimitsConfig } from "../config/config.ts";
 import { LimitExceededError, limitKey } from "../limit_exceeded_error.ts";
 import { parseTimestamp } from "../timestamps.ts";
 import { EARLIEST_PLAUSIBLE_MS } from "../version.ts";
-import { formatIssuePath } from "../zod_issue.ts";
 
 /** A validated reading, ready for the store. `ts` is epoch milliseconds. */
 export interface Reading {
@@ -44,8 +42,6 @@ const RESERVED_NAMES = new Set(["__proto__"]);
  * Unicode (a lone surrogate would be stored as U+FFFD and collide) or reserved.
  */
 export function readingParser(limits: ReadingLimits): ReadingParser {
-  const single = readingSchema(limits, true);
-  const singleFromTopic = readingSchema(limits, false);
   const nameProblem = nameChecker(limits.nameLength);
   return (body, defaultDevice) => {
     if (typeof body !== "object" || body === null || Array.isArray(body)) {
@@ -74,14 +70,48 @@ export function readingParser(limits: ReadingLimits): ReadingParser {
     } else {
       raw = [body];
     }
-    const schema = defaultDevice === undefined ? single : singleFromTopic;
     const latest = latestAcceptedTs(limits.maxClockSkewSeconds);
     const issues: InputIssue[] = [];
     const readings: Reading[] = [];
     for (let index = 0; index < raw.length && issues.length < MAX_ISSUES; index++) {
       const prefix = isBatch ? `readings[${index}]` : "";
       const at = (path: string) => (prefix && path ? `${prefix}.${path}` : prefix || path);
-      const values = (raw[index] as { values?: unknown } | null)?.values;
+      const before = issues.length;
+      const problem = (path: string, message: string) => issues.push({ path: at(path) || "(body)", message });
+      const item = raw[index];
+      if (typeof item !== "object" || item === null || Array.isArray(item)) {
+        problem("", "must be a reading object");
+        continue;
+      }
+      const { device: rawDevice, ts: rawTs, values } = item as Record<string, unknown>;
+      for (const key in item) {
+        if (Object.hasOwn(item, key) && key !== "device" && key !== "ts" && key !== "values") {
+          problem(key, "is not a reading field (device, ts, values)");
+        }
+      }
+      if (rawDevice === undefined) {
+        if (defaultDevice === undefined) problem("device", "device is required");
+      } else if (typeof rawDevice !== "string") {
+        problem("device", "device must be a string");
+      } else {
+        const invalid = nameProblem(rawDevice, "device");
+        if (invalid) problem("device", invalid);
+        else if (defaultDevice !== undefined && rawDevice !== defaultDevice) {
+          problem(
+            "device",
+            `${JSON.stringify(rawDevice)} does not match the topic's device ${JSON.stringify(defaultDevice)}`,
+          );
+        }
+      }
+      const time = parseTimestamp(rawTs);
+      if (!time.ok) problem("ts", rawTs === undefined ? "ts is required" : time.message);
+      else if (time.ms > latest) {
+        problem(
+          "ts",
+          `is ${Math.round((time.ms - Date.now()) / 1000)} s ahead of this device's clock ` +
+            `(spec.limits.maxClockSkewSeconds: ${limits.maxClockSkewSeconds})`,
+        );
+      }
       const sensors = countKeysUpTo(values, limits.sensorsPerReading + 1);
       if (sensors > limits.sensorsPerReading) {
         return tooMany(
@@ -90,36 +120,28 @@ export function readingParser(limits: ReadingLimits): ReadingParser {
           `${at("values")} has more than ${limits.sensorsPerReading} sensors`,
         );
       }
-      for (const reserved of RESERVED_NAMES) {
-        if (sensors > 0 && Object.hasOwn(values as object, reserved)) {
-          issues.push({ path: at(`values.${reserved}`), message: "is a reserved name" });
+      if (typeof values !== "object" || values === null || Array.isArray(values)) {
+        problem("values", values === undefined ? "values is required" : "must be an object of sensor values");
+      } else if (sensors === 0) {
+        problem("values", "must hold at least one sensor value");
+      } else {
+        for (const sensor in values) {
+          if (!Object.hasOwn(values, sensor)) continue;
+          const invalid = RESERVED_NAMES.has(sensor) ? "is a reserved name" : nameProblem(sensor, "sensor name");
+          if (invalid) problem(`values.${sensor}`, invalid);
+          const value = (values as Record<string, unknown>)[sensor];
+          if (typeof value !== "number" || !Number.isFinite(value)) {
+            problem(`values.${sensor}`, "must be a finite number");
+          }
         }
       }
-      const result = schema.safeParse(raw[index]);
-      if (!result.success) {
-        for (const issue of result.error.issues) {
-          const message = issue.code === "invalid_key" ? issue.issues[0]?.message ?? issue.message : issue.message;
-          issues.push({ path: at(formatIssuePath(issue.path, "")) || "(body)", message });
-        }
-        continue;
-      }
-      const device = result.data.device ?? defaultDevice!;
-      if (defaultDevice !== undefined && device !== defaultDevice) {
-        issues.push({
-          path: at("device"),
-          message: `${JSON.stringify(device)} does not match the topic's device ${JSON.stringify(defaultDevice)}`,
+      if (issues.length === before) {
+        readings.push({
+          device: (rawDevice as string | undefined) ?? defaultDevice!,
+          ts: (time as { ms: number }).ms,
+          values: values as Record<string, number>,
         });
-        continue;
       }
-      if (result.data.ts > latest) {
-        issues.push({
-          path: at("ts"),
-          message: `is ${Math.round((result.data.ts - Date.now()) / 1000)} s ahead of this device's clock ` +
-            `(spec.limits.maxClockSkewSeconds: ${limits.maxClockSkewSeconds})`,
-        });
-        continue;
-      }
-      readings.push({ device, ts: result.data.ts, values: result.data.values });
     }
     return issues.length > 0 ? { ok: false, issues: issues.slice(0, MAX_ISSUES) } : { ok: true, readings };
   };
@@ -139,26 +161,6 @@ function latestAcceptedTs(maxSkewSeconds: number | undefined): number {
   const now = Date.now();
   if (maxSkewSeconds === undefined || now < EARLIEST_PLAUSIBLE_MS) return Infinity;
   return now + maxSkewSeconds * 1000;
-}
-
-function readingSchema(limits: ReadingLimits, deviceRequired: boolean) {
-  const name = (what: string) =>
-    z.string({ error: `${what} must be a string` }).superRefine((value, context) => {
-      const problem = nameChecker(limits.nameLength)(value, what);
-      if (problem) context.addIssue({ code: "custom", message: problem });
-    });
-  const device = name("device");
-  return z.object({
-    device: deviceRequired ? device : device.optional(),
-    ts: z.unknown().transform((value, context) => {
-      const time = parseTimestamp(value);
-      if (time.ok) return time.ms;
-      context.addIssue({ code: "custom", message: time.message });
-      return z.NEVER;
-    }),
-    values: z.record(name("sensor name"), z.number({ error: "must be a finite number" }).finite())
-      .refine((record) => Object.keys(record).length > 0, "must hold at least one sensor value"),
-  }).strict();
 }
 
 function nameChecker(maxLength: number) {
