@@ -24,7 +24,7 @@ export interface IngestBenchOptions {
 const SENSORS = ["temperature", "pressure", "flow", "vibration_x", "vibration_y", "vibration_z", "current", "rpm"];
 const BASE_TS = 1_763_805_600_000;
 
-function makeReading(device: string, ts: number) {
+export function makeReading(device: string, ts: number) {
   const values: Record<string, number> = {};
   for (const [i, sensor] of SENSORS.entries()) {
     values[sensor] = Math.round((50 + i * 3 + Math.sin(ts / 1000)) * 100) / 100;
@@ -62,7 +62,7 @@ async function rawCeiling(rows: number): Promise<number> {
   return rate;
 }
 
-async function httpLoad(url: string, seconds: number, batchSize: number, concurrency: number, tag: string) {
+export async function httpLoad(url: string, seconds: number, batchSize: number, concurrency: number, tag: string) {
   let sent = 0;
   let failed = 0;
   let sequence = 0;
@@ -89,7 +89,7 @@ async function httpLoad(url: string, seconds: number, batchSize: number, concurr
   return { rate: sent / ((performance.now() - started) / 1000), failed };
 }
 
-async function mqttLoad(dataDir: string, brokerUrl: string, messages: number) {
+export async function mqttLoad(dataDir: string, brokerUrl: string, messages: number) {
   const publisher = await connectPublisher(brokerUrl);
   const before = Number((await query(dataDir, "SELECT count(*) AS n FROM readings WHERE source = 'mqtt'"))[0].n);
   const started = performance.now();

@@ -8,6 +8,7 @@ import { evaluateDetection } from "./detect_eval.ts";
 import { benchForward } from "./forward_bench.ts";
 import { benchImportCosts } from "./import_costs.ts";
 import { benchIngest } from "./ingest_bench.ts";
+import { benchMemory } from "./memory_bench.ts";
 
 const { values } = parseArgs({ args: Deno.args, options: { quick: { type: "boolean" } } });
 const quick = values.quick ?? false;
@@ -30,6 +31,13 @@ await benchForward({ seconds: quick ? 300 : 3600 });
 console.log("\n## Detection");
 await evaluateDetection({ recordingsPerFault: quick ? 1 : 10 });
 await benchDetect(quick ? { seconds: 1, readings: 2_000 } : { seconds: 10, readings: 50_000 });
+
+console.log("\n## Memory: each situation in a fresh process, against the 128 MB budget");
+await benchMemory(
+  quick
+    ? { realisticSeconds: 5, loadSeconds: 1, mqttMessages: 1_000, calibratedDevices: 10, backlogSeconds: 120 }
+    : { realisticSeconds: 600, loadSeconds: 10, mqttMessages: 50_000, calibratedDevices: 1_000, backlogSeconds: 3_600 },
+);
 
 console.log("\n## Memory: what each part costs (RSS of a bare process after importing it)");
 await benchImportCosts();

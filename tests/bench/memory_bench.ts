@@ -1,0 +1,164 @@
+/**
+ * Memory the way the 128 MB budget counts it: peak VmHWM of the Outpost process and its
+ * anonymous and file-backed resident parts (/proc/PID/smaps_rollup), one fresh process per
+ * situation, each printed next to the budget. Under a cgroup limit the file-backed part is
+ * reclaimed first; the anonymous part is what gets a process killed.
+ */
+import { startBroker } from "../helpers/broker.ts";
+import { Collector } from "../helpers/collector.ts";
+import { type OutpostProcess, postJson, startOutpost, writeManifest } from "../helpers/outpost_process.ts";
+import { httpLoad, makeReading, mqttLoad } from "./ingest_bench.ts";
+import { mb, processMemory } from "./process_memory.ts";
+
+const BUDGET = 128 * 1024 * 1024;
+
+export interface MemoryBenchOptions {
+  /** Seconds of the realistic load (10 devices x 8 sensors at 10 Hz, detection on). */
+  realisticSeconds: number;
+  /** Seconds of each full-speed ingest phase. */
+  loadSeconds: number;
+  mqttMessages: number;
+  calibratedDevices: number;
+  /** Seconds of backlog (10 devices at 1 Hz) drained by forwarding. */
+  backlogSeconds: number;
+}
+
+async function anonymousAndFile(pid: number): Promise<{ anon: number; file: number }> {
+  const output = await new Deno.Command("cat", { args: [`/proc/${pid}/smaps_rollup`], stdout: "piped" }).output();
+  const text = new TextDecoder().decode(output.stdout);
+  const kb = (key: string) => Number(new RegExp(`^${key}:\\s+(\\d+) kB`, "m").exec(text)?.[1] ?? 0) * 1024;
+  return { anon: kb("Anonymous"), file: kb("Rss") - kb("Anonymous") };
+}
+
+async function report(name: string, outpost: OutpostProcess, note = ""): Promise<void> {
+  const { peak } = await processMemory(outpost.process.pid);
+  const { anon, file } = await anonymousAndFile(outpost.process.pid);
+  const verdict = peak < BUDGET ? "within" : "OVER";
+  console.log(`| ${name} | ${mb(peak)} | ${mb(anon)} / ${mb(file)} | ${mb(BUDGET)} ${verdict} | ${note} |`);
+}
+
+async function situation(
+  name: string,
+  manifestOptions: Parameters<typeof writeManifest>[1],
+  drive: (outpost: OutpostProcess) => Promise<string | void>,
+): Promise<void> {
+  const dir = await Deno.makeTempDir();
+  const outpost = await startOutpost(await writeManifest(dir, { logLevel: "error", ...manifestOptions }));
+  try {
+    const note = await drive(outpost);
+    await report(name, outpost, note ?? "");
+  } finally {
+    await outpost.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+/** 10 devices x 8 sensors at `hz`, sent every 100 ms, for `seconds`. */
+async function steadyLoad(url: string, devices: number, hz: number, seconds: number, startTs: number) {
+  for (let tick = 0; tick < seconds * 10; tick++) {
+    const readings = [];
+    for (let d = 0; d < devices; d++) {
+      for (let k = 0; k < hz / 10; k++) {
+        readings.push(makeReading(`device-${d}`, startTs + tick * 100 + k * (1000 / hz)));
+      }
+    }
+    const response = await postJson(`${url}/v1/readings`, { readings });
+    await response.body?.cancel();
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+export async function benchMemory(options: MemoryBenchOptions): Promise<void> {
+  console.log("| situation | peak VmHWM | anonymous / file-backed at the end | budget | note |");
+  console.log("| --- | --- | --- | --- | --- |");
+  await situation("idle after start", {}, () => new Promise((resolve) => setTimeout(resolve, 3_000)));
+  await situation(
+    `10 devices x 8 sensors at 10 Hz for ${options.realisticSeconds} s, detection on`,
+    { detection: ["calibration: { readings: 400 }"] },
+    (outpost) =>
+      steadyLoad(outpost.url, 10, 10, options.realisticSeconds, Date.now() - options.realisticSeconds * 1000),
+  );
+  await situation("HTTP batched ingest at full speed (100 x 8 values, 4 clients)", {}, async (outpost) => {
+    const { rate } = await httpLoad(outpost.url, options.loadSeconds, 100, 4, "mem");
+    return `${Math.round(rate)} readings/s`;
+  });
+  const broker = await startBroker();
+  try {
+    await situation("MQTT QoS 1 at full speed", { mqttUrl: broker.url }, async (outpost) => {
+      const rate = await mqttLoad(outpost.dataDir, broker.url, options.mqttMessages);
+      return `${Math.round(rate)} msg/s`;
+    });
+  } finally {
+    await broker.close();
+  }
+  await situation(
+    `${options.calibratedDevices} calibrated devices (40 calibration readings each)`,
+    { detection: ["calibration: { readings: 40 }"], limits: [`devices: ${options.calibratedDevices + 10}`] },
+    async (outpost) => {
+      const start = Date.now() - 3_600_000;
+      for (let first = 0; first < options.calibratedDevices; first += 50) {
+        const readings = [];
+        for (let d = first; d < Math.min(first + 50, options.calibratedDevices); d++) {
+          for (let i = 0; i < 45; i++) readings.push(makeReading(`cal-${d}`, start + i * 1000));
+        }
+        const response = await postJson(`${outpost.url}/v1/readings`, { readings });
+        await response.body?.cancel();
+      }
+      const deadline = performance.now() + 600_000;
+      while (performance.now() < deadline) {
+        const metrics = await (await fetch(`${outpost.url}/metrics`)).text();
+        const calibrated = Number(/outpost_calibration_duration_seconds_count (\d+)/.exec(metrics)?.[1] ?? 0);
+        if (calibrated >= options.calibratedDevices) return `${calibrated} calibrated`;
+        await new Promise((resolve) => setTimeout(resolve, 500));
+      }
+      return "calibration did not finish in 10 min";
+    },
+  );
+  const collector = await Collector.create({ up: false });
+  try {
+    await situation(
+      `forwarding drain of ${options.backlogSeconds} s of backlog (10 devices at 1 Hz, raw on)`,
+      {
+        egressAllowed: [collector.destination],
+        circuitOpenSeconds: 1,
+        forwarding: ["raw: true", "idleCloseSeconds: 1", `http: { url: "${collector.url}" }`],
+      },
+      async (outpost) => {
+        const start = Date.now() - options.backlogSeconds * 1000;
+        for (let second = 0; second < options.backlogSeconds; second += 100) {
+          const readings = [];
+          for (let s = second; s < Math.min(second + 100, options.backlogSeconds); s++) {
+            for (let d = 0; d < 10; d++) readings.push(makeReading(`device-${d}`, start + s * 1000));
+          }
+          const response = await postJson(`${outpost.url}/v1/readings`, { readings });
+          await response.body?.cancel();
+        }
+        collector.start();
+        const expected = options.backlogSeconds * 10;
+        const started = performance.now();
+        while (collector.items().filter((item) => item.kind === "reading").length < expected) {
+          if (performance.now() - started > 300_000) return "drain did not finish in 5 min";
+          await new Promise((resolve) => setTimeout(resolve, 50));
+        }
+        return `${expected} readings drained in ${((performance.now() - started) / 1000).toFixed(1)} s`;
+      },
+    );
+  } finally {
+    await collector.stop();
+  }
+}
+
+if (import.meta.main) {
+  const quick = Deno.args.includes("--quick");
+  await benchMemory(
+    quick
+      ? { realisticSeconds: 10, loadSeconds: 2, mqttMessages: 2_000, calibratedDevices: 20, backlogSeconds: 300 }
+      : {
+        realisticSeconds: 600,
+        loadSeconds: 10,
+        mqttMessages: 50_000,
+        calibratedDevices: 1_000,
+        backlogSeconds: 3_600,
+      },
+  );
+}
