@@ -1,5 +1,6 @@
 import type { Client, InStatement } from "@libsql/client";
 import type { DetectionConfig } from "../config/config.ts";
+import { countModelsNamed } from "../store/models_table.ts";
 import { Debouncer } from "./debouncer.ts";
 import type { OpenEpisode } from "./episodes.ts";
 import type { LoadedModel } from "./inference.ts";
@@ -111,12 +112,8 @@ export class DeviceStates {
   }
 
   /** How many models were calibrated for the device so far. */
-  async calibrations(device: string): Promise<number> {
-    const result = await this.#client.execute({
-      sql: "SELECT count(*) AS n FROM models WHERE name = ?",
-      args: [`pca-t2q/${device}`],
-    });
-    return Number(result.rows[0].n);
+  calibrations(device: string): Promise<number> {
+    return countModelsNamed(this.#client, `pca-t2q/${device}`);
   }
 
   /** Whether the store knows the device (a `devices` row or a reading). */

@@ -12,6 +12,15 @@
 import type { Client, InStatement, ResultSet } from "@libsql/client";
 import { join } from "node:path";
 import type { Logger } from "../observability/log.ts";
+import { commitDerived } from "../store/derived_commit.ts";
+import {
+  activatedModelId,
+  activationStatements,
+  allAssignments,
+  allModels,
+  deleteAssignment,
+  swapToPreviousModel,
+} from "../store/models_table.ts";
 import type { Inference, LoadedModel } from "./inference.ts";
 import { readJsonState, writeJsonState } from "./json_state_file.ts";
 import { type ModelBundle, readBundle, writeBundle } from "./model_bundle.ts";
@@ -78,19 +87,8 @@ export class ModelRegistry {
   }
 
   async init(): Promise<void> {
-    const models = await this.#client.execute("SELECT id, name, version, source, path FROM models");
-    for (const row of models.rows) {
-      const id = Number(row.id);
-      this.#info.set(id, {
-        id,
-        name: String(row.name),
-        version: String(row.version),
-        source: String(row.source),
-        path: String(row.path),
-      });
-    }
-    const assignments = await this.#client.execute("SELECT scope, model_id FROM model_assignments");
-    for (const row of assignments.rows) this.#assignments.set(String(row.scope), Number(row.model_id));
+    for (const model of await allModels(this.#client)) this.#info.set(model.id, model);
+    for (const { scope, modelId } of await allAssignments(this.#client)) this.#assignments.set(scope, modelId);
   }
 
   /** The model for a device: its own assignment, else the global one. */
@@ -176,24 +174,10 @@ export class ModelRegistry {
       await Deno.mkdir(join(this.#dir, source), { recursive: true });
       await writeBundle(path, bundle);
     }
-    const now = Date.now();
     return {
-      statements: [
-        {
-          sql:
-            "INSERT INTO models (name, version, source, path, sha256, created_ms) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
-          args: [name, version, source, path, sha256, now],
-        },
-        {
-          sql: `INSERT INTO model_assignments (scope, model_id, previous_model_id, updated_ms)
-                VALUES (?, last_insert_rowid(), NULL, ?)
-                ON CONFLICT (scope) DO UPDATE SET previous_model_id = model_id, model_id = excluded.model_id,
-                  updated_ms = excluded.updated_ms`,
-          args: [scope, now],
-        },
-      ],
+      statements: activationStatements({ name, version, source, path, sha256 }, scope, Date.now()),
       adopt: (firstResult) => {
-        const id = Number(firstResult.rows[0].id);
+        const id = activatedModelId(firstResult);
         this.#info.set(id, { id, name, version, source, path });
         this.#assign(scope, id);
         this.#log.info("detect.model_activated", { scope, id, name, version, source });
@@ -210,20 +194,16 @@ export class ModelRegistry {
     options: { samples?: readonly (readonly number[])[] } = {},
   ): Promise<ModelInfo> {
     const staged = await this.stage(bundle, scope, source, options);
-    const results = await this.#client.batch(staged.statements, "write");
+    const results = await commitDerived(this.#client, staged.statements);
     return staged.adopt(results[0]);
   }
 
   /** Returns `scope` to its previous model; throws NoPreviousModelError when there is none. */
   async rollback(scope: string): Promise<{ from: ModelInfo; to: ModelInfo }> {
-    const result = await this.#client.execute({
-      sql: `UPDATE model_assignments SET model_id = previous_model_id, previous_model_id = model_id, updated_ms = ?
-            WHERE scope = ? AND previous_model_id IS NOT NULL RETURNING model_id, previous_model_id`,
-      args: [Date.now(), scope],
-    });
-    if (result.rows.length === 0) throw new NoPreviousModelError(scope);
-    const to = Number(result.rows[0].model_id);
-    const from = Number(result.rows[0].previous_model_id);
+    const swapped = await swapToPreviousModel(this.#client, scope, Date.now());
+    if (swapped === null) throw new NoPreviousModelError(scope);
+    const to = swapped.modelId;
+    const from = swapped.previousModelId;
     this.#assign(scope, to);
     this.#log.info("detect.model_rolled_back", { scope, from, to });
     return { from: this.info(from)!, to: this.info(to)! };
@@ -231,7 +211,7 @@ export class ModelRegistry {
 
   /** Drops a device's own model (recalibration); the global model, if any, applies meanwhile. */
   async unassign(device: string): Promise<void> {
-    await this.#client.execute({ sql: "DELETE FROM model_assignments WHERE scope = ?", args: [device] });
+    await deleteAssignment(this.#client, device);
     this.#assign(device, undefined);
   }
 

@@ -1,0 +1,92 @@
+/**
+ * Storage of the model registry (`models`, `model_assignments`); which model serves which device,
+ * and the bundles on disk, are src/detect/registry.ts's. An activation returns its statements so
+ * that a calibration commits its model with the scoring pass that fitted it.
+ */
+import type { Client, InStatement, ResultSet } from "@libsql/client";
+
+/** A `models` row: a bundle stored at `path`. */
+export interface StoredModel {
+  id: number;
+  name: string;
+  version: string;
+  source: string;
+  path: string;
+}
+
+export async function allModels(client: Client): Promise<StoredModel[]> {
+  const result = await client.execute("SELECT id, name, version, source, path FROM models");
+  return result.rows.map((row) => ({
+    id: Number(row.id),
+    name: String(row.name),
+    version: String(row.version),
+    source: String(row.source),
+    path: String(row.path),
+  }));
+}
+
+/** Every scope's current model. */
+export async function allAssignments(client: Client): Promise<{ scope: string; modelId: number }[]> {
+  const result = await client.execute("SELECT scope, model_id FROM model_assignments");
+  return result.rows.map((row) => ({ scope: String(row.scope), modelId: Number(row.model_id) }));
+}
+
+/**
+ * Two adjacent statements that store a model and make it the model of `scope`, keeping the
+ * scope's current one as its previous; read the new id from the first one's result with
+ * `activatedModelId`.
+ */
+export function activationStatements(
+  model: Omit<StoredModel, "id"> & { sha256: string },
+  scope: string,
+  nowMs: number,
+): [InStatement, InStatement] {
+  return [
+    {
+      sql:
+        "INSERT INTO models (name, version, source, path, sha256, created_ms) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+      args: [model.name, model.version, model.source, model.path, model.sha256, nowMs],
+    },
+    {
+      sql: `INSERT INTO model_assignments (scope, model_id, previous_model_id, updated_ms)
+            VALUES (?, last_insert_rowid(), NULL, ?)
+            ON CONFLICT (scope) DO UPDATE SET previous_model_id = model_id, model_id = excluded.model_id,
+              updated_ms = excluded.updated_ms`,
+      args: [scope, nowMs],
+    },
+  ];
+}
+
+/** The id of the model stored by the first of `activationStatements`, from its result. */
+export function activatedModelId(firstResult: ResultSet): number {
+  return Number(firstResult.rows[0].id);
+}
+
+/**
+ * Swaps `scope`'s model with its previous one; null (and nothing changed) when the scope has no
+ * previous model.
+ */
+export async function swapToPreviousModel(
+  client: Client,
+  scope: string,
+  nowMs: number,
+): Promise<{ modelId: number; previousModelId: number } | null> {
+  const result = await client.execute({
+    sql: `UPDATE model_assignments SET model_id = previous_model_id, previous_model_id = model_id, updated_ms = ?
+          WHERE scope = ? AND previous_model_id IS NOT NULL RETURNING model_id, previous_model_id`,
+    args: [nowMs, scope],
+  });
+  const row = result.rows[0];
+  return row ? { modelId: Number(row.model_id), previousModelId: Number(row.previous_model_id) } : null;
+}
+
+/** Drops `scope`'s assignment (and with it its previous model). */
+export async function deleteAssignment(client: Client, scope: string): Promise<void> {
+  await client.execute({ sql: "DELETE FROM model_assignments WHERE scope = ?", args: [scope] });
+}
+
+/** How many models named `name` were ever stored. */
+export async function countModelsNamed(client: Client, name: string): Promise<number> {
+  const result = await client.execute({ sql: "SELECT count(*) AS n FROM models WHERE name = ?", args: [name] });
+  return Number(result.rows[0].n);
+}
