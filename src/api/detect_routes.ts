@@ -9,6 +9,7 @@ import { checkBundle, ModelBundleError } from "../detect/model_bundle.ts";
 import { ModelUploadError, readBoundedBytes, readModelUpload } from "../detect/model_upload.ts";
 import { GLOBAL_SCOPE, NoPreviousModelError } from "../detect/registry.ts";
 import { UnknownDeviceError } from "../detect/scorer.ts";
+import { eventsFrom } from "../store/events_table.ts";
 import { adminAuth } from "./admin_auth.ts";
 import { parseLimit, parseTime } from "./query_params.ts";
 
@@ -65,21 +66,18 @@ export function detectRoutes(options: { client: Client; detection: Detection; ad
     const limit = parseLimit(c.req.query("limit"), 100, 10_000);
     if (from === null) throw badRequest("from must be RFC 3339 or epoch milliseconds");
     if (limit === null) throw badRequest("limit must be an integer from 1 to 10000");
-    const result = await client.execute({
-      sql: `SELECT * FROM events WHERE (? IS NULL OR device = ?) AND start_ts >= ? ORDER BY start_ts, id LIMIT ?`,
-      args: [device ?? null, device ?? null, from, limit],
-    });
+    const events = await eventsFrom(client, { device: device ?? null, fromTs: from, limit });
     return c.json({
-      events: result.rows.map((row) => ({
-        id: Number(row.id),
-        device: String(row.device),
-        start: new Date(Number(row.start_ts)).toISOString(),
-        end: row.end_ts === null ? null : new Date(Number(row.end_ts)).toISOString(),
-        open: row.end_ts === null,
-        peakScore: Number(row.peak_score),
-        model: String(row.model),
-        sensors: JSON.parse(String(row.top_sensors)),
-        readings: Number(row.readings),
+      events: events.map((event) => ({
+        id: event.id,
+        device: event.device,
+        start: new Date(event.startTs).toISOString(),
+        end: event.endTs === null ? null : new Date(event.endTs).toISOString(),
+        open: event.endTs === null,
+        peakScore: event.peakScore,
+        model: event.model,
+        sensors: event.topSensors,
+        readings: event.readings,
       })),
     });
   });

@@ -8,6 +8,7 @@ import type { Client } from "@libsql/client";
 import mqtt, { type MqttClient } from "mqtt";
 import type { MqttIngestConfig } from "../config/config.ts";
 import type { Logger } from "../observability/log.ts";
+import { markAlertPublished, unpublishedAlerts } from "../store/alerts_table.ts";
 
 const PUBACK_TIMEOUT_MS = 5_000;
 
@@ -53,16 +54,11 @@ export class AlertPublisher {
       do {
         this.#again = false;
         while (this.#mqtt.connected) {
-          const pending = await this.#client.execute(
-            "SELECT id, body FROM alerts WHERE published_ms IS NULL ORDER BY id LIMIT 100",
-          );
-          if (pending.rows.length === 0) break;
-          for (const row of pending.rows) {
-            if (!await this.#publish(String(row.body))) return;
-            await this.#client.execute({
-              sql: "UPDATE alerts SET published_ms = ? WHERE id = ?",
-              args: [Date.now(), Number(row.id)],
-            });
+          const pending = await unpublishedAlerts(this.#client, 100);
+          if (pending.length === 0) break;
+          for (const alert of pending) {
+            if (!await this.#publish(alert.body)) return;
+            await markAlertPublished(this.#client, alert.id, Date.now());
             this.#onPublished();
           }
         }

@@ -1,5 +1,6 @@
 import type { Client, InStatement } from "@libsql/client";
 import type { DetectionConfig } from "../config/config.ts";
+import { maxEventId, readEvent } from "../store/events_table.ts";
 import { countModelsNamed } from "../store/models_table.ts";
 import { Debouncer } from "./debouncer.ts";
 import type { OpenEpisode } from "./episodes.ts";
@@ -100,10 +101,7 @@ export class DeviceStates {
 
   /** The highest event id committed so far (a pass numbers its new events after it). */
   async lastEventId(): Promise<number> {
-    if (this.#lastEventId === null) {
-      const result = await this.#client.execute("SELECT coalesce(max(id), 0) AS id FROM events");
-      this.#lastEventId = Number(result.rows[0].id);
-    }
+    this.#lastEventId ??= await maxEventId(this.#client);
     return this.#lastEventId;
   }
 
@@ -171,17 +169,15 @@ export class DeviceStates {
       state.calibrationCount = Number(counted.rows[0].n);
     }
     if (row.open_event_id !== null) {
-      const event =
-        (await this.#client.execute({ sql: "SELECT * FROM events WHERE id = ?", args: [row.open_event_id] }))
-          .rows[0];
+      const event = await readEvent(this.#client, Number(row.open_event_id));
       if (event) {
         state.episode = {
-          id: Number(event.id),
-          startTs: Number(event.start_ts),
-          peakScore: Number(event.peak_score),
-          topSensors: JSON.parse(String(event.top_sensors)),
-          readings: Number(event.readings),
-          model: String(event.model),
+          id: event.id,
+          startTs: event.startTs,
+          peakScore: event.peakScore,
+          topSensors: event.topSensors,
+          readings: event.readings,
+          model: event.model,
         };
       }
     }

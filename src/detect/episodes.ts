@@ -1,4 +1,6 @@
 import type { InStatement } from "@libsql/client";
+import { alertStatement } from "../store/alerts_table.ts";
+import { eventEndStatement, eventStartStatement } from "../store/events_table.ts";
 import type { Outbox, OutboxItem } from "../store/outbox.ts";
 
 export interface OpenEpisode {
@@ -52,31 +54,10 @@ export function episodeStatements(
     model: episode.model,
     sensors: episode.topSensors,
   };
-  const statements: InStatement[] = [];
-  if (change === "start") {
-    statements.push({
-      sql: `INSERT INTO events (id, device, start_ts, end_ts, peak_score, model, top_sensors, readings)
-            VALUES (?, ?, ?, NULL, ?, ?, ?, ?)`,
-      args: [
-        episode.id,
-        device,
-        episode.startTs,
-        episode.peakScore,
-        episode.model,
-        JSON.stringify(episode.topSensors),
-        episode.readings,
-      ],
-    });
-  } else {
-    statements.push({
-      sql: "UPDATE events SET end_ts = ?, peak_score = ?, top_sensors = ?, readings = ? WHERE id = ?",
-      args: [ts, episode.peakScore, JSON.stringify(episode.topSensors), episode.readings, episode.id],
-    });
-  }
-  statements.push({
-    sql: "INSERT INTO alerts (event_id, device, state, ts, body) VALUES (?, ?, ?, ?, ?)",
-    args: [episode.id, device, change, ts, JSON.stringify(alert)],
-  });
+  const statements: InStatement[] = [
+    change === "start" ? eventStartStatement({ ...episode, device }) : eventEndStatement({ ...episode, endTs: ts }),
+    alertStatement({ eventId: episode.id, device, state: change, ts, body: JSON.stringify(alert) }),
+  ];
   if (outbox) {
     const { id: _id, kind: _kind, ...fields } = alert;
     const items: OutboxItem[] = [{ id: alert.id, kind: "alert", fields }];
