@@ -10,6 +10,7 @@ import { ModelUploadError, readBoundedBytes, readModelUpload } from "../detect/m
 import { GLOBAL_SCOPE, NoPreviousModelError } from "../detect/registry.ts";
 import { UnknownDeviceError } from "../detect/scorer.ts";
 import { eventsFrom } from "../store/events_table.ts";
+import { scoredReadings } from "../store/scores.ts";
 import { adminAuth } from "./admin_auth.ts";
 import { parseLimit, parseTime } from "./query_params.ts";
 
@@ -42,18 +43,14 @@ export function detectRoutes(options: { client: Client; detection: Detection; ad
     const limit = parseLimit(c.req.query("limit"), 1000, 10_000);
     if (limit === null) throw badRequest("limit must be an integer from 1 to 10000");
     const after = decodeTimeCursor(c.req.query("cursor"));
-    const result = await client.execute({
-      sql: `SELECT ts, values_json, score, anomaly, flags FROM readings
-            WHERE device = ? AND ts >= ? AND ts < ? AND ts > ? ORDER BY ts LIMIT ?`,
-      args: [device, from, to, after, limit],
-    });
-    const readings = result.rows.map((row) => ({
-      ts: new Date(Number(row.ts)).toISOString(),
-      tsMs: Number(row.ts),
-      values: JSON.parse(String(row.values_json)),
-      score: row.score === null ? null : Number(row.score),
-      anomaly: row.anomaly === null ? null : Number(row.anomaly) === 1,
-      ...(row.flags === null ? {} : { flags: String(row.flags) }),
+    const rows = await scoredReadings(client, { device, fromTs: from, toTs: to, afterTs: after, limit });
+    const readings = rows.map((row) => ({
+      ts: new Date(row.ts).toISOString(),
+      tsMs: row.ts,
+      values: JSON.parse(row.valuesJson),
+      score: row.score,
+      anomaly: row.anomaly,
+      ...(row.flags === null ? {} : { flags: row.flags }),
     }));
     const last = readings[readings.length - 1];
     const nextCursor = readings.length === limit ? encodeCursor(String(last.tsMs)) : null;

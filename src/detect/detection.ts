@@ -5,6 +5,7 @@ import type { Config, LimitsConfig } from "../config/config.ts";
 import type { Logger } from "../observability/log.ts";
 import type { Metrics } from "../observability/metrics.ts";
 import type { Outbox } from "../store/outbox.ts";
+import { latestReadingValues } from "../store/readings.ts";
 import type { Store } from "../store/store.ts";
 import { AlertPublisher } from "./alert_publisher.ts";
 import { detectionObserver } from "./detect_metrics.ts";
@@ -122,18 +123,10 @@ function detectionReadiness(health: DetectionHealth): ReadinessCheck {
 }
 
 async function recentRows(client: Client, scope: string, features: readonly string[]): Promise<number[][]> {
-  const result = scope === GLOBAL_SCOPE
-    ? await client.execute({
-      sql: "SELECT values_json FROM readings ORDER BY id DESC LIMIT ?",
-      args: [SAMPLE_READINGS],
-    })
-    : await client.execute({
-      sql: "SELECT values_json FROM readings WHERE device = ? ORDER BY ts DESC LIMIT ?",
-      args: [scope, SAMPLE_READINGS],
-    });
+  const latest = await latestReadingValues(client, scope === GLOBAL_SCOPE ? null : scope, SAMPLE_READINGS);
   const rows: number[][] = [];
-  for (const row of result.rows.toReversed()) {
-    const values = JSON.parse(String(row.values_json)) as Record<string, unknown>;
+  for (const valuesJson of latest) {
+    const values = JSON.parse(valuesJson) as Record<string, unknown>;
     if (features.every((feature) => typeof values[feature] === "number")) {
       rows.push(features.map((feature) => values[feature] as number));
     }

@@ -1,14 +1,24 @@
 import type { Client, InStatement } from "@libsql/client";
 import type { DetectionConfig } from "../config/config.ts";
+import {
+  deviceKnown,
+  type DeviceStateName,
+  quarantinedDevices,
+  readDevice,
+  setDeviceState,
+  upsertDeviceStatements,
+} from "../store/device_rows.ts";
 import { maxEventId, readEvent } from "../store/events_table.ts";
 import { countModelsNamed } from "../store/models_table.ts";
+import { countDeviceReadings } from "../store/readings.ts";
+import { scoresBefore } from "../store/scores.ts";
 import { Debouncer } from "./debouncer.ts";
 import type { OpenEpisode } from "./episodes.ts";
 import type { LoadedModel } from "./inference.ts";
 
 export interface DeviceState {
   device: string;
-  state: "calibrating" | "active" | "quarantined";
+  state: DeviceStateName;
   /** Readings with a higher id count toward calibration. */
   calibrationAfterId: number;
   calibrationCount: number;
@@ -20,17 +30,6 @@ export interface DeviceState {
   window: number[][];
   windowModelId: number | null;
 }
-
-const UPSERT =
-  `INSERT INTO devices (device, state, calibration_after_id, readings, last_reading_id, anomaly, open_event_id, updated_ms)
-  VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-  ON CONFLICT (device) DO UPDATE SET state = excluded.state, calibration_after_id = excluded.calibration_after_id,
-    readings = excluded.readings, last_reading_id = excluded.last_reading_id, anomaly = excluded.anomaly,
-    open_event_id = excluded.open_event_id, updated_ms = excluded.updated_ms`;
-
-const SET_STATE = `INSERT INTO devices (device, state, calibration_after_id, updated_ms) VALUES (?, ?, ?, ?)
-  ON CONFLICT (device) DO UPDATE SET state = excluded.state, calibration_after_id = excluded.calibration_after_id,
-    updated_ms = excluded.updated_ms`;
 
 /**
  * Per-device scoring state, persisted in `devices` and rebuilt from the store after a restart.
@@ -60,20 +59,16 @@ export class DeviceStates {
 
   /** Upserts that store the drafts. */
   statements(drafts: Iterable<DeviceState>): InStatement[] {
-    const now = Date.now();
-    return [...drafts].map((state) => ({
-      sql: UPSERT,
-      args: [
-        state.device,
-        state.state,
-        state.calibrationAfterId,
-        state.readings,
-        state.lastReadingId,
-        state.anomaly ? 1 : 0,
-        state.episode?.id ?? null,
-        now,
-      ],
+    const rows = [...drafts].map((state) => ({
+      device: state.device,
+      state: state.state,
+      calibrationAfterId: state.calibrationAfterId,
+      readings: state.readings,
+      lastReadingId: state.lastReadingId,
+      anomaly: state.anomaly,
+      openEventId: state.episode?.id ?? null,
     }));
+    return upsertDeviceStatements(rows, Date.now());
   }
 
   /**
@@ -84,17 +79,14 @@ export class DeviceStates {
     if (state.windowModelId === model.id) return state.window;
     const { features, window, threshold } = model.manifest;
     const history = Math.max(window - 1, this.#config.debounce.ofLast + this.#config.debounce.clearAfter);
-    const rows = (await this.#client.execute({
-      sql: "SELECT values_json, score FROM readings WHERE device = ? AND id < ? ORDER BY id DESC LIMIT ?",
-      args: [state.device, beforeId, history],
-    })).rows.reverse();
-    const complete = rows.map((row) => JSON.parse(String(row.values_json)) as Record<string, number>)
+    const rows = await scoresBefore(this.#client, state.device, beforeId, history);
+    const complete = rows.map((row) => JSON.parse(row.valuesJson) as Record<string, number>)
       .filter((values) => features.every((sensor) => typeof values[sensor] === "number"))
       .map((values) => features.map((sensor) => values[sensor]));
     state.window = complete.slice(-(window - 1) || complete.length);
     if (window === 1) state.window = [];
     state.windowModelId = model.id;
-    const recent = rows.filter((row) => row.score !== null).map((row) => Number(row.score) > threshold);
+    const recent = rows.flatMap((row) => row.score === null ? [] : [row.score > threshold]);
     state.debouncer = new Debouncer(this.#config.debounce, { anomaly: state.anomaly, recent });
     return state.window;
   }
@@ -115,18 +107,12 @@ export class DeviceStates {
   }
 
   /** Whether the store knows the device (a `devices` row or a reading). */
-  async known(device: string): Promise<boolean> {
-    const result = await this.#client.execute({
-      sql: `SELECT EXISTS (SELECT 1 FROM devices WHERE device = ?1)
-              OR EXISTS (SELECT 1 FROM readings WHERE device = ?1) AS known`,
-      args: [device],
-    });
-    return Number(result.rows[0].known) === 1;
+  known(device: string): Promise<boolean> {
+    return deviceKnown(this.#client, device);
   }
 
-  async quarantined(): Promise<string[]> {
-    const result = await this.#client.execute("SELECT device FROM devices WHERE state = 'quarantined'");
-    return result.rows.map((row) => String(row.device));
+  quarantined(): Promise<string[]> {
+    return quarantinedDevices(this.#client);
   }
 
   /** Calibration starts again with the readings after `afterId`. */
@@ -139,22 +125,22 @@ export class DeviceStates {
     await this.#setState(device, "quarantined", afterId);
   }
 
-  async #setState(device: string, state: DeviceState["state"], afterId: number): Promise<void> {
-    await this.#client.execute({ sql: SET_STATE, args: [device, state, afterId, Date.now()] });
+  async #setState(device: string, state: DeviceStateName, afterId: number): Promise<void> {
+    await setDeviceState(this.#client, device, state, { calibrationAfterId: afterId, nowMs: Date.now() });
     // Loaded again from the store on next use, with a fresh window and calibration count.
     this.#committed.delete(device);
   }
 
   async #load(device: string, readingId: number): Promise<DeviceState> {
-    const row = (await this.#client.execute({ sql: "SELECT * FROM devices WHERE device = ?", args: [device] })).rows[0];
+    const row = await readDevice(this.#client, device);
     const state: DeviceState = {
       device,
-      state: row ? (String(row.state) as DeviceState["state"]) : "calibrating",
-      calibrationAfterId: row ? Number(row.calibration_after_id) : readingId - 1,
+      state: row ? row.state : "calibrating",
+      calibrationAfterId: row ? row.calibrationAfterId : readingId - 1,
       calibrationCount: 0,
-      readings: row ? Number(row.readings) : 0,
-      lastReadingId: row ? Number(row.last_reading_id) : 0,
-      anomaly: row ? Number(row.anomaly) === 1 : false,
+      readings: row ? row.readings : 0,
+      lastReadingId: row ? row.lastReadingId : 0,
+      anomaly: row ? row.anomaly : false,
       episode: null,
       debouncer: null,
       window: [],
@@ -162,14 +148,13 @@ export class DeviceStates {
     };
     if (!row) return state;
     if (state.state === "calibrating") {
-      const counted = await this.#client.execute({
-        sql: "SELECT count(*) AS n FROM readings WHERE device = ? AND id > ? AND id < ?",
-        args: [device, state.calibrationAfterId, readingId],
+      state.calibrationCount = await countDeviceReadings(this.#client, device, {
+        afterId: state.calibrationAfterId,
+        beforeId: readingId,
       });
-      state.calibrationCount = Number(counted.rows[0].n);
     }
-    if (row.open_event_id !== null) {
-      const event = await readEvent(this.#client, Number(row.open_event_id));
+    if (row.openEventId !== null) {
+      const event = await readEvent(this.#client, row.openEventId);
       if (event) {
         state.episode = {
           id: event.id,

@@ -18,6 +18,7 @@ import type { Logger } from "../observability/log.ts";
 import { readCursor } from "../store/cursors.ts";
 import { commitDerived } from "../store/derived_commit.ts";
 import type { Outbox } from "../store/outbox.ts";
+import { maxReadingId, readingsAfter } from "../store/readings.ts";
 import { DeviceStates } from "./device_states.ts";
 import type { AlertMessage } from "./episodes.ts";
 import type { Inference } from "./inference.ts";
@@ -148,8 +149,7 @@ export class Scorer {
       const { client, registry, devices, log } = this.#deps;
       if (!await devices.known(device)) throw new UnknownDeviceError(device);
       await registry.unassign(device);
-      const maxId = Number((await client.execute("SELECT coalesce(max(id), 0) AS id FROM readings")).rows[0].id);
-      await devices.restartCalibration(device, maxId);
+      await devices.restartCalibration(device, await maxReadingId(client));
       this.#quarantine.remove(device);
       log.info("detect.recalibrating", { device });
     });
@@ -187,19 +187,10 @@ export class Scorer {
     const { client, markers } = this.#deps;
     if (!this.#recovered) await this.#recover();
     if (this.#cursor < 0) this.#cursor = await readCursor(client, SCORE_CURSOR);
-    // Every commit noted before this SELECT is in its rows (unless the pass is only a part).
+    // Every commit noted before this read is in its rows (unless the pass is only a part).
     const covered = this.#unflaggedCommits.splice(0);
-    const result = await client.execute({
-      sql: "SELECT id, device, ts, values_json FROM readings WHERE id > ? ORDER BY id LIMIT ?",
-      args: [this.#cursor, READINGS_PER_PASS],
-    });
-    if (result.rows.length === 0) return false;
-    const rows = result.rows.map((row) => ({
-      id: Number(row.id),
-      device: String(row.device),
-      ts: Number(row.ts),
-      valuesJson: String(row.values_json),
-    }));
+    const rows = await readingsAfter(client, this.#cursor, READINGS_PER_PASS);
+    if (rows.length === 0) return false;
     const lastRow = rows[rows.length - 1].id;
     const done = markers.begin({
       kind: "pass",

@@ -14,6 +14,8 @@ import type { Client } from "@libsql/client";
 import type { Logger } from "../observability/log.ts";
 import { cursorStatement } from "../store/cursors.ts";
 import { commitDerived } from "../store/derived_commit.ts";
+import { countSkippedReadingsStatement } from "../store/device_rows.ts";
+import { flagUnscoredStatement } from "../store/scores.ts";
 import type { DeviceStates } from "./device_states.ts";
 import type { Quarantine } from "./quarantine.ts";
 import type { ModelRegistry } from "./registry.ts";
@@ -65,20 +67,10 @@ async function skipPass(deps: RecoveryDeps, pass: Extract<WorkMarker, { kind: "p
   const from = Math.max(cursor, pass.fromId - 1);
   if (pass.toId <= from) return;
   const flags = `not scored: the process died during the scoring pass over readings ${pass.fromId} to ${pass.toId}`;
-  const now = Date.now();
   const [skipped] = await commitDerived(deps.client, [
-    {
-      sql: "UPDATE readings SET flags = ? WHERE id > ? AND id <= ? AND score IS NULL AND flags IS NULL",
-      args: [flags, from, pass.toId],
-    },
-    {
-      // Devices count the skipped readings; a device first seen here calibrates on what follows.
-      sql: `INSERT INTO devices (device, state, calibration_after_id, readings, last_reading_id, updated_ms)
-            SELECT device, 'calibrating', ?, count(*), max(id), ? FROM readings WHERE id > ? AND id <= ? GROUP BY device
-            ON CONFLICT (device) DO UPDATE SET readings = readings + excluded.readings,
-              last_reading_id = excluded.last_reading_id, updated_ms = excluded.updated_ms`,
-      args: [pass.toId, now, from, pass.toId],
-    },
+    flagUnscoredStatement(flags, from, pass.toId),
+    // Devices count the skipped readings; a device first seen here calibrates on what follows.
+    countSkippedReadingsStatement(from, pass.toId, Date.now()),
     cursorStatement(SCORE_CURSOR, pass.toId),
   ]);
   deps.log.error("detect.pass_skipped", { fromId: from + 1, toId: pass.toId, readings: skipped.rowsAffected, flags });

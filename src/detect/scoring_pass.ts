@@ -15,6 +15,8 @@ import { limitKey } from "../limit_exceeded_error.ts";
 import type { Logger } from "../observability/log.ts";
 import { cursorStatement } from "../store/cursors.ts";
 import type { Outbox } from "../store/outbox.ts";
+import { deviceReadingsBetween } from "../store/readings.ts";
+import { type ReadingScore, scoreStatements } from "../store/scores.ts";
 import { scoreWindows, type WindowScore } from "./batch_scoring.ts";
 import { calibrate, calibrationReadings, selectSensors } from "./calibration.ts";
 import type { DeviceState, DeviceStates } from "./device_states.ts";
@@ -65,16 +67,10 @@ interface Pending {
   window: number[][];
 }
 
-interface Result {
-  score: number | null;
-  anomaly: boolean | null;
-  flags: string | null;
-}
-
 export async function planPass(deps: PassDeps, rows: readonly PassRow[]): Promise<PlannedPass> {
   const { registry, devices } = deps;
   const drafts = new Map<string, DeviceState>();
-  const results = new Map<number, Result>();
+  const results = new Map<number, ReadingScore>();
   const unscored = new Map<UnscoredReason, number>();
   const leaveUnscored = (id: number, reason: UnscoredReason, flags: string) => {
     results.set(id, { score: null, anomaly: null, flags: flags.slice(0, 240) });
@@ -173,7 +169,7 @@ export async function planPass(deps: PassDeps, rows: readonly PassRow[]): Promis
     scoredCount++;
   }
 
-  statements.unshift(...updateStatements(results));
+  statements.unshift(...scoreStatements(results));
   const calibrationAt = statements.length;
   if (calibration) statements.push(...calibration.statements);
   statements.push(...devices.statements(drafts.values()));
@@ -238,11 +234,12 @@ async function collectCalibration(deps: PassDeps, state: DeviceState, id: number
   const { config, log } = deps;
   state.calibrationCount++;
   if (state.calibrationCount < config.calibration.readings) return null;
-  const result = await deps.client.execute({
-    sql: "SELECT ts, values_json FROM readings WHERE device = ? AND id > ? AND id <= ? ORDER BY id LIMIT ?",
-    args: [state.device, state.calibrationAfterId, id, config.calibration.readings],
-  });
-  const rows = result.rows.map((row) => ({ ts: Number(row.ts), valuesJson: String(row.values_json) }));
+  const rows = await deviceReadingsBetween(
+    deps.client,
+    state.device,
+    { afterId: state.calibrationAfterId, toId: id },
+    config.calibration.readings,
+  );
   const done = deps.markers.begin({
     kind: "calibration",
     device: state.device,
@@ -302,25 +299,4 @@ async function collectCalibration(deps: PassDeps, state: DeviceState, id: number
 
 function nextTurn(): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, 0));
-}
-
-const ROWS_PER_UPDATE = 300;
-
-/** One `UPDATE ... FROM (VALUES ...)` per 300 readings. */
-function updateStatements(results: Map<number, Result>): InStatement[] {
-  const entries = [...results];
-  const statements: InStatement[] = [];
-  for (let start = 0; start < entries.length; start += ROWS_PER_UPDATE) {
-    const chunk = entries.slice(start, start + ROWS_PER_UPDATE);
-    const args: (number | string | null)[] = [];
-    for (const [id, result] of chunk) {
-      args.push(id, result.score, result.anomaly === null ? null : result.anomaly ? 1 : 0, result.flags);
-    }
-    statements.push({
-      sql: `UPDATE readings SET score = v.column2, anomaly = v.column3, flags = v.column4
-            FROM (VALUES ${"(?,?,?,?),".repeat(chunk.length).slice(0, -1)}) AS v WHERE readings.id = v.column1`,
-      args,
-    });
-  }
-  return statements;
 }

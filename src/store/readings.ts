@@ -24,3 +24,50 @@ export async function readingsAfter(client: Client, afterId: number, limit: numb
     receivedMs: Number(row.received_ms),
   }));
 }
+
+/** The highest reading id committed so far (0 when there is none). */
+export async function maxReadingId(client: Client): Promise<number> {
+  const result = await client.execute("SELECT coalesce(max(id), 0) AS id FROM readings");
+  return Number(result.rows[0].id);
+}
+
+/** Up to `limit` readings of `device` with ids in (`afterId`, `toId`], in id order. */
+export async function deviceReadingsBetween(
+  client: Client,
+  device: string,
+  ids: { afterId: number; toId: number },
+  limit: number,
+): Promise<Pick<StoredReading, "ts" | "valuesJson">[]> {
+  const result = await client.execute({
+    sql: "SELECT ts, values_json FROM readings WHERE device = ? AND id > ? AND id <= ? ORDER BY id LIMIT ?",
+    args: [device, ids.afterId, ids.toId, limit],
+  });
+  return result.rows.map((row) => ({ ts: Number(row.ts), valuesJson: String(row.values_json) }));
+}
+
+/** How many readings of `device` have ids strictly between `afterId` and `beforeId`. */
+export async function countDeviceReadings(
+  client: Client,
+  device: string,
+  ids: { afterId: number; beforeId: number },
+): Promise<number> {
+  const result = await client.execute({
+    sql: "SELECT count(*) AS n FROM readings WHERE device = ? AND id > ? AND id < ?",
+    args: [device, ids.afterId, ids.beforeId],
+  });
+  return Number(result.rows[0].n);
+}
+
+/**
+ * `values_json` of the latest `limit` readings, oldest first: of every device by id (commit
+ * order) when `device` is null, else of that device by reading time.
+ */
+export async function latestReadingValues(client: Client, device: string | null, limit: number): Promise<string[]> {
+  const result = device === null
+    ? await client.execute({ sql: "SELECT values_json FROM readings ORDER BY id DESC LIMIT ?", args: [limit] })
+    : await client.execute({
+      sql: "SELECT values_json FROM readings WHERE device = ? ORDER BY ts DESC LIMIT ?",
+      args: [device, limit],
+    });
+  return result.rows.map((row) => String(row.values_json)).reverse();
+}
