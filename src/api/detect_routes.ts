@@ -1,14 +1,13 @@
 import type { Client } from "@libsql/client";
-import { type Context, Hono } from "hono";
+import { Hono } from "hono";
 import { HTTPException } from "hono/http-exception";
 import { Buffer } from "node:buffer";
 import { z } from "zod";
 import type { Detection } from "../detect/detection.ts";
 import { devicePage } from "../detect/device_listing.ts";
-import { checkBundle, ModelBundleError } from "../detect/model_bundle.ts";
-import { ModelUploadError, readBoundedBytes, readModelUpload } from "../detect/model_upload.ts";
-import { GLOBAL_SCOPE, NoPreviousModelError } from "../detect/registry.ts";
-import { UnknownDeviceError } from "../detect/scorer.ts";
+import { checkBundle } from "../detect/model_bundle.ts";
+import { readBoundedBytes, readModelUpload, UploadInProgressError } from "../detect/model_upload.ts";
+import { GLOBAL_SCOPE } from "../detect/registry.ts";
 import { eventsFrom } from "../store/events_table.ts";
 import { scoredReadings } from "../store/scores.ts";
 import { adminAuth } from "./admin_auth.ts";
@@ -16,18 +15,13 @@ import { parseLimit, parseTime } from "./query_params.ts";
 
 const ROLLBACK_BODY_BYTES = 4_096;
 
-/** Another model upload is being checked; uploads run one at a time. */
-class UploadInProgressError extends Error {
-  constructor() {
-    super("Another model upload is being checked: retry when it has finished");
-    this.name = "UploadInProgressError";
-  }
-}
-
 const badRequest = (message: string) => new HTTPException(400, { message });
 const scopeLabel = (scope: string) => scope === GLOBAL_SCOPE ? "global" : scope;
 
-/** Readings with scores, anomaly episodes, devices, calibration and the model lifecycle. */
+/**
+ * Readings with scores, anomaly episodes, devices, calibration and the model lifecycle. Routes
+ * throw detection's domain errors; the API's one error handler (errors.ts) answers them.
+ */
 export function detectRoutes(options: { client: Client; detection: Detection; adminToken: string | undefined }): Hono {
   const { client, detection } = options;
   const app = new Hono();
@@ -149,23 +143,7 @@ export function detectRoutes(options: { client: Client; detection: Detection; ad
     return c.json({ scope: scopeLabel(scope), from, to });
   });
 
-  app.onError(detectErrors);
   return app;
-}
-
-/** Detection's domain errors as responses; anything else goes on to the API's one error handler. */
-function detectErrors(error: Error, c: Context): Response {
-  if (error instanceof ModelBundleError) {
-    return c.json({ error: "invalid_model", message: error.message, issues: error.issues }, 400);
-  }
-  if (error instanceof ModelUploadError) return c.json({ error: "invalid_upload", message: error.message }, 400);
-  if (error instanceof NoPreviousModelError) return c.json({ error: "no_previous_model", message: error.message }, 409);
-  if (error instanceof UnknownDeviceError) return c.json({ error: "unknown_device", message: error.message }, 404);
-  if (error instanceof UploadInProgressError) {
-    c.header("Retry-After", "5");
-    return c.json({ error: "upload_in_progress", message: error.message }, 503);
-  }
-  throw error;
 }
 
 /** Opaque page cursors: base64url of a reading's time or a device name. */

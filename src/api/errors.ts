@@ -1,6 +1,10 @@
 import type { Context } from "hono";
 import { HTTPException } from "hono/http-exception";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
+import { ModelBundleError } from "../detect/model_bundle.ts";
+import { ModelUploadError, UploadInProgressError } from "../detect/model_upload.ts";
+import { NoPreviousModelError } from "../detect/registry.ts";
+import { UnknownDeviceError } from "../detect/scorer.ts";
 import { LimitExceededError } from "../limit_exceeded_error.ts";
 import type { Logger } from "../observability/log.ts";
 import type { Metrics } from "../observability/metrics.ts";
@@ -25,6 +29,18 @@ export function errorHandler(log: Logger, metrics: Metrics) {
       c.header("Retry-After", String(RETRY_AFTER_SECONDS));
       return c.json({ error: "store_unavailable", message: error.message }, 503);
     }
+    if (error instanceof ModelBundleError) {
+      return c.json({ error: "invalid_model", message: error.message, issues: error.issues }, 400);
+    }
+    if (error instanceof ModelUploadError) return c.json({ error: "invalid_upload", message: error.message }, 400);
+    if (error instanceof UploadInProgressError) {
+      c.header("Retry-After", String(error.retryAfterSeconds));
+      return c.json({ error: "upload_in_progress", message: error.message }, 503);
+    }
+    if (error instanceof NoPreviousModelError) {
+      return c.json({ error: "no_previous_model", message: error.message }, 409);
+    }
+    if (error instanceof UnknownDeviceError) return c.json({ error: "unknown_device", message: error.message }, 404);
     if (error instanceof HTTPException) {
       return c.json({ error: codeFor(error.status), message: error.message }, error.status as ContentfulStatusCode);
     }

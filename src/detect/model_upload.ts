@@ -17,6 +17,16 @@ export class ModelUploadError extends Error {
   }
 }
 
+/** Another model upload is being checked; uploads run one at a time. */
+export class UploadInProgressError extends Error {
+  /** When the client may try again. */
+  readonly retryAfterSeconds = 5;
+  constructor() {
+    super("Another model upload is being checked: retry when it has finished");
+    this.name = "UploadInProgressError";
+  }
+}
+
 export interface ModelUpload {
   manifest: Record<string, unknown>;
   onnx: Uint8Array;
