@@ -1,4 +1,5 @@
 import { Hono } from "hono";
+import { HTTPException } from "hono/http-exception";
 import { type LimitsConfig, readAdminToken } from "../config/config.ts";
 import type { Logger } from "../observability/log.ts";
 import type { Metrics } from "../observability/metrics.ts";
@@ -60,7 +61,9 @@ export function createApi(options: ApiOptions): Hono {
       status: async () => ({ service: options.service, ...(await options.forwarding.status()) }),
     }),
   );
-  app.notFound((c) => c.json({ error: "not_found", message: `No route for ${c.req.method} ${c.req.path}` }, 404));
+  app.notFound((c) => {
+    throw new HTTPException(404, { message: `No route for ${c.req.method} ${c.req.path}` });
+  });
   app.onError(errorHandler(options.log, metrics));
   return app;
 }

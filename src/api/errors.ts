@@ -9,6 +9,7 @@ import { LimitExceededError } from "../limit_exceeded_error.ts";
 import type { Logger } from "../observability/log.ts";
 import type { Metrics } from "../observability/metrics.ts";
 import { StoreFullError, StoreUnavailableError } from "../store/errors.ts";
+import { AdminAuthError, InvalidJsonError, InvalidReadingsError } from "./request_errors.ts";
 
 /** Seconds a client should wait before retrying when the store refuses data. */
 export const RETRY_AFTER_SECONDS = 5;
@@ -28,6 +29,13 @@ export function errorHandler(log: Logger, metrics: Metrics) {
     if (error instanceof StoreUnavailableError) {
       c.header("Retry-After", String(RETRY_AFTER_SECONDS));
       return c.json({ error: "store_unavailable", message: error.message }, 503);
+    }
+    if (error instanceof InvalidJsonError) return c.json({ error: "invalid_json", message: error.message }, 400);
+    if (error instanceof InvalidReadingsError) return c.json({ error: "invalid_readings", issues: error.issues }, 400);
+    if (error instanceof AdminAuthError) {
+      if (error.disabled) return c.json({ error: "admin_disabled", message: error.message }, 403);
+      c.header("WWW-Authenticate", "Bearer");
+      return c.json({ error: "unauthorized", message: error.message }, 401);
     }
     if (error instanceof ModelBundleError) {
       return c.json({ error: "invalid_model", message: error.message, issues: error.issues }, 400);

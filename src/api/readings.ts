@@ -5,6 +5,7 @@ import { type ReadingLimits, readingParser } from "../ingest/reading_schema.ts";
 import type { Metrics } from "../observability/metrics.ts";
 import type { Store } from "../store/store.ts";
 import { Admission } from "./admission.ts";
+import { InvalidJsonError, InvalidReadingsError } from "./request_errors.ts";
 import { decodeUtf8, MAX_JSON_DEPTH, nestsDeeperThan, readBoundedBody } from "./bounded_body.ts";
 
 export interface ReadingsRouteOptions {
@@ -50,20 +51,19 @@ export function readingsRoutes(options: ReadingsRouteOptions): Hono {
       }
       if (nestsDeeperThan(text, MAX_JSON_DEPTH)) {
         invalid();
-        return c.json({ error: "invalid_json", message: `Body nests deeper than ${MAX_JSON_DEPTH} levels` }, 400);
+        throw new InvalidJsonError(`Body nests deeper than ${MAX_JSON_DEPTH} levels`);
       }
       let body: unknown;
       try {
         body = JSON.parse(text);
       } catch (error) {
         invalid();
-        return c.json({ error: "invalid_json", message: `Body is not JSON: ${(error as Error).message}` }, 400);
+        throw new InvalidJsonError(`Body is not JSON: ${(error as Error).message}`, { cause: error });
       }
       const parsed = parse(body);
       if (!parsed.ok) {
         invalid();
-        if (parsed.limit) throw parsed.limit;
-        return c.json({ error: "invalid_readings", issues: parsed.issues }, 400);
+        throw parsed.limit ?? new InvalidReadingsError(parsed.issues);
       }
       try {
         const result = await store.write(parsed.readings, "http");
