@@ -52,7 +52,12 @@ export function createApi(options: ApiOptions): Hono {
   app.route("/", readingsRoutes(options));
   app.route(
     "/",
-    detectRoutes({ client: options.store.client, detection: options.detection, adminToken: readAdminToken() }),
+    detectRoutes({
+      client: options.store.client,
+      detection: options.detection,
+      adminToken: readAdminToken(),
+      now: () => options.store.now(),
+    }),
   );
   app.route(
     "/",

@@ -22,7 +22,15 @@ const scopeLabel = (scope: string) => scope === GLOBAL_SCOPE ? "global" : scope;
  * Readings with scores, anomaly episodes, devices, calibration and the model lifecycle. Routes
  * throw detection's domain errors; the API's one error handler (errors.ts) answers them.
  */
-export function detectRoutes(options: { client: Client; detection: Detection; adminToken: string | undefined }): Hono {
+export function detectRoutes(
+  options: {
+    client: Client;
+    detection: Detection;
+    adminToken: string | undefined;
+    /** The store's clock, which arrival times (`received_ms`) are on. */
+    now: () => number;
+  },
+): Hono {
   const { client, detection } = options;
   const app = new Hono();
   const admin = adminAuth(options.adminToken);
@@ -79,7 +87,7 @@ export function detectRoutes(options: { client: Client; detection: Detection; ad
     const cursor = c.req.query("cursor");
     const after = cursor === undefined ? null : decodeNameCursor(cursor);
     const page = await devicePage(client, { after, limit, scoreCursor: detection.scorer.cursor });
-    const now = Date.now();
+    const now = options.now();
     const devices = page.devices.map((row) => {
       const modelId = detection.registry.modelIdFor(row.device);
       const info = modelId === undefined ? undefined : detection.registry.info(modelId);
