@@ -2,13 +2,20 @@ import { HTTPException } from "hono/http-exception";
 import { LimitExceededError } from "../limit_exceeded_error.ts";
 
 /**
- * Reads a request body of at most `maxBytes` (the bound named by `key`), refusing early on a
+ * Reads a request body of at most `maxBytes` (the bound named by the manifest `key`), refusing early on a
  * larger Content-Length and otherwise as soon as more has arrived: memory is what the client
  * has actually sent, never what it announced. A body that breaks off (broken chunk framing, a
  * reset) is a 400.
  */
-export async function readBoundedBody(request: Request, maxBytes: number, key: string): Promise<Uint8Array> {
-  const tooLarge = () => new LimitExceededError(key, maxBytes, `Body is larger than ${maxBytes} bytes`, 413);
+export async function readBoundedBody(
+  request: Request,
+  maxBytes: number,
+  key: string | null,
+): Promise<Uint8Array> {
+  const message = `Body is larger than ${maxBytes} bytes`;
+  // A bound with no manifest key (a fixed one) is a plain 413.
+  const tooLarge = () =>
+    key === null ? new HTTPException(413, { message }) : new LimitExceededError(key, maxBytes, message, 413);
   const announced = request.headers.get("content-length");
   if (announced !== null && Number(announced) > maxBytes) throw tooLarge();
   if (!request.body) return new Uint8Array(0);
@@ -27,7 +34,7 @@ export async function readBoundedBody(request: Request, maxBytes: number, key: s
       chunks.push(value);
     }
   } catch (error) {
-    if (error instanceof LimitExceededError) throw error;
+    if (error instanceof LimitExceededError || error instanceof HTTPException) throw error;
     throw new HTTPException(400, { message: `The body could not be read: ${(error as Error).message}` });
   }
   if (chunks.length === 1) return chunks[0];

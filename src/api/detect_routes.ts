@@ -6,7 +6,8 @@ import { z } from "zod";
 import type { Detection } from "../detect/detection.ts";
 import { devicePage } from "../detect/device_listing.ts";
 import { checkBundle } from "../detect/model_bundle.ts";
-import { readBoundedBytes, readModelUpload, UploadInProgressError } from "../detect/model_upload.ts";
+import { readModelUpload, UploadInProgressError } from "../detect/model_upload.ts";
+import { decodeUtf8, readBoundedBody } from "./bounded_body.ts";
 import { GLOBAL_SCOPE } from "../detect/registry.ts";
 import { eventsFrom } from "../store/events_table.ts";
 import { scoredReadings } from "../store/scores.ts";
@@ -184,6 +185,5 @@ function decodeNameCursor(cursor: string): string {
 }
 
 async function readSmallText(request: Request, maxBytes: number): Promise<string> {
-  const tooLarge = () => new HTTPException(413, { message: `This body is limited to ${maxBytes} bytes` });
-  return new TextDecoder().decode(await readBoundedBytes(request, maxBytes, tooLarge));
+  return decodeUtf8(await readBoundedBody(request, maxBytes, null));
 }

@@ -7,7 +7,8 @@
  * JSON.parse. V8 heap use is therefore independent of the model's size.
  */
 import { z } from "zod";
-import { LimitExceededError, limitKey } from "../limit_exceeded_error.ts";
+import { readBoundedBody } from "../api/bounded_body.ts";
+import { limitKey } from "../limit_exceeded_error.ts";
 
 /** A body that is not a model upload (not JSON of the expected shape, not base64). */
 export class ModelUploadError extends Error {
@@ -41,12 +42,7 @@ export async function readModelUpload(
   request: Request,
   limits: { modelUploadBytes: number; nameLength: number },
 ): Promise<ModelUpload> {
-  const max = limits.modelUploadBytes;
-  const body = await readBoundedBytes(
-    request,
-    max,
-    () => new LimitExceededError(limitKey("modelUploadBytes"), max, `Model uploads are limited to ${max} bytes`, 413),
-  );
+  const body = await readBoundedBody(request, limits.modelUploadBytes, limitKey("modelUploadBytes"));
   const fields = scanEnvelope(body);
   const schema = z.object({
     manifest: z.record(z.string(), z.unknown()),
@@ -60,41 +56,6 @@ export async function readModelUpload(
   if (!fields.onnx) throw new ModelUploadError("onnx: a base64 string is required");
   return { ...parsed.data, onnx: decodeBase64(body, fields.onnx) };
 }
-
-/**
- * A body of at most `maxBytes`, refused from its Content-Length before reading and otherwise as
- * soon as more has arrived (`tooLarge` makes the error); memory is what the client actually sent.
- */
-export async function readBoundedBytes(request: Request, maxBytes: number, tooLarge: () => Error): Promise<Uint8Array> {
-  const announced = request.headers.get("content-length");
-  if (announced !== null && Number(announced) > maxBytes) throw tooLarge();
-  if (!request.body) return new Uint8Array(0);
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  const reader = request.body.getReader();
-  try {
-    while (true) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      size += value.byteLength;
-      if (size > maxBytes) throw new TooLarge();
-      chunks.push(value);
-    }
-  } catch (error) {
-    void reader.cancel().catch(() => {});
-    if (error instanceof TooLarge) throw tooLarge();
-    throw new ModelUploadError(`The body could not be read: ${(error as Error).message}`);
-  }
-  const body = new Uint8Array(size);
-  let offset = 0;
-  for (const chunk of chunks) {
-    body.set(chunk, offset);
-    offset += chunk.byteLength;
-  }
-  return body;
-}
-
-class TooLarge extends Error {}
 
 interface Span {
   start: number;
