@@ -1,4 +1,5 @@
-import { createServer, type Server } from "node:net";
+import { createServer, type Server, type Socket } from "node:net";
+import { Buffer } from "node:buffer";
 import { Aedes } from "aedes";
 import { join } from "node:path";
 import { freePort } from "./ports.ts";
@@ -20,7 +21,7 @@ export async function startBroker(port?: number): Promise<TestBroker> {
 
 async function startAedes(port: number): Promise<TestBroker> {
   const broker = await Aedes.createBroker();
-  const server: Server = createServer(broker.handle);
+  const server: Server = createServer((socket) => broker.handle(readingAll(socket)));
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
     server.listen(port, "127.0.0.1", () => resolve());
@@ -36,6 +37,22 @@ async function startAedes(port: number): Promise<TestBroker> {
         // aedes keeps client sockets open; closing the broker ends them.
       }),
   };
+}
+
+/**
+ * aedes reads with `readable` + `read(null)`, expecting all buffered bytes. Deno's node:net socket
+ * can return only the first buffered chunk; the rest then waits for a `readable` event that never
+ * comes, and a large PUBLISH (about 180 KB and more) stalls for good. Reading until empty fixes it.
+ */
+function readingAll(socket: Socket): Socket {
+  const read = socket.read.bind(socket);
+  socket.read = (size?: number) => {
+    if (size !== undefined && size !== null) return read(size);
+    const chunks: Buffer[] = [];
+    for (let chunk = read(); chunk !== null; chunk = read()) chunks.push(chunk);
+    return chunks.length === 0 ? null : chunks.length === 1 ? chunks[0] : Buffer.concat(chunks);
+  };
+  return socket;
 }
 
 async function startMosquitto(port: number): Promise<TestBroker> {
