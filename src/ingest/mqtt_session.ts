@@ -1,10 +1,15 @@
 import { Buffer } from "node:buffer";
 import { connect, type Socket } from "node:net";
+import { setImmediate } from "node:timers";
 import mqttPacket from "mqtt-packet";
+import { type MqttFrame, MqttFramer, type PublishFrame } from "./mqtt_framing.ts";
 
 export interface MqttMessage {
   topic: string;
+  /** The whole payload, or only its first bytes when `payloadBytes` is larger than `maxPayloadBytes`. */
   payload: Uint8Array;
+  /** Payload size as sent. */
+  payloadBytes: number;
 }
 
 export interface SessionOptions {
@@ -13,6 +18,10 @@ export interface SessionOptions {
   clientId: string;
   topics: readonly string[];
   keepaliveSeconds: number;
+  /** Payload bytes of one message held at most; a larger message arrives cut short (see `MqttMessage`). */
+  maxPayloadBytes: number;
+  /** Payload bytes kept of a message over `maxPayloadBytes`. */
+  keptPayloadBytes: number;
   /** Settles when the message is safely handled; only then is it acknowledged (PUBACK). */
   onMessage: (message: MqttMessage) => Promise<void>;
   /** Unacknowledged messages held at most before reading from the socket pauses. */
@@ -20,8 +29,18 @@ export interface SessionOptions {
   connectTimeoutMs?: number;
 }
 
-interface PendingAck {
-  messageId: number;
+/** A packet other than PUBLISH longer than this ends the session (a SUBACK is a few bytes per topic). */
+const MAX_CONTROL_PACKET_BYTES = 4_096;
+/**
+ * Longest run of message handling in one turn of the event loop. A 64 KB chunk holds about a
+ * thousand small messages (about 100 ms of parsing and validation); handled in one go, a flood
+ * starved HTTP requests and SIGTERM of the event loop for seconds.
+ */
+const SLICE_MS = 5;
+
+interface InFlight {
+  /** Absent for QoS 0: nothing to acknowledge, but shutdown still waits for it. */
+  messageId?: number;
   settled: boolean;
 }
 
@@ -31,16 +50,29 @@ interface PendingAck {
  *
  * Unlike mqtt.js (whose customHandleAcks handles one message at a time, so every message
  * would wait for its own commit), many messages are in flight here and share commits.
+ *
+ * Bytes from the broker go through MqttFramer, which never holds more than `maxPayloadBytes`
+ * of one message. Packets are handed on in slices of at most SLICE_MS, with the socket paused
+ * in between, so that other work gets its turn during a flood. Reading pauses while
+ * `maxInFlight` messages await their acknowledgement, and after `stop()` the socket is never
+ * read again and no further message is handed on: those stay unacknowledged, and the broker
+ * redelivers them to the next session.
  */
 export class MqttSession {
   readonly #socket: Socket;
   readonly #options: SessionOptions;
-  readonly #acks: PendingAck[] = [];
+  readonly #inFlight: InFlight[] = [];
+  /** Packets read but not yet handed on, from `#backlogAt`. */
+  #backlog: MqttFrame[] = [];
+  #backlogAt = 0;
+  #handleFrame: (frame: MqttFrame) => void = () => {};
   readonly #closed: Promise<Error | null>;
   #resolveClosed!: (error: Error | null) => void;
+  #onDrained: (() => void) | null = null;
   #keepaliveTimer: ReturnType<typeof setInterval> | undefined;
-  #lastPacketAt = Date.now();
+  #lastReceivedAt = performance.now();
   #paused = false;
+  #stopping = false;
   #failure: Error | null = null;
 
   private constructor(socket: Socket, options: SessionOptions) {
@@ -71,18 +103,30 @@ export class MqttSession {
     return this.#closed;
   }
 
-  /** Stops reading, waits (bounded) until every received message is acknowledged, then closes. */
-  async stop(timeoutMs: number): Promise<void> {
-    this.#socket.pause();
-    this.#paused = true;
-    const deadline = Date.now() + timeoutMs;
-    while (this.#acks.length > 0 && this.#failure === null && Date.now() < deadline) {
-      await new Promise((resolve) => setTimeout(resolve, 5));
+  /**
+   * Stops reading for good, waits (at most `timeoutMs`) until every message already handed on
+   * is settled and acknowledged, then disconnects. Resolves with the count of messages handed
+   * on but left unacknowledged (the broker redelivers them).
+   */
+  async stop(timeoutMs: number): Promise<number> {
+    this.#stopping = true;
+    this.#pause();
+    if (this.#inFlight.length > 0 && this.#failure === null) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        new Promise<void>((resolve) => (this.#onDrained = resolve)),
+        new Promise<void>((resolve) => (timer = setTimeout(resolve, timeoutMs))),
+        this.#closed,
+      ]);
+      clearTimeout(timer);
     }
+    const unacknowledged = this.#inFlight.length;
     this.close();
+    return unacknowledged;
   }
 
   close(): void {
+    this.#stopping = true;
     if (!this.#socket.destroyed) {
       this.#send({ cmd: "disconnect" });
       this.#socket.end();
@@ -93,10 +137,14 @@ export class MqttSession {
 
   #handshake(done: (error?: Error) => void): void {
     const options = this.#options;
+    const framer = new MqttFramer({
+      maxPayloadBytes: options.maxPayloadBytes,
+      keptPayloadBytes: options.keptPayloadBytes,
+      maxControlBytes: MAX_CONTROL_PACKET_BYTES,
+    });
     const parser = mqttPacket.parser({ protocolVersion: 4 });
     let stage: "connack" | "suback" | "open" = "connack";
     parser.on("packet", (packet: mqttPacket.Packet) => {
-      this.#lastPacketAt = Date.now();
       if (stage === "connack") {
         if (packet.cmd !== "connack") return this.#fail(new Error(`Expected CONNACK, got ${packet.cmd}`));
         if (packet.returnCode !== 0) {
@@ -115,12 +163,32 @@ export class MqttSession {
         stage = "open";
         this.#startKeepalive();
         done();
-      } else {
-        this.#handlePacket(packet);
       }
     });
     parser.on("error", (error: Error) => this.#fail(error));
-    this.#socket.on("data", (chunk: Buffer) => parser.parse(chunk));
+    this.#handleFrame = (frame) => {
+      if (frame.kind === "publish") this.#handlePublish(frame);
+      else parser.parse(Buffer.from(frame.bytes.buffer, frame.bytes.byteOffset, frame.bytes.byteLength));
+    };
+    this.#socket.on("data", (chunk: Buffer) => {
+      // Data that was already on its way when stop() paused the socket is dropped unacknowledged.
+      if (this.#stopping || this.#failure) return;
+      this.#lastReceivedAt = performance.now();
+      let frames;
+      try {
+        frames = framer.push(chunk);
+      } catch (error) {
+        return this.#fail(error as Error);
+      }
+      const idle = this.#backlogAt === this.#backlog.length;
+      if (idle) {
+        this.#backlog = frames;
+        this.#backlogAt = 0;
+        this.#workOffBacklog();
+      } else {
+        this.#backlog.push(...frames);
+      }
+    });
     this.#socket.on("error", (error: Error) => this.#fail(error));
     this.#socket.on("close", () => this.#fail(new Error("Connection to MQTT broker closed")));
     this.#socket.on("connect", () => {
@@ -138,46 +206,76 @@ export class MqttSession {
     });
   }
 
-  #handlePacket(packet: mqttPacket.Packet): void {
-    if (packet.cmd === "publish") {
-      const pending = packet.qos > 0 ? { messageId: packet.messageId!, settled: false } : null;
-      if (pending) this.#acks.push(pending);
-      this.#applyBackpressure();
-      this.#options.onMessage({ topic: packet.topic, payload: packet.payload as Uint8Array }).then(
-        () => {
-          if (!pending) return;
-          pending.settled = true;
-          this.#flushAcks();
-        },
-        (error: Error) => this.#fail(error),
-      );
+  /** Hands on packets for at most SLICE_MS, then yields a turn of the event loop with reading paused. */
+  #workOffBacklog(): void {
+    const deadline = performance.now() + SLICE_MS;
+    while (this.#backlogAt < this.#backlog.length) {
+      if (this.#stopping || this.#failure) break;
+      if (performance.now() > deadline) {
+        this.#updateReading();
+        setImmediate(() => this.#workOffBacklog());
+        return;
+      }
+      this.#handleFrame(this.#backlog[this.#backlogAt++]);
     }
+    this.#backlog = [];
+    this.#backlogAt = 0;
+    this.#updateReading();
   }
 
-  /** PUBACKs go out in arrival order (MQTT 3.1.1 §4.6), as soon as a prefix has settled. */
+  #handlePublish(frame: PublishFrame): void {
+    const entry: InFlight = { settled: false };
+    if (frame.qos > 0) entry.messageId = frame.messageId;
+    this.#inFlight.push(entry);
+    const message = { topic: frame.topic, payload: frame.payload, payloadBytes: frame.payloadBytes };
+    this.#options.onMessage(message).then(
+      () => {
+        entry.settled = true;
+        this.#flushAcks();
+      },
+      (error: Error) => this.#fail(error),
+    );
+  }
+
+  /** PUBACKs go out in arrival order (MQTT 3.1.1 §4.6), as soon as a prefix has settled; one write for all. */
   #flushAcks(): void {
-    while (this.#acks.length > 0 && this.#acks[0].settled) {
-      const { messageId } = this.#acks.shift()!;
-      this.#send({ cmd: "puback", messageId });
+    let settled = 0;
+    while (settled < this.#inFlight.length && this.#inFlight[settled].settled) settled++;
+    if (settled === 0) return;
+    const acks = this.#inFlight.splice(0, settled).filter((entry) => entry.messageId !== undefined);
+    if (acks.length > 0 && !this.#socket.destroyed && this.#socket.writable) {
+      this.#socket.write(Buffer.concat(acks.map(({ messageId }) => mqttPacket.generate({ cmd: "puback", messageId }))));
     }
-    this.#applyBackpressure();
+    if (this.#inFlight.length === 0) this.#onDrained?.();
+    this.#updateReading();
   }
 
-  #applyBackpressure(): void {
+  /**
+   * Reads only while nothing waits in the backlog and fewer than `maxInFlight` messages await
+   * their acknowledgement (resuming below half of it); never again once stopping.
+   */
+  #updateReading(): void {
     const limit = this.#options.maxInFlight ?? 2_000;
-    if (!this.#paused && this.#acks.length >= limit) {
-      this.#paused = true;
-      this.#socket.pause();
-    } else if (this.#paused && this.#acks.length < limit / 2) {
+    const busy = this.#backlogAt < this.#backlog.length;
+    if (this.#stopping || busy || this.#inFlight.length >= limit) {
+      this.#pause();
+    } else if (this.#paused && this.#inFlight.length < limit / 2) {
       this.#paused = false;
       this.#socket.resume();
     }
   }
 
+  #pause(): void {
+    if (this.#paused) return;
+    this.#paused = true;
+    this.#socket.pause();
+  }
+
   #startKeepalive(): void {
     const intervalMs = this.#options.keepaliveSeconds * 1000;
     this.#keepaliveTimer = setInterval(() => {
-      if (Date.now() - this.#lastPacketAt > intervalMs * 1.5) {
+      // While paused nothing is read, so silence says nothing about the broker.
+      if (!this.#paused && performance.now() - this.#lastReceivedAt > intervalMs * 1.5) {
         this.#fail(new Error(`No answer from MQTT broker for ${Math.round(intervalMs * 1.5)} ms`));
       } else {
         this.#send({ cmd: "pingreq" });

@@ -1,9 +1,10 @@
-import type { MqttIngestConfig } from "../config/config.ts";
+import type { LimitsConfig, MqttIngestConfig } from "../config/config.ts";
+import { LimitExceededError, limitKey } from "../limit_exceeded_error.ts";
 import type { Logger } from "../observability/log.ts";
 import type { Metrics } from "../observability/metrics.ts";
 import type { Store } from "../store/store.ts";
 import { type MqttMessage, MqttSession } from "./mqtt_session.ts";
-import { parseReadings } from "./reading_schema.ts";
+import { type ReadingLimits, type ReadingParser, readingParser } from "./reading_schema.ts";
 
 export type MqttSourceState = "connecting" | "connected" | "backoff" | "stopped";
 
@@ -11,27 +12,52 @@ const BACKOFF_MIN_MS = 500;
 const BACKOFF_MAX_MS = 30_000;
 const STOP_GRACE_MS = 5_000;
 
+/** The bounds of `spec.limits` that MQTT ingest keeps. */
+export type MqttLimits = ReadingLimits & Pick<LimitsConfig, "mqttPayloadBytes" | "deadLetterPayloadBytes">;
+
+/** The manifest's defaults, used only until the runtime passes `config.limits`. */
+const DEFAULT_LIMITS: MqttLimits = {
+  mqttPayloadBytes: 256 * 1024,
+  deadLetterPayloadBytes: 4_096,
+  nameLength: 128,
+  readingsPerRequest: 10_000,
+  sensorsPerReading: 64,
+};
+
 /**
  * MQTT ingest: keeps a persistent QoS 1 session to the broker, stores every valid message and
  * dead-letters invalid ones, and acknowledges each message only after its commit. Reconnects
  * with exponential backoff and jitter; a broker outage never stops the process.
+ *
+ * Every message is either stored or dead-lettered, and then acknowledged: a message over
+ * `spec.limits.mqttPayloadBytes` arrives cut short from the session and is dead-lettered with
+ * the limit and its size, so the broker never redelivers it. A dead letter keeps at most
+ * `deadLetterPayloadBytes` of the payload.
  */
 export class MqttSource {
   readonly #config: MqttIngestConfig;
   readonly #store: Store;
   readonly #metrics: Metrics;
   readonly #log: Logger;
+  readonly #limits: MqttLimits;
+  readonly #parse: ReadingParser;
   readonly #decoder = new TextDecoder("utf-8", { fatal: true });
   #state: MqttSourceState = "connecting";
   #lastError: string | null = null;
   #session: MqttSession | null = null;
   readonly finished: Promise<void>;
 
-  constructor(config: MqttIngestConfig, deps: { store: Store; metrics: Metrics; log: Logger }, signal: AbortSignal) {
+  constructor(
+    config: MqttIngestConfig,
+    deps: { store: Store; metrics: Metrics; log: Logger; limits?: MqttLimits },
+    signal: AbortSignal,
+  ) {
     this.#config = config;
     this.#store = deps.store;
     this.#metrics = deps.metrics;
     this.#log = deps.log;
+    this.#limits = deps.limits ?? DEFAULT_LIMITS;
+    this.#parse = readingParser(this.#limits);
     this.finished = this.#run(signal);
   }
 
@@ -50,7 +76,12 @@ export class MqttSource {
       const session = await this.#connect();
       if (session) {
         delayMs = BACKOFF_MIN_MS;
-        const onAbort = () => void session.stop(STOP_GRACE_MS);
+        const onAbort = () => {
+          const started = performance.now();
+          session.stop(STOP_GRACE_MS).then((unacknowledged) =>
+            this.#log.info("mqtt.stopped", { unacknowledged, ms: Math.round(performance.now() - started) })
+          );
+        };
         signal.addEventListener("abort", onAbort, { once: true });
         const error = await session.closed;
         signal.removeEventListener("abort", onAbort);
@@ -77,6 +108,8 @@ export class MqttSource {
         clientId,
         topics,
         keepaliveSeconds,
+        maxPayloadBytes: this.#limits.mqttPayloadBytes,
+        keptPayloadBytes: this.#limits.deadLetterPayloadBytes,
         onMessage: (message) => this.#handle(message),
       });
       this.#session = session;
@@ -94,6 +127,18 @@ export class MqttSource {
 
   /** Resolves once the message is committed (or dead-lettered); rejects leave it unacknowledged. */
   async #handle(message: MqttMessage): Promise<void> {
+    if (message.payloadBytes > this.#limits.mqttPayloadBytes) {
+      const limit = this.#limits.mqttPayloadBytes;
+      return this.#refuse(
+        message,
+        new LimitExceededError(
+          limitKey("mqttPayloadBytes"),
+          limit,
+          `Payload of ${message.payloadBytes} bytes is over the limit of ${limit} bytes`,
+          413,
+        ),
+      );
+    }
     const device = deviceFromTopic(message.topic, this.#config.topics);
     let body: unknown;
     try {
@@ -101,8 +146,9 @@ export class MqttSource {
     } catch (error) {
       return this.#deadLetter(message, `invalid JSON: ${(error as Error).message}`);
     }
-    const parsed = parseReadings(body, device);
+    const parsed = this.#parse(body, device);
     if (!parsed.ok) {
+      if (parsed.limit) return this.#refuse(message, parsed.limit);
       const reason = parsed.issues.slice(0, 20).map((issue) => `${issue.path}: ${issue.message}`).join("; ");
       return this.#deadLetter(message, reason);
     }
@@ -111,13 +157,26 @@ export class MqttSource {
       this.#metrics.readings.inc({ source: "mqtt", result: "stored" }, result.inserted);
       if (result.duplicates > 0) this.#metrics.readings.inc({ source: "mqtt", result: "duplicate" }, result.duplicates);
     } catch (error) {
+      // A bound that refuses this message for good (e.g. spec.limits.devices) is final: dead-letter
+      // it, or its redelivery would stop intake. Overload (503) and store errors are retried.
+      if (error instanceof LimitExceededError && error.status !== 503) return this.#refuse(message, error);
       this.#metrics.readings.inc({ source: "mqtt", result: "rejected" }, parsed.readings.length);
       throw error;
     }
   }
 
+  /** A message refused at a bound of `spec.limits`: dead-lettered and counted under the limit's key. */
+  #refuse(message: MqttMessage, error: LimitExceededError): Promise<void> {
+    this.#metrics.limitRefusals.inc({ limit: error.key });
+    return this.#deadLetter(message, `${error.key}: ${error.message}`);
+  }
+
+  /** Keeps at most `deadLetterPayloadBytes` of the payload; the reason says how much there was. */
   async #deadLetter(message: MqttMessage, reason: string): Promise<void> {
-    await this.#store.writeDeadLetter({ source: "mqtt", topic: message.topic, reason, payload: message.payload });
+    const kept = Math.min(message.payload.length, this.#limits.deadLetterPayloadBytes);
+    const payload = message.payload.slice(0, kept);
+    if (kept < message.payloadBytes) reason += ` (payload cut to its first ${kept} of ${message.payloadBytes} bytes)`;
+    await this.#store.writeDeadLetter({ source: "mqtt", topic: message.topic, reason, payload });
     this.#metrics.readings.inc({ source: "mqtt", result: "invalid" });
     this.#metrics.deadLetters.inc({ source: "mqtt" });
     this.#log.debug("mqtt.dead_letter", { topic: message.topic, reason });

@@ -1,0 +1,215 @@
+import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
+import mqttPacket from "mqtt-packet";
+import { type MqttFrame, MqttFramer, MqttProtocolError } from "../src/ingest/mqtt_framing.ts";
+import { processMemory } from "./bench/process_memory.ts";
+import { BROKER_KIND, startBroker } from "./helpers/broker.ts";
+import { query, storedReadings } from "./helpers/db.ts";
+import { eventually } from "./helpers/eventually.ts";
+import { connectPublisher, flood } from "./helpers/mqtt_publisher.ts";
+import { startOutpost, writeManifest } from "./helpers/outpost_process.ts";
+
+const MB = 1024 * 1024;
+const TS = 1_763_805_600_000;
+
+/** `{"readings":[1,1,...]}` with `count` elements: the crash-loop payload of issue 8. */
+function ones(count: number): string {
+  return `{"readings":[${"1,".repeat(count - 1)}1]}`;
+}
+
+function metric(text: string, series: string): number {
+  const line = text.split("\n").find((candidate) => candidate.startsWith(`${series} `));
+  return line === undefined ? 0 : Number(line.slice(series.length + 1));
+}
+
+async function metrics(url: string): Promise<string> {
+  return await (await fetch(`${url}/metrics`)).text();
+}
+
+function packet(packet: mqttPacket.Packet): Uint8Array {
+  return new Uint8Array(mqttPacket.generate(packet));
+}
+
+function publishPacket(topic: string, payload: Uint8Array | string, qos: 0 | 1, messageId?: number): Uint8Array {
+  return packet({ cmd: "publish", topic, payload: Buffer.from(payload), qos, messageId, dup: false, retain: false });
+}
+
+function concat(parts: Uint8Array[]): Uint8Array {
+  const bytes = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
+  let at = 0;
+  for (const part of parts) {
+    bytes.set(part, at);
+    at += part.length;
+  }
+  return bytes;
+}
+
+function pushInChunks(framer: MqttFramer, bytes: Uint8Array, chunkSize: number): MqttFrame[] {
+  const frames: MqttFrame[] = [];
+  for (let at = 0; at < bytes.length; at += chunkSize) frames.push(...framer.push(bytes.subarray(at, at + chunkSize)));
+  return frames;
+}
+
+const framingLimits = { maxPayloadBytes: 1_024, keptPayloadBytes: 16, maxControlBytes: 4_096 };
+
+Deno.test("MQTT framer splits packets that arrive one byte at a time and keeps payloads within the bound whole", () => {
+  const payload = new TextEncoder().encode('{"ts":1,"values":{"a":1}}');
+  const bytes = concat([
+    packet({ cmd: "connack", returnCode: 0, sessionPresent: false }),
+    publishPacket("outpost/a/readings", payload, 1, 7),
+    publishPacket("t", "", 0),
+    packet({ cmd: "pingresp" }),
+  ]);
+  const frames = pushInChunks(new MqttFramer(framingLimits), bytes, 1);
+  assert.deepEqual(frames.map((frame) => frame.kind), ["control", "publish", "publish", "control"]);
+  assert.deepEqual(frames[1], {
+    kind: "publish",
+    topic: "outpost/a/readings",
+    qos: 1,
+    messageId: 7,
+    payload,
+    payloadBytes: payload.length,
+  });
+  assert.deepEqual(frames[2], { kind: "publish", topic: "t", qos: 0, payload: new Uint8Array(0), payloadBytes: 0 });
+  assert.deepEqual(frames[3], { kind: "control", bytes: new Uint8Array([0xd0, 0]) });
+});
+
+Deno.test("MQTT framer keeps only the first bytes of a payload over the bound and reads on after it", () => {
+  const big = new Uint8Array(100_000).map((_, i) => i % 251);
+  const bytes = concat([
+    publishPacket("outpost/big/readings", big, 1, 1),
+    publishPacket("outpost/small/readings", "{}", 1, 2),
+  ]);
+  const frames = pushInChunks(new MqttFramer(framingLimits), bytes, 7_000);
+  assert.deepEqual(frames, [
+    {
+      kind: "publish",
+      topic: "outpost/big/readings",
+      qos: 1,
+      messageId: 1,
+      payload: big.slice(0, 16),
+      payloadBytes: 100_000,
+    },
+    {
+      kind: "publish",
+      topic: "outpost/small/readings",
+      qos: 1,
+      messageId: 2,
+      payload: new TextEncoder().encode("{}"),
+      payloadBytes: 2,
+    },
+  ]);
+});
+
+Deno.test("MQTT framer refuses a packet other than PUBLISH over its bound, and a malformed length", () => {
+  const suback = packet({ cmd: "suback", messageId: 1, granted: new Array(5_000).fill(1) });
+  assert.throws(() => new MqttFramer(framingLimits).push(suback.subarray(0, 10)), MqttProtocolError);
+  assert.throws(
+    () => new MqttFramer(framingLimits).push(new Uint8Array([0x30, 0xff, 0xff, 0xff, 0xff, 0x01])),
+    /more than 4 bytes/,
+  );
+  assert.throws(() => new MqttFramer(framingLimits).push(new Uint8Array([0x30, 0x02, 0x00, 0x00])), /empty topic/);
+});
+
+Deno.test(`MQTT ingest (${BROKER_KIND}) dead-letters payloads over spec.limits.mqttPayloadBytes cut short, acknowledged once, within 128 MB`, async () => {
+  const dir = await Deno.makeTempDir();
+  const broker = await startBroker();
+  const manifest = await writeManifest(dir, { mqttUrl: broker.url });
+  let outpost = await startOutpost(manifest);
+  const publisher = await connectPublisher(broker.url);
+  try {
+    const payloads = [ones(200_000), ones(1_000_000)];
+    assert.deepEqual(payloads.map((payload) => payload.length), [400_014, 2_000_014]);
+    for (const payload of payloads) await publisher.publish("outpost/pump-1/readings", payload);
+    await publisher.publish("outpost/pump-1/readings", JSON.stringify({ ts: TS, values: { a: 1 } }));
+    await eventually(() => storedReadings(outpost.dataDir), (rows) => rows.length === 1);
+    const letters = await query(outpost.dataDir, "SELECT topic, reason, payload FROM dead_letters ORDER BY id");
+    assert.equal(letters.length, 2);
+    letters.forEach((letter, i) => {
+      const size = payloads[i].length;
+      assert.equal(
+        letter.reason,
+        `spec.limits.mqttPayloadBytes: Payload of ${size} bytes is over the limit of 262144 bytes` +
+          ` (payload cut to its first 4096 of ${size} bytes)`,
+      );
+      assert.equal(letter.topic, "outpost/pump-1/readings");
+      assert.equal(new TextDecoder().decode(letter.payload as ArrayBuffer), payloads[i].slice(0, 4_096));
+    });
+    const text = await metrics(outpost.url);
+    assert.equal(metric(text, 'outpost_limit_refusals_total{limit="spec.limits.mqttPayloadBytes"}'), 2);
+    assert.equal(metric(text, 'outpost_dead_letters_total{source="mqtt"}'), 2);
+    assert.equal(metric(text, 'outpost_readings_total{source="mqtt",result="invalid"}'), 2);
+    const { peak } = await processMemory(outpost.process.pid);
+    assert.ok(peak < 128 * MB, `peak RSS ${(peak / MB).toFixed(1)} MB`);
+
+    assert.equal(await outpost.stop(), 0);
+    outpost = await startOutpost(manifest);
+    await publisher.publish("outpost/pump-1/readings", JSON.stringify({ ts: TS + 1, values: { a: 2 } }));
+    await eventually(() => storedReadings(outpost.dataDir), (rows) => rows.length === 2);
+    assert.equal((await query(outpost.dataDir, "SELECT id FROM dead_letters")).length, 2, "redelivered");
+    assert.equal(metric(await metrics(outpost.url), 'outpost_dead_letters_total{source="mqtt"}'), 0);
+  } finally {
+    await publisher.close();
+    await outpost.stop();
+    await broker.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test(`MQTT ingest (${BROKER_KIND}) dead-letters a topic device id longer than spec.limits.nameLength`, async () => {
+  const dir = await Deno.makeTempDir();
+  const broker = await startBroker();
+  const outpost = await startOutpost(await writeManifest(dir, { mqttUrl: broker.url }));
+  const publisher = await connectPublisher(broker.url);
+  try {
+    const body = JSON.stringify({ ts: TS, values: { a: 1 } });
+    await publisher.publish(`outpost/${"d".repeat(129)}/readings`, body);
+    await publisher.publish(`outpost/${"e".repeat(128)}/readings`, body);
+    const stored = await eventually(() => storedReadings(outpost.dataDir), (rows) => rows.length === 1);
+    assert.equal(stored[0].device, "e".repeat(128));
+    const letters = await query(outpost.dataDir, "SELECT topic, reason FROM dead_letters");
+    assert.equal(letters.length, 1);
+    assert.equal(letters[0].topic, `outpost/${"d".repeat(129)}/readings`);
+    assert.match(String(letters[0].reason), /longer than 128 characters \(spec\.limits\.nameLength\)/);
+  } finally {
+    await publisher.close();
+    await outpost.stop();
+    await broker.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test(`MQTT ingest (${BROKER_KIND}) stops reading at SIGTERM during a flood: exits 0 at once, loses nothing it acknowledged`, async () => {
+  const dir = await Deno.makeTempDir();
+  const broker = await startBroker();
+  const manifest = await writeManifest(dir, { mqttUrl: broker.url });
+  let outpost = await startOutpost(manifest);
+  const publisher = await connectPublisher(broker.url);
+  const messages = flood(publisher, "outpost/flood/readings", (i) => JSON.stringify({ ts: TS + i, values: { i } }));
+  try {
+    await eventually(() => storedReadings(outpost.dataDir), (rows) => rows.length >= 5_000, 20_000);
+    const stopping = performance.now();
+    const code = await outpost.stop();
+    const stopMs = performance.now() - stopping;
+    const storedByFirst = (await storedReadings(outpost.dataDir)).length;
+    const published = await messages.stop();
+    assert.equal(code, 0);
+    assert.doesNotMatch(outpost.log(), /shutdown_timeout/);
+    // Before the fix, backpressure resumed the paused socket and stop() waited out its 5 s for acks that never drained.
+    assert.ok(stopMs < 3_000, `stopped after ${Math.round(stopMs)} ms`);
+    assert.ok(published > storedByFirst, `flood still running at stop: ${published} published`);
+
+    outpost = await startOutpost(manifest);
+    const stored = await eventually(() => storedReadings(outpost.dataDir), (r) => r.length >= published, 30_000);
+    assert.equal(stored.length, published);
+    assert.equal(new Set(stored.map((row) => row.ts)).size, published);
+    // Whatever the first process stored it had acknowledged: none of it comes back as a duplicate.
+    assert.equal(metric(await metrics(outpost.url), 'outpost_readings_total{source="mqtt",result="duplicate"}'), 0);
+  } finally {
+    await messages.stop().catch(() => {});
+    await publisher.close();
+    await outpost.stop();
+    await broker.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
