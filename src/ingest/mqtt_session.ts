@@ -261,6 +261,8 @@ export class MqttSession {
       this.#pause();
     } else if (this.#paused && this.#inFlight.length < limit / 2) {
       this.#paused = false;
+      // Silence while paused says nothing about the broker: the keepalive counts from here.
+      this.#lastReceivedAt = performance.now();
       this.#socket.resume();
     }
   }
@@ -274,7 +276,6 @@ export class MqttSession {
   #startKeepalive(): void {
     const intervalMs = this.#options.keepaliveSeconds * 1000;
     this.#keepaliveTimer = setInterval(() => {
-      // While paused nothing is read, so silence says nothing about the broker.
       if (!this.#paused && performance.now() - this.#lastReceivedAt > intervalMs * 1.5) {
         this.#fail(new Error(`No answer from MQTT broker for ${Math.round(intervalMs * 1.5)} ms`));
       } else {
