@@ -179,6 +179,32 @@ Deno.test(`MQTT ingest (${BROKER_KIND}) dead-letters a topic device id longer th
   }
 });
 
+Deno.test(`MQTT ingest (${BROKER_KIND}) dead-letters a new device beyond spec.limits.devices and reads on`, async () => {
+  const dir = await Deno.makeTempDir();
+  const broker = await startBroker();
+  const outpost = await startOutpost(await writeManifest(dir, { mqttUrl: broker.url, limits: ["devices: 1"] }));
+  const publisher = await connectPublisher(broker.url);
+  try {
+    await publisher.publish("outpost/first/readings", JSON.stringify({ ts: TS, values: { a: 1 } }));
+    await publisher.publish("outpost/second/readings", JSON.stringify({ ts: TS, values: { a: 1 } }));
+    await publisher.publish("outpost/first/readings", JSON.stringify({ ts: TS + 1, values: { a: 2 } }));
+    const stored = await eventually(() => storedReadings(outpost.dataDir), (rows) => rows.length === 2);
+    assert.deepEqual(stored.map((row) => row.device), ["first", "first"]);
+    const letters = await query(outpost.dataDir, "SELECT topic, reason FROM dead_letters");
+    assert.equal(letters.length, 1);
+    assert.equal(letters[0].topic, "outpost/second/readings");
+    assert.match(String(letters[0].reason), /^spec\.limits\.devices: /);
+    const text = await metrics(outpost.url);
+    assert.equal(metric(text, 'outpost_limit_refusals_total{limit="spec.limits.devices"}'), 1);
+    assert.equal(metric(text, "outpost_mqtt_connected"), 1);
+  } finally {
+    await publisher.close();
+    await outpost.stop();
+    await broker.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test(`MQTT ingest (${BROKER_KIND}) stops reading at SIGTERM during a flood: exits 0 at once, loses nothing it acknowledged`, async () => {
   const dir = await Deno.makeTempDir();
   const broker = await startBroker();
