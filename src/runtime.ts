@@ -46,7 +46,9 @@ export async function startRuntime(config: Config, log: Logger, signal: AbortSig
   metrics.addCollector(() => forwarding.status());
   const service = { underSystemd: underSystemd(), pid: Deno.pid };
   const intake = new AbortController();
-  const mqtt = config.mqtt ? new MqttSource(config.mqtt, { store, metrics, log }, intake.signal) : null;
+  const mqtt = config.mqtt
+    ? new MqttSource(config.mqtt, { store, metrics, log, limits: config.limits }, intake.signal)
+    : null;
   let serving = false;
 
   const readiness = async (): Promise<ReadinessCheck[]> => {

@@ -105,6 +105,10 @@ Deno.test("HTTP ingest refuses bad input with a JSON error and stores nothing fr
       }],
     );
     assert.deepEqual(await storedReadings(outpost.dataDir), []);
+    const metrics = await (await fetch(`${outpost.url}/metrics`)).text();
+    for (const key of ["spec.limits.nameLength", "spec.limits.maxClockSkewSeconds", "spec.api.bodyLimitBytes"]) {
+      assert.match(metrics, new RegExp(`outpost_limit_refusals_total\\{limit="${key}"\\} 1\\b`), key);
+    }
   } finally {
     await outpost.stop();
     await Deno.remove(dir, { recursive: true });

@@ -63,6 +63,7 @@ export function readingsRoutes(options: ReadingsRouteOptions): Hono {
       const parsed = parse(body);
       if (!parsed.ok) {
         invalid();
+        for (const key of parsed.limitKeys ?? []) metrics.limitRefusals.inc({ limit: key });
         throw parsed.limit ?? new InvalidReadingsError(parsed.issues);
       }
       try {

@@ -103,12 +103,24 @@ export async function startDetection(
     health,
     readiness: () => detectionReadiness(health()),
     async stop() {
-      if (config.detection.enabled) await scorer.catchUp();
+      // Score what was committed just before the stop, but for a bounded time: a backlog (say
+      // after an ingest flood) is scored after the restart, behind the cursor, instead of
+      // holding the shutdown past its grace.
+      if (config.detection.enabled) await settledWithin(scorer.catchUp(), STOP_CATCH_UP_MS);
       await scorer.stop();
       await alerts?.close();
       await inference.release();
     },
   };
+}
+
+/** How long a stop may spend scoring what is already committed. */
+const STOP_CATCH_UP_MS = 2_000;
+
+async function settledWithin(work: Promise<unknown>, ms: number): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([work.catch(() => {}), new Promise((resolve) => (timer = setTimeout(resolve, ms)))]);
+  clearTimeout(timer);
 }
 
 function detectionReadiness(health: DetectionHealth): ReadinessCheck {

@@ -15,15 +15,6 @@ const STOP_GRACE_MS = 5_000;
 /** The bounds of `spec.limits` that MQTT ingest keeps. */
 export type MqttLimits = ReadingLimits & Pick<LimitsConfig, "mqttPayloadBytes" | "deadLetterPayloadBytes">;
 
-/** The manifest's defaults, used only until the runtime passes `config.limits`. */
-const DEFAULT_LIMITS: MqttLimits = {
-  mqttPayloadBytes: 256 * 1024,
-  deadLetterPayloadBytes: 4_096,
-  nameLength: 128,
-  readingsPerRequest: 10_000,
-  sensorsPerReading: 64,
-};
-
 /**
  * MQTT ingest: keeps a persistent QoS 1 session to the broker, stores every valid message and
  * dead-letters invalid ones, and acknowledges each message only after its commit. Reconnects
@@ -49,14 +40,14 @@ export class MqttSource {
 
   constructor(
     config: MqttIngestConfig,
-    deps: { store: Store; metrics: Metrics; log: Logger; limits?: MqttLimits },
+    deps: { store: Store; metrics: Metrics; log: Logger; limits: MqttLimits },
     signal: AbortSignal,
   ) {
     this.#config = config;
     this.#store = deps.store;
     this.#metrics = deps.metrics;
     this.#log = deps.log;
-    this.#limits = deps.limits ?? DEFAULT_LIMITS;
+    this.#limits = deps.limits;
     this.#parse = readingParser(this.#limits);
     this.finished = this.#run(signal);
   }
@@ -149,6 +140,7 @@ export class MqttSource {
     const parsed = this.#parse(body, device);
     if (!parsed.ok) {
       if (parsed.limit) return this.#refuse(message, parsed.limit);
+      for (const key of parsed.limitKeys ?? []) this.#metrics.limitRefusals.inc({ limit: key });
       const reason = parsed.issues.slice(0, 20).map((issue) => `${issue.path}: ${issue.message}`).join("; ");
       return this.#deadLetter(message, reason);
     }

@@ -18,7 +18,14 @@ export interface InputIssue {
 
 export type ParseResult =
   | { ok: true; readings: Reading[] }
-  | { ok: false; issues: InputIssue[]; limit?: LimitExceededError };
+  | {
+    ok: false;
+    issues: InputIssue[];
+    /** A bound that refuses the whole body (413). */
+    limit?: LimitExceededError;
+    /** Keys of bounds that single readings ran into (name length, clock skew), to count. */
+    limitKeys?: string[];
+  };
 
 export type ReadingLimits =
   & Pick<LimitsConfig, "readingsPerRequest" | "sensorsPerReading" | "nameLength">
@@ -28,6 +35,9 @@ export type ReadingParser = (body: unknown, defaultDevice?: string) => ParseResu
 
 /** Issues reported at most per body; validation stops at this many. */
 export const MAX_ISSUES = 100;
+const NAME_LENGTH_KEY = limitKey("nameLength");
+const CLOCK_SKEW_KEY = limitKey("maxClockSkewSeconds");
+
 /** Keys that JSON can carry but a JavaScript record cannot hold unchanged. */
 const RESERVED_NAMES = new Set(["__proto__"]);
 
@@ -49,7 +59,9 @@ export function readingParser(limits: ReadingLimits): ReadingParser {
     }
     if (defaultDevice !== undefined) {
       const problem = nameProblem(defaultDevice, "the topic's device");
-      if (problem) return refuse("(topic)", problem);
+      if (problem) {
+        return { ok: false, issues: [{ path: "(topic)", message: problem }], limitKeys: limitKeysIn(problem) };
+      }
     }
     const isBatch = Object.hasOwn(body, "readings");
     let raw: unknown[];
@@ -109,7 +121,7 @@ export function readingParser(limits: ReadingLimits): ReadingParser {
         problem(
           "ts",
           `is ${Math.round((time.ms - Date.now()) / 1000)} s ahead of this device's clock ` +
-            `(spec.limits.maxClockSkewSeconds: ${limits.maxClockSkewSeconds})`,
+            `(${CLOCK_SKEW_KEY}: ${limits.maxClockSkewSeconds})`,
         );
       }
       const sensors = countKeysUpTo(values, limits.sensorsPerReading + 1);
@@ -143,7 +155,8 @@ export function readingParser(limits: ReadingLimits): ReadingParser {
         });
       }
     }
-    return issues.length > 0 ? { ok: false, issues: issues.slice(0, MAX_ISSUES) } : { ok: true, readings };
+    if (issues.length === 0) return { ok: true, readings };
+    return { ok: false, issues: issues.slice(0, MAX_ISSUES), limitKeys: limitKeysIn(...issues.map((i) => i.message)) };
   };
 }
 
@@ -166,7 +179,7 @@ function latestAcceptedTs(maxSkewSeconds: number | undefined): number {
 function nameChecker(maxLength: number) {
   return (value: string, what: string): string | null => {
     if (value.length === 0) return `${what} must not be empty`;
-    if (value.length > maxLength) return `${what} is longer than ${maxLength} characters (spec.limits.nameLength)`;
+    if (value.length > maxLength) return `${what} is longer than ${maxLength} characters (${NAME_LENGTH_KEY})`;
     if (!value.isWellFormed()) return `${what} is not well-formed Unicode (lone surrogate)`;
     return null;
   };
@@ -180,6 +193,11 @@ function countKeysUpTo(value: unknown, max: number): number {
     if (Object.hasOwn(value, key) && ++count >= max) break;
   }
   return count;
+}
+
+/** The keys of the bounds named in these messages. */
+function limitKeysIn(...messages: string[]): string[] {
+  return [NAME_LENGTH_KEY, CLOCK_SKEW_KEY].filter((key) => messages.some((message) => message.includes(key)));
 }
 
 function firstKeyBesides(value: object, allowed: string): string | undefined {
