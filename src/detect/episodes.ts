@@ -34,15 +34,17 @@ export function topSensors(sensors: readonly string[], contributions: ArrayLike<
 /**
  * Statements that record an episode's start or end: the `events` row, an `alerts` row (published
  * to the local broker afterwards), and the outbox items (an alert at start and end; the event
- * when it is complete).
+ * when it is complete). An episode never ends before it started: readings can arrive with
+ * decreasing timestamps (a device clock stepped back), so the end is at least the start.
  */
 export function episodeStatements(
   change: "start" | "end",
   device: string,
   episode: OpenEpisode,
-  ts: number,
+  readingTs: number,
   outbox: Outbox | null,
 ): { statements: InStatement[]; alert: AlertMessage } {
+  const ts = change === "end" ? Math.max(readingTs, episode.startTs) : readingTs;
   const alert: AlertMessage = {
     id: `alert/${episode.id}/${change}`,
     kind: "alert",
