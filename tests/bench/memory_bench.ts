@@ -96,9 +96,9 @@ export async function benchMemory(options: MemoryBenchOptions): Promise<void> {
     { detection: ["calibration: { readings: 40 }"], limits: [`devices: ${options.calibratedDevices + 10}`] },
     async (outpost) => {
       const start = Date.now() - 3_600_000;
-      for (let first = 0; first < options.calibratedDevices; first += 50) {
+      for (let first = 0; first < options.calibratedDevices; first += 20) {
         const readings = [];
-        for (let d = first; d < Math.min(first + 50, options.calibratedDevices); d++) {
+        for (let d = first; d < Math.min(first + 20, options.calibratedDevices); d++) {
           for (let i = 0; i < 45; i++) readings.push(makeReading(`cal-${d}`, start + i * 1000));
         }
         const response = await postJson(`${outpost.url}/v1/readings`, { readings });
