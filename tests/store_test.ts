@@ -120,7 +120,7 @@ Deno.test("the store refuses a device past spec.limits.devices, keeps the count 
     const letter = await store.client.execute("SELECT length(payload) AS n, reason FROM dead_letters");
     assert.deepEqual([Number(letter.rows[0].n), String(letter.rows[0].reason)], [
       8,
-      "bad (payload of 100 bytes cut to 8)",
+      "bad (payload cut to its first 8 of 100 bytes)",
     ]);
     await store.close();
     // Retention (which runs at open) deletes all but the newest row, which is b's: a is forgotten.
@@ -196,6 +196,29 @@ Deno.test("retention prunes dead letters, events, alerts and the audit log; audi
     await store.client.execute("DELETE FROM audit_checkpoints");
     const broken = await verifyAudit(store.client);
     assert.equal(broken.ok, false);
+  } finally {
+    await store.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a device admitted by a write whose commit failed does not hold a place under spec.limits.devices", async () => {
+  const dir = await Deno.makeTempDir();
+  const options = {
+    dataDir: dir,
+    maxSizeBytes: 1e12,
+    retentionHours: 1,
+    limits: { devices: 1, writerPendingRows: 10_000, deadLetterPayloadBytes: 8 },
+  };
+  const store = await Store.open(options, quiet);
+  try {
+    await store.client.execute(
+      "CREATE TRIGGER refuse_all BEFORE INSERT ON readings BEGIN SELECT RAISE(ABORT, 'refused by test'); END",
+    );
+    await assert.rejects(store.write([reading("a", 1_763_805_600_000)], "t"), { name: "StoreUnavailableError" });
+    await store.client.execute("DROP TRIGGER refuse_all");
+    assert.deepEqual(await store.write([reading("b", 1_763_805_600_000)], "t"), { inserted: 1, duplicates: 0 });
+    assert.equal(store.stats().devices, 1);
   } finally {
     await store.close();
     await Deno.remove(dir, { recursive: true });

@@ -14,7 +14,7 @@
  * - A body is read as it arrives: memory per slow connection is what it has actually sent.
  */
 import { getRequestListener } from "@hono/node-server";
-import { createServer, type Server } from "node:http";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { Socket } from "node:net";
 import type { LimitsConfig } from "../config/config.ts";
 import { limitKey } from "../limit_exceeded_error.ts";
@@ -54,12 +54,19 @@ export function serveHttp(fetch: (request: Request) => Response | Promise<Respon
     connectionsCheckingInterval: Math.min(1_000, limits.headersTimeoutMs),
     maxHeaderSize: 16 * 1024,
   });
-  server.on("request", getRequestListener(fetch, { overrideGlobalObjects: false, hostname: options.host }));
+  const listener = getRequestListener(fetch, { overrideGlobalObjects: false, hostname: options.host });
+  // Sockets over the cap: answered 503 and closing; a request already parsed on one is not served.
+  const refused = new WeakSet<Socket>();
+  server.on("request", (request: IncomingMessage, response: ServerResponse) => {
+    // The socket is already ending with its 503; the request is left unanswered and unserved.
+    if (!refused.has(request.socket)) void listener(request, response);
+  });
   let open = 0;
   server.on("connection", (socket: Socket) => {
     open++;
     socket.once("close", () => open--);
     if (open > limits.connections) {
+      refused.add(socket);
       refuse(socket, 503, {
         error: "limit_exceeded",
         limit: limitKey("connections"),

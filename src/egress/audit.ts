@@ -54,8 +54,12 @@ export class AuditLog {
   #tail: Promise<unknown> = Promise.resolve();
   #last: { id: number; hash: string } | null = null;
 
-  constructor(client: Client) {
+  readonly #now: () => number;
+
+  /** `now`: the store's clock, so that retention by age cannot cut recent rows after a clock step. */
+  constructor(client: Client, now: () => number = Date.now) {
     this.#client = client;
+    this.#now = now;
   }
 
   append(entry: AuditEntry): Promise<void> {
@@ -71,7 +75,7 @@ export class AuditLog {
 
   async #insert(entry: AuditEntry): Promise<void> {
     this.#last ??= await lastAuditRow(this.#client) ?? { id: 0, hash: GENESIS_HASH };
-    const row = { ...entry, id: this.#last.id + 1, tsMs: Date.now() };
+    const row = { ...entry, id: this.#last.id + 1, tsMs: this.#now() };
     const hash = rowHash(this.#last.hash, row);
     await insertAuditRow(this.#client, { ...row, prevHash: this.#last.hash, hash });
     this.#last = { id: row.id, hash };

@@ -37,7 +37,7 @@ export async function startForwarding(
 ): Promise<Forwarding> {
   const { store, log, metrics } = deps;
   const forwarding = config.forwarding;
-  const audit = new AuditLog(store.client);
+  const audit = new AuditLog(store.client, () => store.now());
   const egress = new Egress(config.egress, {
     audit,
     log,

@@ -163,12 +163,10 @@ export class MqttSource {
     return this.#deadLetter(message, `${error.key}: ${error.message}`);
   }
 
-  /** Keeps at most `deadLetterPayloadBytes` of the payload; the reason says how much there was. */
+  /** The store keeps at most `deadLetterPayloadBytes` of the payload and says how much there was. */
   async #deadLetter(message: MqttMessage, reason: string): Promise<void> {
-    const kept = Math.min(message.payload.length, this.#limits.deadLetterPayloadBytes);
-    const payload = message.payload.slice(0, kept);
-    if (kept < message.payloadBytes) reason += ` (payload cut to its first ${kept} of ${message.payloadBytes} bytes)`;
-    await this.#store.writeDeadLetter({ source: "mqtt", topic: message.topic, reason, payload });
+    const { topic, payload, payloadBytes } = message;
+    await this.#store.writeDeadLetter({ source: "mqtt", topic, reason, payload, payloadBytes });
     this.#metrics.readings.inc({ source: "mqtt", result: "invalid" });
     this.#metrics.deadLetters.inc({ source: "mqtt" });
     this.#log.debug("mqtt.dead_letter", { topic: message.topic, reason });

@@ -46,8 +46,9 @@ const RESERVED_NAMES = new Set(["__proto__"]);
  * `defaultDevice` (from an MQTT topic) fills in readings that name no device; a reading that
  * names another device is refused.
  *
- * Cost is bounded by the limits, not by the input: the count of readings and of sensors in each
- * reading is checked before any reading is validated, and validation stops at MAX_ISSUES. Ids
+ * Cost is bounded by the limits, not by the input: the count of readings is checked before any
+ * reading is validated, each reading's count of sensors before its sensors are, and validation
+ * stops at MAX_ISSUES. Ids
  * and names are kept as sent or refused: empty, longer than `nameLength`, not well-formed
  * Unicode (a lone surrogate would be stored as U+FFFD and collide) or reserved.
  */
@@ -60,7 +61,7 @@ export function readingParser(limits: ReadingLimits): ReadingParser {
     if (defaultDevice !== undefined) {
       const problem = nameProblem(defaultDevice, "the topic's device");
       if (problem) {
-        return { ok: false, issues: [{ path: "(topic)", message: problem }], limitKeys: limitKeysIn(problem) };
+        return { ok: false, issues: [{ path: "(topic)", message: problem }], limitKeys: limitKeysIn([problem]) };
       }
     }
     const isBatch = Object.hasOwn(body, "readings");
@@ -97,6 +98,7 @@ export function readingParser(limits: ReadingLimits): ReadingParser {
       }
       const { device: rawDevice, ts: rawTs, values } = item as Record<string, unknown>;
       for (const key in item) {
+        if (issues.length >= MAX_ISSUES) break;
         if (Object.hasOwn(item, key) && key !== "device" && key !== "ts" && key !== "values") {
           problem(key, "is not a reading field (device, ts, values)");
         }
@@ -138,6 +140,7 @@ export function readingParser(limits: ReadingLimits): ReadingParser {
         problem("values", "must hold at least one sensor value");
       } else {
         for (const sensor in values) {
+          if (issues.length >= MAX_ISSUES) break;
           if (!Object.hasOwn(values, sensor)) continue;
           const invalid = RESERVED_NAMES.has(sensor) ? "is a reserved name" : nameProblem(sensor, "sensor name");
           if (invalid) problem(`values.${sensor}`, invalid);
@@ -156,17 +159,9 @@ export function readingParser(limits: ReadingLimits): ReadingParser {
       }
     }
     if (issues.length === 0) return { ok: true, readings };
-    return { ok: false, issues: issues.slice(0, MAX_ISSUES), limitKeys: limitKeysIn(...issues.map((i) => i.message)) };
+    const reported = issues.slice(0, MAX_ISSUES);
+    return { ok: false, issues: reported, limitKeys: limitKeysIn(reported.map((issue) => issue.message)) };
   };
-}
-
-const parsers = new WeakMap<ReadingLimits, ReadingParser>();
-
-/** `readingParser(limits)(body, defaultDevice)`, with the parser kept per limits object. */
-export function parseReadings(body: unknown, limits: ReadingLimits, defaultDevice?: string): ParseResult {
-  let parser = parsers.get(limits);
-  if (!parser) parsers.set(limits, parser = readingParser(limits));
-  return parser(body, defaultDevice);
 }
 
 /** The latest reading time accepted now; no bound while the wall clock is not plausible. */
@@ -196,7 +191,7 @@ function countKeysUpTo(value: unknown, max: number): number {
 }
 
 /** The keys of the bounds named in these messages. */
-function limitKeysIn(...messages: string[]): string[] {
+function limitKeysIn(messages: readonly string[]): string[] {
   return [NAME_LENGTH_KEY, CLOCK_SKEW_KEY].filter((key) => messages.some((message) => message.includes(key)));
 }
 

@@ -68,6 +68,11 @@ export class KnownDevices {
     }
   }
 
+  /** The commit that was to store `devices` failed: those it admitted are not held any more. */
+  failed(devices: Iterable<string>): void {
+    for (const device of devices) this.#admitted.delete(device);
+  }
+
   /** Devices retention removed from `known_devices`. */
   forget(devices: Iterable<string>): void {
     for (const device of devices) this.#committed.delete(device);

@@ -185,6 +185,7 @@ export class ReadingWriter {
       const failure = new StoreUnavailableError(describeSqliteError(error), { cause: error });
       this.#lastError = failure;
       this.#options.onCommitFailed?.(failure);
+      this.#options.devices?.failed(devices);
       for (const pending of batch) pending.reject(failure);
       return;
     }

@@ -47,7 +47,8 @@ export interface TableCutoffs {
 export type PrunedCounts = Record<keyof TableCutoffs, number>;
 
 /**
- * Deletes old rows of the tables besides readings, a few thousand per commit. The audit log is
+ * Deletes old rows of the tables besides readings, a few thousand per commit (the audit log's
+ * cut is one commit, so that the checkpoint and the deletion cannot part). The audit log is
  * cut at the last expired row (never its newest row): the hash of that row is kept in
  * `audit_checkpoints` with the cut, in the same commit, so `audit verify` still checks what
  * remains from the cut on.

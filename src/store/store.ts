@@ -24,6 +24,8 @@ export interface DeadLetter {
   topic?: string;
   reason: string;
   payload: Uint8Array;
+  /** Bytes the payload had when it arrived, when only its start reached the store. */
+  payloadBytes?: number;
 }
 
 export interface StoreStats {
@@ -43,7 +45,11 @@ const RETENTION_INTERVAL_MS = 60_000;
 /** A readiness probe commits at most this often; while the store is failing, it retries this often. */
 const PROBE_INTERVAL_MS = 1_000;
 
-/** The libSQL buffer: readings (group-committed), dead letters, retention and size accounting. */
+/**
+ * The libSQL buffer: readings (group-committed on the ingest connection), the device bound, the
+ * store's clock, dead letters, retention of every table, size accounting and a readiness probe
+ * that commits.
+ */
 export class Store {
   readonly #database: Database;
   readonly #options: StoreOptions;
@@ -56,6 +62,7 @@ export class Store {
   readonly #retentionDeleted: Record<string, number> = {};
   #lastCommitAt = -Infinity;
   #probing: Promise<void> | null = null;
+  #retaining: Promise<void> | null = null;
   #rows: number;
   #deadLetters: number;
   #usedBytes: number;
@@ -133,11 +140,12 @@ export class Store {
 
   /** Keeps an invalid payload, cut to `spec.limits.deadLetterPayloadBytes`, with the reason. */
   async writeDeadLetter(letter: DeadLetter): Promise<void> {
-    const keep = this.#options.limits?.deadLetterPayloadBytes ?? letter.payload.byteLength;
-    const payload = letter.payload.byteLength > keep ? letter.payload.subarray(0, keep) : letter.payload;
-    const reason = payload === letter.payload
-      ? letter.reason
-      : `${letter.reason} (payload of ${letter.payload.byteLength} bytes cut to ${keep})`;
+    const original = letter.payloadBytes ?? letter.payload.byteLength;
+    const keep = Math.min(letter.payload.byteLength, this.#options.limits?.deadLetterPayloadBytes ?? Infinity);
+    const payload = letter.payload.subarray(0, keep);
+    const reason = keep < original
+      ? `${letter.reason} (payload cut to its first ${keep} of ${original} bytes)`
+      : letter.reason;
     await this.#database.client.execute({
       sql: "INSERT INTO dead_letters (received_ms, source, topic, reason, payload) VALUES (?, ?, ?, ?, ?)",
       args: [this.#clock.now(), letter.source, letter.topic ?? null, reason, payload],
@@ -191,6 +199,7 @@ export class Store {
     for (const timer of this.#timers) clearInterval(timer);
     await this.#writer.close();
     await this.#probing;
+    await this.#retaining;
     try {
       await this.#database.client.execute(this.#clock.saveStatement());
     } catch (error) {
@@ -206,8 +215,8 @@ export class Store {
     this.#timers.push(setInterval(() => {
       if (this.#writer.lastError) void this.probe();
     }, PROBE_INTERVAL_MS));
-    this.#timers.push(setInterval(() => void this.#applyRetention(), RETENTION_INTERVAL_MS));
-    void this.#applyRetention();
+    this.#timers.push(setInterval(() => void this.#retain(), RETENTION_INTERVAL_MS));
+    void this.#retain();
   }
 
   async #refreshSize(force: boolean): Promise<void> {
@@ -219,6 +228,12 @@ export class Store {
     } catch (error) {
       this.#log.warn("store.size_check_failed", { error });
     }
+  }
+
+  /** Runs retention unless a pass is under way; close() waits for the one under way. */
+  #retain(): Promise<void> {
+    this.#retaining ??= this.#applyRetention().finally(() => this.#retaining = null);
+    return this.#retaining;
   }
 
   async #applyRetention(): Promise<void> {
@@ -248,10 +263,10 @@ export class Store {
     const hours = (value: number) => value * 3_600_000;
     const pruned = await pruneTables(this.#database.client, {
       deadLetters: storeNow - hours(keep.deadLetters),
-      // Events and alerts carry reading times; the audit log, the wall clock of its writes.
+      // Events and alerts carry reading times; audit rows, the store clock at their write.
       events: wallNow - hours(keep.events),
       alerts: wallNow - hours(keep.alerts),
-      audit: wallNow - hours(keep.audit),
+      audit: storeNow - hours(keep.audit),
     }, wallNow);
     this.#deadLetters -= pruned.deadLetters;
     for (const [table, count] of Object.entries(pruned)) this.#countDeleted(table, count);
