@@ -109,11 +109,14 @@ function clientErrorAnswer(
 ): [number, { error: string; message: string; limit?: string; max?: number }] {
   switch (error.code) {
     case "ERR_HTTP_REQUEST_TIMEOUT":
+      // node:http reports both timeouts with this one code; the message names both keys.
       return [408, {
         error: "limit_exceeded",
         limit: limitKey("requestTimeoutMs"),
         max: limits.requestTimeoutMs,
-        message: "The request did not arrive in time",
+        message: `The request did not arrive in time (headers within ${limitKey("headersTimeoutMs")}: ` +
+          `${limits.headersTimeoutMs} ms, the whole request within ${limitKey("requestTimeoutMs")}: ` +
+          `${limits.requestTimeoutMs} ms)`,
       }];
     case "HPE_HEADER_OVERFLOW":
       return [431, { error: "headers_too_large", message: "Request headers are larger than 16 KiB" }];

@@ -10,14 +10,20 @@ const ROWS_PER_DELETE = 5_000;
  * every new id above every cursor (scorer, aggregator, raw forwarding) even after a quiet period
  * longer than the retention. Returns the rows deleted.
  */
-export async function deleteExpiredReadings(client: Client, cutoffMs: number): Promise<number> {
+export function deleteExpiredReadings(client: Client, cutoffMs: number): Promise<number> {
+  return deleteInChunks(
+    client,
+    `DELETE FROM readings WHERE id IN (
+       SELECT id FROM readings WHERE received_ms < ? AND id < (SELECT max(id) FROM readings) LIMIT ?)`,
+    cutoffMs,
+  );
+}
+
+/** Runs `sql` (a DELETE taking the cutoff and a row limit) until a run deletes less than a chunk. */
+async function deleteInChunks(client: Client, sql: string, cutoff: number): Promise<number> {
   let total = 0;
   while (true) {
-    const result = await client.execute({
-      sql: `DELETE FROM readings WHERE id IN (
-              SELECT id FROM readings WHERE received_ms < ? AND id < (SELECT max(id) FROM readings) LIMIT ?)`,
-      args: [cutoffMs, ROWS_PER_DELETE],
-    });
+    const result = await client.execute({ sql, args: [cutoff, ROWS_PER_DELETE] });
     total += result.rowsAffected;
     if (result.rowsAffected < ROWS_PER_DELETE) return total;
   }
@@ -54,14 +60,7 @@ export type PrunedCounts = Record<keyof TableCutoffs, number>;
  * remains from the cut on.
  */
 export async function pruneTables(client: Client, cutoffs: TableCutoffs, nowMs: number): Promise<PrunedCounts> {
-  const chunked = async (sql: string, cutoff: number) => {
-    let total = 0;
-    while (true) {
-      const result = await client.execute({ sql, args: [cutoff, ROWS_PER_DELETE] });
-      total += result.rowsAffected;
-      if (result.rowsAffected < ROWS_PER_DELETE) return total;
-    }
-  };
+  const chunked = (sql: string, cutoff: number) => deleteInChunks(client, sql, cutoff);
   return {
     deadLetters: await chunked(
       "DELETE FROM dead_letters WHERE id IN (SELECT id FROM dead_letters WHERE received_ms < ? LIMIT ?)",
