@@ -6,8 +6,11 @@
  * Every run is checked (model_output.ts) and bounded in time: a run that throws, takes longer
  * than RUN_TIMEOUT_MS or returns non-finite or misshapen outputs fails with ModelRunError. A run
  * cannot be stopped once started: after a timeout its session is released when it ends.
+ *
+ * onnxruntime itself is loaded at the first session (a device's first model), not at start: a
+ * device still calibrating, or with detection off, never pays for it (about 8 MB at import).
  */
-import * as ort from "onnxruntime-node";
+import type * as ort from "onnxruntime-node";
 import { packWindows } from "./batch_scoring.ts";
 import { loadTestWindows } from "./load_test_input.ts";
 import { type BundleManifest, type ModelBundle, ModelBundleError } from "./model_bundle.ts";
@@ -22,6 +25,13 @@ export interface LoadedModel {
   readonly id: number;
   readonly manifest: BundleManifest;
   readonly session: ort.InferenceSession;
+}
+
+let onnxruntime: typeof ort | null = null;
+
+/** The onnxruntime module, imported once, when the first session is made. */
+async function loadOnnxruntime(): Promise<typeof ort> {
+  return onnxruntime ??= await import("onnxruntime-node");
 }
 
 export class Inference {
@@ -93,7 +103,8 @@ export class Inference {
     // timer while the run is pending keeps the loop turning (commit-to-flag p99 ~50 ms → ~10 ms, see README).
     const keepAwake = setInterval(() => {}, 1);
     let timer: ReturnType<typeof setTimeout> | undefined;
-    const running = model.session.run({ [manifest.input]: new ort.Tensor("float32", input, dims) });
+    // A model has a session, so onnxruntime is loaded by now.
+    const running = model.session.run({ [manifest.input]: new onnxruntime!.Tensor("float32", input, dims) });
     running.catch(() => {});
     let outputs: ort.InferenceSession.OnnxValueMapType;
     try {
@@ -126,7 +137,7 @@ export class Inference {
     const { manifest } = bundle;
     let session: ort.InferenceSession;
     try {
-      session = await ort.InferenceSession.create(bundle.onnx, this.#options);
+      session = await (await loadOnnxruntime()).InferenceSession.create(bundle.onnx, this.#options);
     } catch (error) {
       throw new ModelBundleError("onnxruntime refused the model", [(error as Error).message], { cause: error });
     }
