@@ -29,8 +29,8 @@ const SHARED_PRAGMAS = [
   "PRAGMA wal_autocheckpoint=1000",
   "PRAGMA journal_size_limit=67108864",
 ];
-export const INGEST_PRAGMAS = [...SHARED_PRAGMAS, "PRAGMA synchronous=FULL"];
-export const DERIVED_PRAGMAS = [...SHARED_PRAGMAS, "PRAGMA synchronous=NORMAL"];
+const INGEST_PRAGMAS = [...SHARED_PRAGMAS, "PRAGMA synchronous=FULL"];
+const DERIVED_PRAGMAS = [...SHARED_PRAGMAS, "PRAGMA synchronous=NORMAL"];
 
 export interface Database {
   /** Derived data and reads (`synchronous=NORMAL`). */
