@@ -57,7 +57,9 @@ export function episodeStatements(
     sensors: episode.topSensors,
   };
   const statements: InStatement[] = [
-    change === "start" ? eventStartStatement({ ...episode, device }) : eventEndStatement({ ...episode, endTs: ts }),
+    change === "start"
+      ? eventStartStatement({ ...episode, device })
+      : eventEndStatement({ ...episode, endTs: ts, endReason: "cleared" }),
     alertStatement({ eventId: episode.id, device, state: change, ts, body: JSON.stringify(alert) }),
   ];
   if (outbox) {
