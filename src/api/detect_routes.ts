@@ -9,7 +9,7 @@ import { checkBundle } from "../detect/model_bundle.ts";
 import { readModelUpload, UploadInProgressError } from "../detect/model_upload.ts";
 import { decodeUtf8, readBoundedBody } from "./bounded_body.ts";
 import { GLOBAL_SCOPE } from "../detect/registry.ts";
-import { eventsFrom } from "../store/events_table.ts";
+import { eventsPage } from "../store/events_table.ts";
 import { scoredReadings } from "../store/scores.ts";
 import { adminAuth } from "./admin_auth.ts";
 import { parseLimit, parseTime } from "./query_params.ts";
@@ -62,24 +62,38 @@ export function detectRoutes(
 
   app.get("/v1/events", async (c) => {
     const device = c.req.query("device");
+    const state = c.req.query("state");
+    if (state !== undefined && state !== "open" && state !== "closed") throw badRequest("state must be open or closed");
     const from = parseTime(c.req.query("from"), 0);
-    const limit = parseLimit(c.req.query("limit"), 100, 10_000);
     if (from === null) throw badRequest("from must be RFC 3339 or epoch milliseconds");
-    if (limit === null) throw badRequest("limit must be an integer from 1 to 10000");
-    const events = await eventsFrom(client, { device: device ?? null, fromTs: from, limit });
-    return c.json({
-      events: events.map((event) => ({
-        id: event.id,
-        device: event.device,
-        start: new Date(event.startTs).toISOString(),
-        end: event.endTs === null ? null : new Date(event.endTs).toISOString(),
-        open: event.endTs === null,
-        peakScore: event.peakScore,
-        model: event.model,
-        sensors: event.topSensors,
-        readings: event.readings,
-      })),
+    const to = parseTime(c.req.query("to"), Number.MAX_SAFE_INTEGER);
+    if (to === null) throw badRequest("to must be RFC 3339 or epoch milliseconds");
+    const limit = parseLimit(c.req.query("limit"), 100, 1000);
+    if (limit === null) throw badRequest("limit must be an integer from 1 to 1000");
+    const cursor = c.req.query("cursor");
+    const page = await eventsPage(client, {
+      device: device ?? null,
+      state: state ?? null,
+      fromTs: from,
+      toTs: to,
+      beforeId: cursor === undefined ? null : decodeIdCursor(cursor),
+      limit,
     });
+    const events = page.events.map((event) => ({
+      id: event.id,
+      device: event.device,
+      start: new Date(event.startTs).toISOString(),
+      end: event.endTs === null ? null : new Date(event.endTs).toISOString(),
+      open: event.endTs === null,
+      peakScore: event.peakScore,
+      model: event.model,
+      sensors: event.topSensors,
+      readings: event.readings,
+      endReason: event.endReason,
+      verdict: event.verdict && { kind: event.verdict.kind, at: new Date(event.verdict.ts).toISOString() },
+    }));
+    const last = events[events.length - 1];
+    return c.json({ events, nextCursor: page.more ? encodeCursor(String(last.id)) : null });
   });
 
   app.get("/v1/devices", async (c) => {
@@ -107,6 +121,14 @@ export function detectRoutes(
         scoringLag: {
           readings: row.lag.readings,
           seconds: row.lag.oldestMs === null ? 0 : (now - row.lag.oldestMs) / 1000,
+        },
+        lastSeen: row.lastSeenTs === null ? null : new Date(row.lastSeenTs).toISOString(),
+        latestScore: row.latestScore && { ...row.latestScore, ts: new Date(row.latestScore.ts).toISOString() },
+        openEvent: row.openEvent && {
+          id: row.openEvent.id,
+          start: new Date(row.openEvent.startTs).toISOString(),
+          peakScore: row.openEvent.peakScore,
+          sensors: row.openEvent.topSensors,
         },
       };
     });
@@ -155,7 +177,7 @@ export function detectRoutes(
   return app;
 }
 
-/** Opaque page cursors: base64url of a reading's time or a device name. */
+/** Opaque page cursors: base64url of a reading's time, an event id or a device name. */
 function encodeCursor(text: string): string {
   return Buffer.from(text, "utf8").toString("base64url");
 }
@@ -178,6 +200,15 @@ function decodeTimeCursor(cursor: string | undefined): number {
   const ts = Number(text);
   if (!/^\d{1,16}$/.test(text) || !Number.isSafeInteger(ts)) throw badRequest("cursor is not one this API returned");
   return ts;
+}
+
+function decodeIdCursor(cursor: string): number {
+  const text = decodeCursorText(cursor, 32);
+  const id = Number(text);
+  if (!/^[1-9]\d{0,15}$/.test(text) || !Number.isSafeInteger(id)) {
+    throw badRequest("cursor is not one this API returned");
+  }
+  return id;
 }
 
 function decodeNameCursor(cursor: string): string {

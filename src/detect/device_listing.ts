@@ -1,12 +1,18 @@
 /**
  * One page of `GET /v1/devices`, in device order after a cursor: a constant number of queries
  * per page (the page, the scoring lag of its devices, the calibration progress of its calibrating
- * devices), never one per device.
+ * devices, their latest activity), never one per device.
  */
 import type { Client } from "@libsql/client";
-import { calibrationProgress, devicesAfter, readingsAfterByDevice } from "../store/device_rows.ts";
+import {
+  calibrationProgress,
+  type DeviceActivity,
+  deviceActivity,
+  devicesAfter,
+  readingsAfterByDevice,
+} from "../store/device_rows.ts";
 
-export interface DeviceRow {
+export interface DeviceRow extends DeviceActivity {
   device: string;
   state: string;
   readings: number;
@@ -26,9 +32,10 @@ export async function devicePage(
   if (rows.length === 0) return { devices: [], more: false };
   const names = rows.map((row) => row.device);
   const cursor = Math.max(options.scoreCursor, 0);
-  const [lagOf, collectedOf] = await Promise.all([
+  const [lagOf, collectedOf, activityOf] = await Promise.all([
     readingsAfterByDevice(client, cursor, names),
     calibrationProgress(client, cursor, names),
+    deviceActivity(client, names),
   ]);
   return {
     devices: rows.map((row) => {
@@ -40,6 +47,7 @@ export async function devicePage(
         anomaly: row.anomaly,
         lag: { readings: pending?.readings ?? 0, oldestMs: pending?.oldestMs ?? null },
         collected: collectedOf.get(row.device) ?? null,
+        ...(activityOf.get(row.device) ?? { lastSeenTs: null, latestScore: null, openEvent: null }),
       };
     }),
     more: page.length > options.limit,

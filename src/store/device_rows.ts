@@ -160,6 +160,62 @@ export async function calibrationProgress(
   return new Map(result.rows.map((row) => [String(row.device), Number(row.n)]));
 }
 
+/** What `GET /v1/devices` shows of a device's latest activity. */
+export interface DeviceActivity {
+  /** Time of its latest reading (epoch ms), scored or not. */
+  lastSeenTs: number | null;
+  /** Its latest scored reading among the last `LATEST_SCORE_WINDOW` the scorer processed. */
+  latestScore: { score: number; anomaly: boolean; ts: number } | null;
+  /** The open event `devices.open_event_id` points at. */
+  openEvent: { id: number; startTs: number; peakScore: number; topSensors: string[] } | null;
+}
+
+/**
+ * How many of a device's readings, back from the last one the scorer processed, are searched for
+ * its latest score: readings left unscored (a missing sensor, a deactivated model, quarantine)
+ * would otherwise make the search as long as the device's history.
+ */
+export const LATEST_SCORE_WINDOW = 64;
+
+/**
+ * The latest activity of `devices` (those with a `devices` row). One query, a constant number of
+ * index seeks a device: its latest reading time (`readings_device_ts`), its latest score within
+ * the window (`readings_device_id`) and its open event (the events' primary key).
+ */
+export async function deviceActivity(
+  client: Client,
+  devices: readonly string[],
+): Promise<Map<string, DeviceActivity>> {
+  const result = await client.execute({
+    sql: `SELECT d.device,
+            (SELECT r.ts FROM readings r WHERE r.device = d.device ORDER BY r.ts DESC LIMIT 1) AS last_ts,
+            s.score, s.anomaly, s.ts AS score_ts,
+            e.id AS event_id, e.start_ts, e.peak_score, e.top_sensors
+          FROM devices d
+          LEFT JOIN readings s ON s.id = (
+            SELECT r.id FROM readings r
+            WHERE r.device = d.device AND r.id <= d.last_reading_id AND r.score IS NOT NULL
+              AND r.id > coalesce((SELECT w.id FROM readings w WHERE w.device = d.device AND w.id <= d.last_reading_id
+                ORDER BY w.id DESC LIMIT 1 OFFSET ?), 0)
+            ORDER BY r.id DESC LIMIT 1)
+          LEFT JOIN events e ON e.id = d.open_event_id AND e.end_ts IS NULL
+          WHERE d.device IN (${placeholders(devices)})`,
+    args: [LATEST_SCORE_WINDOW, ...devices],
+  });
+  return new Map(result.rows.map((row) => [String(row.device), {
+    lastSeenTs: row.last_ts === null ? null : Number(row.last_ts),
+    latestScore: row.score === null
+      ? null
+      : { score: Number(row.score), anomaly: Number(row.anomaly) === 1, ts: Number(row.score_ts) },
+    openEvent: row.event_id === null ? null : {
+      id: Number(row.event_id),
+      startTs: Number(row.start_ts),
+      peakScore: Number(row.peak_score),
+      topSensors: JSON.parse(String(row.top_sensors)),
+    },
+  }]));
+}
+
 function placeholders(values: readonly unknown[]): string {
   return values.map(() => "?").join(",");
 }
