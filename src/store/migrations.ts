@@ -160,6 +160,17 @@ export const MIGRATIONS: readonly Migration[] = [
     description: "index for a device's readings by id (calibration windows and counts, scoring history)",
     statements: ["CREATE INDEX readings_device_id ON readings(device, id)"],
   },
+  {
+    version: 7,
+    description: "drift-robust detection: a device's adaptive baseline; why an episode ended; operator verdicts",
+    statements: [
+      "ALTER TABLE devices ADD COLUMN baseline_json TEXT",
+      "ALTER TABLE events ADD COLUMN end_reason TEXT",
+      "ALTER TABLE events ADD COLUMN verdict TEXT",
+      "ALTER TABLE events ADD COLUMN verdict_ts INTEGER",
+      "CREATE INDEX events_device_id ON events(device, id)",
+    ],
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1].version;
