@@ -56,7 +56,7 @@ export async function startDetection(
     inference,
     outbox: deps.outbox,
     log,
-    observer: detectionObserver(metrics, () => quarantined()),
+    observer: detectionObserver(metrics, () => quarantined(), { maxDevices: config.limits.devices }),
     stateDir: join(config.storage.dataDir, "detect"),
     maxSensors: config.limits.sensorsPerDevice,
   });

@@ -20,4 +20,11 @@ export interface ScorerObserver {
   quarantined?(work: string): void;
   /** Work was cut down at a bound (`spec.limits.<name>`). */
   limitReached?(key: string): void;
+  /**
+   * A device's latest scored reading in a pass (once per device per pass): its score, whether
+   * the device is in an anomaly episode, and the reading's time (epoch ms).
+   */
+  deviceScored?(device: string, score: number, anomaly: boolean, readingTs: number): void;
+  /** The device is gone (retention removed its readings, or it was reset): drop its series. */
+  deviceForgotten?(device: string): void;
 }
