@@ -1,8 +1,13 @@
-import type { SimulatedReading } from "../sim/pump_simulator.ts";
 import { postJson } from "./outpost_process.ts";
 
+/** What a replay sends of a reading: any simulator's readings have these fields. */
+export interface ReplayedReading {
+  ts: number;
+  values: Record<string, number>;
+}
+
 /** Sends readings for one device through POST /v1/readings in batches of 100. */
-export async function replay(url: string, device: string, readings: readonly SimulatedReading[]): Promise<void> {
+export async function replay(url: string, device: string, readings: readonly ReplayedReading[]): Promise<void> {
   for (let i = 0; i < readings.length; i += 100) {
     const batch = readings.slice(i, i + 100).map((r) => ({ device, ts: r.ts, values: r.values }));
     const response = await postJson(`${url}/v1/readings`, { readings: batch });
