@@ -6,6 +6,7 @@ import { eventually } from "./helpers/eventually.ts";
 import { connectPublisher } from "./helpers/mqtt_publisher.ts";
 import { postJson, startOutpost, writeManifest } from "./helpers/outpost_process.ts";
 import { fetchReadings, replay } from "./helpers/replay.ts";
+import { simulateFaultRecording } from "./sim/plant_simulator.ts";
 import { simulateRecording } from "./sim/pump_simulator.ts";
 
 const TOKEN = "test-admin-token";
@@ -51,7 +52,7 @@ Deno.test("a new device calibrates on its first readings, then every later readi
     assert.equal(devices.devices[0].state, "active");
     assert.equal(devices.devices[0].readings, 500);
     assert.deepEqual(devices.devices[0].scoringLag, { readings: 0, seconds: 0 });
-    assert.match(devices.devices[0].model.name, /^pca-t2q\/pump 7$/);
+    assert.match(devices.devices[0].model.name, /^baseline\/pump 7$/);
 
     const { body: events } = await api(outpost.url, "/v1/events?device=pump%207");
     const episode = events.events.find((e: { start: string }) =>
@@ -125,7 +126,7 @@ Deno.test(`episodes publish alerts at start and end to the local broker (${BROKE
     }),
   );
   try {
-    const recording = simulateRecording({ seed: 13, fault: "step", calibration: 100, seconds: 600 });
+    const recording = simulateFaultRecording({ seed: 13, fault: "imbalance", minutes: 15 });
     await replay(outpost.url, "pump-c", recording.readings);
     const received = await eventually(() => alerts, (a) => a.some((alert) => alert.state === "end"));
     const start = received.find((alert) => alert.state === "start")!;

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { join } from "node:path";
 import { encodeBase64 } from "./helpers/base64.ts";
 import { sha256Hex } from "../src/sha256.ts";
 import { eventually } from "./helpers/eventually.ts";
@@ -100,7 +101,7 @@ Deno.test("an external model with its model.json scores readings; a tampered bun
   }
 });
 
-Deno.test("recalibration needs the admin token and takes the next readings as the new normal", async () => {
+Deno.test("recalibration needs the admin token and takes the next readings as the new normal, scoring with the old model meanwhile", async () => {
   const dir = await Deno.makeTempDir();
   const manifest = await writeManifest(dir, { detection: ["calibration: { readings: 50 }"], logLevel: "warn" });
   const noToken = await startOutpost(manifest);
@@ -121,9 +122,20 @@ Deno.test("recalibration needs the admin token and takes the next readings as th
       () => fetchReadings(outpost.url, "pump-y"),
       (r) => r.length === 140 && r[139].score !== null,
     );
-    assert.ok(rows.slice(70, 120).every((r) => r.score === null), "the 50 readings after the restart calibrate");
+    assert.ok(rows.slice(50).every((r) => r.score !== null), "scored throughout, by cal-1 while cal-2 calibrates");
     const devices = await (await fetch(`${outpost.url}/v1/devices`)).json();
     assert.equal(devices.devices[0].model.version, "cal-2");
+    const models = join(outpost.dataDir, "models", "calibrated");
+    const calibrated = [...Deno.readDirSync(models)].map((entry) => entry.name).sort();
+    assert.equal(calibrated.length, 2, calibrated.join(", "));
+    const second = JSON.parse(
+      await Deno.readTextFile(join(models, calibrated.find((n) => n.includes("cal-2"))!, "model.json")),
+    );
+    assert.equal(
+      second.provenance.firstTs,
+      new Date(recording.readings[70].ts).toISOString(),
+      "cal-2 fits the readings after the request",
+    );
   } finally {
     await outpost.stop();
     await Deno.remove(dir, { recursive: true });

@@ -136,6 +136,20 @@ export function detectRoutes(
     return c.json({ devices, nextCursor: page.more ? encodeCursor(last.device) : null });
   });
 
+  app.post("/v1/devices/:device/accept", admin, async (c) => {
+    const outcome = await detection.scorer.acceptOperatingPoint(c.req.param("device"));
+    const { alerts: _alerts, ...body } = outcome;
+    return c.json(body);
+  });
+
+  app.post("/v1/events/:id/false-alarm", admin, async (c) => {
+    const id = c.req.param("id");
+    if (!/^[1-9][0-9]{0,15}$/.test(id)) throw badRequest("id must be an event id (a positive integer)");
+    const outcome = await detection.scorer.markFalseAlarm(Number(id));
+    const { alerts: _alerts, ...body } = outcome;
+    return c.json({ event: Number(id), verdict: "false_alarm", ...body });
+  });
+
   app.post("/v1/devices/:device/calibrate", admin, async (c) => {
     const device = c.req.param("device");
     await detection.scorer.recalibrate(device);

@@ -4,7 +4,7 @@ import type { ContentfulStatusCode } from "hono/utils/http-status";
 import { ModelBundleError } from "../detect/model_bundle.ts";
 import { ModelUploadError, UploadInProgressError } from "../detect/model_upload.ts";
 import { NoPreviousModelError } from "../detect/registry.ts";
-import { UnknownDeviceError } from "../detect/scorer.ts";
+import { UnknownDeviceError, UnknownEventError } from "../detect/scorer.ts";
 import { LimitExceededError } from "../limit_exceeded_error.ts";
 import type { Logger } from "../observability/log.ts";
 import type { Metrics } from "../observability/metrics.ts";
@@ -49,6 +49,7 @@ export function errorHandler(log: Logger, metrics: Metrics) {
       return c.json({ error: "no_previous_model", message: error.message }, 409);
     }
     if (error instanceof UnknownDeviceError) return c.json({ error: "unknown_device", message: error.message }, 404);
+    if (error instanceof UnknownEventError) return c.json({ error: "unknown_event", message: error.message }, 404);
     if (error instanceof HTTPException) {
       return c.json({ error: codeFor(error.status), message: error.message }, error.status as ContentfulStatusCode);
     }

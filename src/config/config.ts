@@ -53,13 +53,27 @@ export interface DetectionConfig {
   readonly enabled: boolean;
   readonly threads: number;
   readonly batchSize: number;
-  readonly calibration: {
-    readonly readings: number;
-    readonly window: number;
-    readonly varianceKept: number;
-    readonly quantile: number;
-    readonly margin: number;
+  readonly sensitivity: number;
+  readonly calibration: { readonly readings: number; readonly seconds?: number };
+  readonly baseline: {
+    readonly adaptSeconds: number;
+    readonly settleSeconds: number;
+    readonly settleTolerance: number;
+    readonly settleRatio: number;
+    readonly acceptSeconds: number;
+    readonly slowLevelTolerance: number;
   };
+  readonly sensors: Readonly<
+    Record<
+      string,
+      {
+        readonly role?: "fast" | "slow";
+        readonly min?: number;
+        readonly max?: number;
+        readonly maxRisePerMinute?: number;
+      }
+    >
+  >;
   readonly debounce: { readonly onCount: number; readonly ofLast: number; readonly clearAfter: number };
   readonly alertTopic: string;
 }

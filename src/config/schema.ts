@@ -86,21 +86,57 @@ const detectionSchema = z.object({
   threads: z.number().int().min(1).max(16).default(1),
   /** Readings scored per onnxruntime call at most. */
   batchSize: z.number().int().min(1).max(10_000).default(256),
+  /**
+   * How readily a deviation alarms: the alarm threshold is 6 standard deviations of a feature
+   * divided by this (2 halves the deviation needed; 0.5 doubles it). README "Detection".
+   */
+  sensitivity: z.number().min(0.1).max(10).default(1),
   calibration: z.object({
-    /** At most 5,000: a calibration holds its window in memory (64 sensors x 5,000 readings fit the heap). */
+    /**
+     * Readings a new device calibrates on. At most 5,000: a calibration holds them in memory (64
+     * sensors x 5,000 readings fit the heap).
+     */
     readings: z.number().int().min(20).max(5_000).default(400),
-    window: z.number().int().min(2).max(600).default(12),
-    varianceKept: z.number().gt(0).max(1).default(0.999),
-    quantile: z.number().gt(0.5).lt(1).default(0.995),
-    margin: z.number().min(0.5).max(100).default(1.2),
+    /**
+     * Calibrate on this many seconds of reading time instead (a 10 Hz device would otherwise
+     * calibrate on 40 s); `readings` still bounds it.
+     */
+    seconds: z.number().int().min(10).max(86_400).optional(),
   }).strict().prefault({}),
+  baseline: z.object({
+    /** Time constant of the baseline's adaptation while the device is normal (reading time). */
+    adaptSeconds: z.number().min(10).max(7 * 86_400).default(600),
+    /** During an episode, the plant counts as settled after this long without moving... */
+    settleSeconds: z.number().min(5).max(86_400).default(60),
+    /** ...by more than this share of the alarm threshold on any sensor's level. */
+    settleTolerance: z.number().gt(0).max(10).default(0.5),
+    /** A settled plant whose score fell below this share of the episode's peak becomes the new normal... */
+    settleRatio: z.number().gt(0).max(1).default(0.6),
+    /** ...and so does one that stays settled this long, whatever its score. */
+    acceptSeconds: z.number().min(5).max(7 * 86_400).default(900),
+    /** A slow sensor's level alarms only this many times further from the baseline than a fast one's. */
+    slowLevelTolerance: z.number().min(1).max(100).default(3),
+  }).strict().prefault({}),
+  /** Per sensor name: its role, and for slow sensors optional site limits. README "Detection". */
+  sensors: z.record(
+    z.string().min(1).max(128),
+    z.object({
+      role: z.enum(["fast", "slow"]).optional(),
+      min: z.number().finite().optional(),
+      max: z.number().finite().optional(),
+      maxRisePerMinute: z.number().finite().positive().optional(),
+    }).strict().refine((s) => s.min === undefined || s.max === undefined || s.min < s.max, {
+      error: "min must be below max",
+      path: ["min"],
+    }),
+  ).refine((sensors) => Object.keys(sensors).length <= 1_000, "at most 1000 sensors").default({}),
   debounce: z.object({
     /** An episode starts when this many... */
     onCount: z.number().int().min(1).max(1000).default(3),
     /** ...of the last this many readings exceed the threshold... */
     ofLast: z.number().int().min(1).max(1000).default(5),
     /** ...and ends after this many readings in a row below it. */
-    clearAfter: z.number().int().min(1).max(1000).default(5),
+    clearAfter: z.number().int().min(1).max(1000).default(3),
   }).strict().prefault({}).refine((d) => d.onCount <= d.ofLast, {
     error: "onCount must not exceed ofLast",
     path: ["onCount"],

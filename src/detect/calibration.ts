@@ -1,8 +1,12 @@
 import type { DetectionConfig } from "../config/config.ts";
 import { sha256Hex } from "../sha256.ts";
 import type { ModelBundle } from "./model_bundle.ts";
-import { PCA_CONTRIBUTIONS, PCA_INPUT, PCA_OUTPUT, pcaToOnnx } from "./onnx_graph.ts";
-import { fitPca } from "./pca_model.ts";
+import { WINDOW } from "./baseline_features.ts";
+import { fitBaseline } from "./baseline_fit.ts";
+import { BASELINE_INPUTS, BASELINE_OUTPUTS, baselineGraph } from "./baseline_graph.ts";
+
+/** Calibrated models are named after their device: `baseline/<device>`. */
+export const CALIBRATED_PREFIX = "baseline/";
 
 export interface CalibrationReading {
   ts: number;
@@ -57,13 +61,14 @@ export function calibrationReadings(
 }
 
 /**
- * Fits a device's model on its calibration readings (taken as normal) and returns it as a
- * bundle: the sensors are those every calibration reading carries, in the first reading's order.
+ * Fits a device's drift-robust model on its calibration readings (taken as normal) and returns
+ * it as a bundle: the shared graph (baseline_graph.ts) with the device's parameters in its
+ * model.json. The sensors are those every calibration reading carries, in the first reading's order.
  */
 export function calibrate(
   device: string,
   readings: readonly CalibrationReading[],
-  config: DetectionConfig["calibration"],
+  config: DetectionConfig,
   version: string,
 ): ModelBundle {
   const sensors = Object.keys(readings[0].values).filter((sensor) =>
@@ -72,22 +77,27 @@ export function calibrate(
   if (sensors.length === 0) throw new RangeError(`No sensor is present in every calibration reading of ${device}`);
   const started = performance.now();
   const rows = readings.map((reading) => sensors.map((sensor) => reading.values[sensor]));
-  const params = fitPca(sensors, rows, config);
-  const onnx = pcaToOnnx(params, `PCA T²/Q detector calibrated on device ${device}`);
+  const { sensors: _, ...params } = fitBaseline(sensors, rows, readings.map((reading) => reading.ts), {
+    sensitivity: config.sensitivity,
+    slowLevelTolerance: config.baseline.slowLevelTolerance,
+    sensors: config.sensors,
+  });
+  const onnx = baselineGraph();
   return {
     onnx,
     manifest: {
-      name: `pca-t2q/${device}`,
+      name: `${CALIBRATED_PREFIX}${device}`,
       version,
       features: sensors,
-      window: config.window,
-      input: PCA_INPUT,
-      output: PCA_OUTPUT,
-      contributions: PCA_CONTRIBUTIONS,
+      window: WINDOW,
+      input: BASELINE_INPUTS.window,
+      output: BASELINE_OUTPUTS.score,
+      contributions: BASELINE_OUTPUTS.contributions,
       outputMeaning:
-        "max(T²/T²limit, Q/Qlimit) over standardised last values and window standard deviations; above 1 is anomalous",
+        "largest deviation of a sensor's level, spread or rate from the device's adaptive baseline (or of a site limit), in units of the alarm threshold; above 1 is anomalous",
       threshold: 1,
       sha256: sha256Hex(onnx),
+      baseline: params,
       provenance: {
         producer: "outpost-calibration",
         device,
@@ -95,10 +105,8 @@ export function calibrate(
         firstTs: new Date(readings[0].ts).toISOString(),
         lastTs: new Date(readings[readings.length - 1].ts).toISOString(),
         createdAt: new Date().toISOString(),
-        components: params.invEigen.length,
-        t2Limit: params.t2Limit,
-        qLimit: params.qLimit,
-        options: { ...config },
+        sensitivity: config.sensitivity,
+        slowSensors: sensors.filter((_, j) => params.roles[j] === "slow"),
         fitMs: Math.round((performance.now() - started) * 100) / 100,
       },
     },

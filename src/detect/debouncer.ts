@@ -44,6 +44,16 @@ export class Debouncer {
     return this.#anomaly;
   }
 
+  /**
+   * Ends an anomaly without waiting for quiet readings (the baseline moved, or an operator said
+   * so): the next onset needs `onCount` new exceeding readings.
+   */
+  settle(): void {
+    this.#anomaly = false;
+    this.#history = [];
+    this.#quietRun = 0;
+  }
+
   push(exceed: boolean): DebounceStep {
     this.#history.push(exceed);
     if (this.#history.length > this.#options.ofLast) this.#history.shift();

@@ -12,6 +12,9 @@ import { maxEventId, readEvent } from "../store/events_table.ts";
 import { countModelsNamed } from "../store/models_table.ts";
 import { countDeviceReadings } from "../store/readings.ts";
 import { scoresBefore } from "../store/scores.ts";
+import { ADAPTIVE_TERMS } from "./baseline_features.ts";
+import { type BaselineState, copyBaseline, initialBaseline } from "./baseline_tracker.ts";
+import { CALIBRATED_PREFIX } from "./calibration.ts";
 import { Debouncer } from "./debouncer.ts";
 import type { OpenEpisode } from "./episodes.ts";
 import type { LoadedModel } from "./inference.ts";
@@ -22,6 +25,8 @@ export interface DeviceState {
   /** Readings with a higher id count toward calibration. */
   calibrationAfterId: number;
   calibrationCount: number;
+  /** Reading time of the first calibration reading (for `calibration.seconds`). */
+  calibrationFirstTs: number | null;
   readings: number;
   lastReadingId: number;
   anomaly: boolean;
@@ -29,6 +34,13 @@ export interface DeviceState {
   debouncer: Debouncer | null;
   window: number[][];
   windowModelId: number | null;
+  /** The adaptive baseline of a calibrated model (`baselineModelId`); null for other models. */
+  baseline: BaselineState | null;
+  baselineModelId: number | null;
+}
+
+interface StoredBaseline extends BaselineState {
+  modelId: number;
 }
 
 /**
@@ -67,6 +79,7 @@ export class DeviceStates {
       lastReadingId: state.lastReadingId,
       anomaly: state.anomaly,
       openEventId: state.episode?.id ?? null,
+      baselineJson: state.baseline && JSON.stringify({ modelId: state.baselineModelId, ...state.baseline }),
     }));
     return upsertDeviceStatements(rows, Date.now());
   }
@@ -88,6 +101,12 @@ export class DeviceStates {
     state.windowModelId = model.id;
     const recent = rows.flatMap((row) => row.score === null ? [] : [row.score > threshold]);
     state.debouncer = new Debouncer(this.#config.debounce, { anomaly: state.anomaly, recent });
+    const params = model.manifest.baseline;
+    if (!params) state.baseline = null;
+    else if (state.baselineModelId !== model.id || state.baseline?.center.length !== ADAPTIVE_TERMS * features.length) {
+      state.baseline = initialBaseline(params, features.length);
+    }
+    state.baselineModelId = params ? model.id : null;
     return state.window;
   }
 
@@ -103,7 +122,7 @@ export class DeviceStates {
 
   /** How many models were calibrated for the device so far. */
   calibrations(device: string): Promise<number> {
-    return countModelsNamed(this.#client, `pca-t2q/${device}`);
+    return countModelsNamed(this.#client, `${CALIBRATED_PREFIX}${device}`);
   }
 
   /** Whether the store knows the device (a `devices` row or a reading). */
@@ -138,6 +157,7 @@ export class DeviceStates {
       state: row ? row.state : "calibrating",
       calibrationAfterId: row ? row.calibrationAfterId : readingId - 1,
       calibrationCount: 0,
+      calibrationFirstTs: null,
       readings: row ? row.readings : 0,
       lastReadingId: row ? row.lastReadingId : 0,
       anomaly: row ? row.anomaly : false,
@@ -145,13 +165,22 @@ export class DeviceStates {
       debouncer: null,
       window: [],
       windowModelId: null,
+      baseline: null,
+      baselineModelId: null,
     };
     if (!row) return state;
+    if (row.baselineJson) {
+      const { modelId, ...baseline } = JSON.parse(row.baselineJson) as StoredBaseline;
+      state.baseline = baseline;
+      state.baselineModelId = modelId;
+    }
     if (state.state === "calibrating") {
-      state.calibrationCount = await countDeviceReadings(this.#client, device, {
+      const collected = await countDeviceReadings(this.#client, device, {
         afterId: state.calibrationAfterId,
         beforeId: readingId,
       });
+      state.calibrationCount = collected.count;
+      state.calibrationFirstTs = collected.firstTs;
     }
     if (row.openEventId !== null) {
       const event = await readEvent(this.#client, row.openEventId);
@@ -178,5 +207,6 @@ function copy(state: DeviceState): DeviceState {
     episode: state.episode && { ...state.episode, topSensors: [...state.episode.topSensors] },
     debouncer: state.debouncer?.clone() ?? null,
     window: [...state.window],
+    baseline: state.baseline && copyBaseline(state.baseline),
   };
 }

@@ -1,6 +1,6 @@
 import type { InStatement } from "@libsql/client";
 import { alertStatement } from "../store/alerts_table.ts";
-import { eventEndStatement, eventStartStatement } from "../store/events_table.ts";
+import { type EventEndReason, eventEndStatement, eventStartStatement } from "../store/events_table.ts";
 import type { Outbox, OutboxItem } from "../store/outbox.ts";
 
 export interface OpenEpisode {
@@ -22,6 +22,8 @@ export interface AlertMessage {
   score: number;
   model: string;
   sensors: string[];
+  /** Why it ended (end alerts only). */
+  reason?: EventEndReason;
 }
 
 /** The sensors with the largest contributions, largest first (at most three). */
@@ -43,6 +45,7 @@ export function episodeStatements(
   episode: OpenEpisode,
   readingTs: number,
   outbox: Outbox | null,
+  reason: EventEndReason = "cleared",
 ): { statements: InStatement[]; alert: AlertMessage } {
   const ts = change === "end" ? Math.max(readingTs, episode.startTs) : readingTs;
   const alert: AlertMessage = {
@@ -55,11 +58,12 @@ export function episodeStatements(
     score: episode.peakScore,
     model: episode.model,
     sensors: episode.topSensors,
+    ...(change === "end" ? { reason } : {}),
   };
   const statements: InStatement[] = [
     change === "start"
       ? eventStartStatement({ ...episode, device })
-      : eventEndStatement({ ...episode, endTs: ts, endReason: "cleared" }),
+      : eventEndStatement({ ...episode, endTs: ts, endReason: reason }),
     alertStatement({ eventId: episode.id, device, state: change, ts, body: JSON.stringify(alert) }),
   ];
   if (outbox) {
@@ -78,6 +82,7 @@ export function episodeStatements(
           model: episode.model,
           sensors: episode.topSensors,
           readings: episode.readings,
+          reason,
         },
       });
     }

@@ -12,6 +12,7 @@
  */
 import type * as ort from "onnxruntime-node";
 import { packWindows } from "./batch_scoring.ts";
+import { testBaseline } from "./baseline_scoring.ts";
 import { loadTestWindows } from "./load_test_input.ts";
 import { type BundleManifest, type ModelBundle, ModelBundleError } from "./model_bundle.ts";
 import { checkedOutputs, ModelRunError, type ScoredBatch } from "./model_output.ts";
@@ -27,6 +28,9 @@ export interface LoadedModel {
   readonly session: ort.InferenceSession;
 }
 
+/** Input tensors of one run, by name: float32 data and its shape. */
+export type Feeds = Record<string, { data: Float32Array; dims: number[] }>;
+
 let onnxruntime: typeof ort | null = null;
 
 /** The onnxruntime module, imported once, when the first session is made. */
@@ -37,6 +41,11 @@ async function loadOnnxruntime(): Promise<typeof ort> {
 export class Inference {
   readonly #options: ort.InferenceSession.SessionOptions;
   readonly #models = new Map<number, LoadedModel>();
+  /**
+   * Sessions by the SHA-256 of their model: models with the same graph share one (every
+   * calibrated device runs the same drift-robust graph with its own parameters as inputs).
+   */
+  readonly #sessions = new Map<string, ort.InferenceSession>();
   /** Runs abandoned after a timeout; a session is released only once its run has ended. */
   readonly #abandoned = new Set<Promise<unknown>>();
 
@@ -62,7 +71,10 @@ export class Inference {
   async load(id: number, bundle: ModelBundle): Promise<LoadedModel> {
     const existing = this.#models.get(id);
     if (existing) return existing;
-    const model = { id, manifest: bundle.manifest, session: await this.#session(bundle) };
+    const { sha256 } = bundle.manifest;
+    let session = this.#sessions.get(sha256);
+    if (!session) this.#sessions.set(sha256, session = await this.#session(bundle));
+    const model = { id, manifest: bundle.manifest, session };
     this.#models.set(id, model);
     return model;
   }
@@ -74,14 +86,18 @@ export class Inference {
    */
   async test(bundle: ModelBundle, samples: readonly (readonly number[])[] = []): Promise<void> {
     const { manifest } = bundle;
-    const session = await this.#session(bundle);
+    const shared = this.#sessions.get(manifest.sha256);
+    const session = shared ?? await this.#session(bundle);
     const windows = loadTestWindows(samples, manifest.features.length, manifest.window);
     try {
-      await this.run(
-        { id: 0, manifest, session },
-        packWindows(windows, manifest.window, manifest.features.length),
-        windows.length,
-      );
+      if (manifest.baseline) await testBaseline(this, session, manifest, windows);
+      else {
+        await this.run(
+          { id: 0, manifest, session },
+          packWindows(windows, manifest.window, manifest.features.length),
+          windows.length,
+        );
+      }
     } catch (error) {
       throw new ModelBundleError("Model failed its load test", [
         `${(error as Error).message} (on ${windows.length} ${
@@ -89,7 +105,7 @@ export class Inference {
         })`,
       ], { cause: error });
     } finally {
-      this.#release(session);
+      if (!shared) this.#release(session);
     }
   }
 
@@ -98,17 +114,25 @@ export class Inference {
     const { manifest } = model;
     const width = manifest.features.length;
     const dims = manifest.window === 1 ? [count, width] : [count, manifest.window, width];
+    const outputs = await this.runFeeds(model.session, { [manifest.input]: { data: input, dims } });
+    return checkedOutputs(outputs, manifest, count);
+  }
+
+  /** One bounded onnxruntime call with the given inputs. Throws ModelRunError. */
+  async runFeeds(session: ort.InferenceSession, feeds: Feeds): Promise<ort.InferenceSession.OnnxValueMapType> {
     // onnxruntime-node completes run() from a worker thread; under Deno that completion is only
     // noticed when the event loop next wakes, which can be the next request many ms later. A 1 ms
     // timer while the run is pending keeps the loop turning (commit-to-flag p99 ~50 ms → ~10 ms, see README).
     const keepAwake = setInterval(() => {}, 1);
     let timer: ReturnType<typeof setTimeout> | undefined;
-    // A model has a session, so onnxruntime is loaded by now.
-    const running = model.session.run({ [manifest.input]: new onnxruntime!.Tensor("float32", input, dims) });
+    // A session exists, so onnxruntime is loaded by now.
+    const tensors = Object.fromEntries(
+      Object.entries(feeds).map(([name, { data, dims }]) => [name, new onnxruntime!.Tensor("float32", data, dims)]),
+    );
+    const running = session.run(tensors);
     running.catch(() => {});
-    let outputs: ort.InferenceSession.OnnxValueMapType;
     try {
-      outputs = await Promise.race([
+      return await Promise.race([
         running,
         new Promise<never>((_, reject) => {
           timer = setTimeout(() => {
@@ -124,11 +148,11 @@ export class Inference {
       clearInterval(keepAwake);
       clearTimeout(timer);
     }
-    return checkedOutputs(outputs, manifest, count);
   }
 
   async release(): Promise<void> {
-    for (const model of this.#models.values()) this.#release(model.session);
+    for (const session of this.#sessions.values()) this.#release(session);
+    this.#sessions.clear();
     this.#models.clear();
     await Promise.allSettled(this.#abandoned);
   }

@@ -5,6 +5,7 @@
 import { join } from "node:path";
 import { z } from "zod";
 import { sha256Hex } from "../sha256.ts";
+import { FEATURES, TERMS, WINDOW } from "./baseline_features.ts";
 import { formatIssuePath } from "../zod_issue.ts";
 import { externalDataTensors, MalformedProtobufError } from "./onnx_external_data.ts";
 
@@ -27,7 +28,47 @@ export const bundleManifestSchema = z.object({
   threshold: z.number().finite(),
   sha256: z.string().regex(/^[0-9a-f]{64}$/, "must be 64 lowercase hex digits"),
   provenance: z.record(z.string(), z.unknown()).default({}),
-}).strict();
+  /**
+   * Present on calibrated models only: the device's fitted parameters for the shared
+   * drift-robust graph (baseline_graph.ts), passed to it as inputs at every run.
+   */
+  baseline: z.object({
+    roles: z.array(z.enum(["fast", "slow"])),
+    roleSource: z.array(z.union([z.number(), z.literal("manifest")])),
+    floor: z.array(z.number()),
+    scale: z.array(z.number()),
+    center: z.array(z.number()),
+    up: z.array(z.number()),
+    down: z.array(z.number()),
+    intervalSeconds: z.number(),
+  }).strict().optional(),
+}).strict().superRefine((manifest, context) => {
+  const params = manifest.baseline;
+  if (!params) return;
+  const sensors = manifest.features.length;
+  const expected: [Exclude<keyof typeof params, "intervalSeconds">, number][] = [
+    ["roles", sensors],
+    ["roleSource", sensors],
+    ["floor", sensors],
+    ["scale", FEATURES.length * sensors],
+    ["center", TERMS.length * sensors],
+    ["up", TERMS.length * sensors],
+    ["down", TERMS.length * sensors],
+  ];
+  for (const [key, length] of expected) {
+    const actual = params[key].length;
+    if (actual !== length) {
+      context.addIssue({
+        code: "custom",
+        path: ["baseline", key],
+        message: `must have ${length} values, has ${actual}`,
+      });
+    }
+  }
+  if (manifest.window !== WINDOW) {
+    context.addIssue({ code: "custom", path: ["window"], message: `must be ${WINDOW} for a baseline model` });
+  }
+});
 
 export type BundleManifest = z.output<typeof bundleManifestSchema>;
 

@@ -22,6 +22,7 @@ import { maxReadingId, readingsAfter } from "../store/readings.ts";
 import { DeviceStates } from "./device_states.ts";
 import type { AlertMessage } from "./episodes.ts";
 import type { Inference } from "./inference.ts";
+import { acceptOperatingPoint, markFalseAlarm, type OperatorOutcome } from "./operator_actions.ts";
 import { Quarantine, type QuarantineEntry } from "./quarantine.ts";
 import type { ModelRegistry } from "./registry.ts";
 import { recoverInterruptedWork } from "./scorer_recovery.ts";
@@ -29,7 +30,8 @@ import type { ScorerObserver } from "./scorer_observer.ts";
 import { type PassDeps, planPass, SCORE_CURSOR } from "./scoring_pass.ts";
 import { WorkMarkers } from "./work_markers.ts";
 
-export type { ScorerObserver };
+export type { OperatorOutcome, ScorerObserver };
+export { UnknownEventError } from "./operator_actions.ts";
 
 const READINGS_PER_PASS = 2_000;
 const DEFAULT_MAX_SENSORS = 64;
@@ -142,17 +144,39 @@ export class Scorer {
 
   /**
    * Restarts calibration for a device with the readings that arrive from now on (and lifts its
-   * quarantine); throws UnknownDeviceError for a device the store has never seen.
+   * quarantine); its current model keeps scoring until the new one is active. Throws
+   * UnknownDeviceError for a device the store has never seen.
    */
   recalibrate(device: string): Promise<void> {
     return this.#exclusive(async () => {
-      const { client, registry, devices, log } = this.#deps;
+      const { client, devices, log } = this.#deps;
       if (!await devices.known(device)) throw new UnknownDeviceError(device);
-      await registry.unassign(device);
       await devices.restartCalibration(device, await maxReadingId(client));
       this.#quarantine.remove(device);
       log.info("detect.recalibrating", { device });
     });
+  }
+
+  /**
+   * Records that an event was a false alarm: its device's baseline accepts the present state and
+   * its open episode, if any, ends. Throws UnknownEventError.
+   */
+  markFalseAlarm(eventId: number): Promise<OperatorOutcome> {
+    return this.#exclusive(() => this.#published(markFalseAlarm(this.#deps, eventId)));
+  }
+
+  /** Takes a device's present operating point as normal. Throws UnknownDeviceError. */
+  acceptOperatingPoint(device: string): Promise<OperatorOutcome> {
+    return this.#exclusive(async () => {
+      if (!await this.#deps.devices.known(device)) throw new UnknownDeviceError(device);
+      return await this.#published(acceptOperatingPoint(this.#deps, device));
+    });
+  }
+
+  async #published(action: Promise<OperatorOutcome>): Promise<OperatorOutcome> {
+    const outcome = await action;
+    if (outcome.alerts.length > 0) this.onAlerts?.(outcome.alerts);
+    return outcome;
   }
 
   async stop(): Promise<void> {

@@ -14,14 +14,16 @@ import type { DetectionConfig } from "../config/config.ts";
 import { limitKey } from "../limit_exceeded_error.ts";
 import type { Logger } from "../observability/log.ts";
 import { cursorStatement } from "../store/cursors.ts";
+import { type EventEndReason, eventProgressStatement } from "../store/events_table.ts";
 import type { Outbox } from "../store/outbox.ts";
 import { deviceReadingsBetween } from "../store/readings.ts";
 import { type ReadingScore, scoreStatements } from "../store/scores.ts";
-import { scoreWindows, type WindowScore } from "./batch_scoring.ts";
+import { advanceBaseline, refreshBlock, scoringCentres } from "./baseline_tracker.ts";
 import { calibrate, calibrationReadings, selectSensors } from "./calibration.ts";
 import type { DeviceState, DeviceStates } from "./device_states.ts";
 import { type AlertMessage, episodeStatements, type OpenEpisode, topSensors } from "./episodes.ts";
-import { type Inference, type LoadedModel, ModelRunError } from "./inference.ts";
+import type { Inference, LoadedModel } from "./inference.ts";
+import { inferPending, type PendingReading } from "./pass_inference.ts";
 import { type ModelRegistry, ModelUnavailableError, type StagedActivation } from "./registry.ts";
 import type { ScorerObserver, UnscoredReason } from "./scorer_observer.ts";
 import type { WorkMarkers } from "./work_markers.ts";
@@ -59,17 +61,36 @@ export interface PlannedPass {
   adopt(results: ResultSet[]): void;
 }
 
-interface Pending {
-  id: number;
+/** With `calibration.seconds`, a calibration ends at this many readings however little time they span... */
+const MAX_CALIBRATION_READINGS = 5_000;
+/** ...and needs at least this many however much time they span. */
+const MIN_CALIBRATION_READINGS = 20;
+
+interface Pending extends PendingReading {
   device: DeviceState;
   ts: number;
-  model: LoadedModel;
-  window: number[][];
 }
 
+/** What to log once the pass has committed. */
+type LogLine = { event: string; fields: Record<string, unknown> };
+
+/**
+ * Plans a pass over `rows`, or over fewer of them: a pass ends before a calibrated device's next
+ * refresh of its scoring centres, and right after a reading that moved a baseline at once, so that
+ * scores never depend on where passes begin and end (baseline_tracker.ts).
+ */
 export async function planPass(deps: PassDeps, rows: readonly PassRow[]): Promise<PlannedPass> {
+  const plan = await planRows(deps, rows);
+  if (plan.cutAfter === null) return plan;
+  const cutAfter = plan.cutAfter;
+  return await planRows(deps, rows.filter((row) => row.id <= cutAfter));
+}
+
+async function planRows(deps: PassDeps, rows: readonly PassRow[]): Promise<PlannedPass & { cutAfter: number | null }> {
   const { registry, devices } = deps;
   const drafts = new Map<string, DeviceState>();
+  /** Devices with readings scored against their baseline in this pass, and the last such reading. */
+  const lastBaselineReading = new Map<string, number>();
   const results = new Map<number, ReadingScore>();
   const unscored = new Map<UnscoredReason, number>();
   const leaveUnscored = (id: number, reason: UnscoredReason, flags: string) => {
@@ -77,11 +98,38 @@ export async function planPass(deps: PassDeps, rows: readonly PassRow[]): Promis
     unscored.set(reason, (unscored.get(reason) ?? 0) + 1);
   };
   const pending: Pending[] = [];
+  const statements: InStatement[] = [];
+  const alerts: AlertMessage[] = [];
+  const episodes: ("start" | "end")[] = [];
+  const logLines: LogLine[] = [];
+  const latest = new Map<string, { score: number; anomaly: boolean; ts: number }>();
+  const progressed = new Set<DeviceState>();
+  let eventId: number | null = null;
+  let scoredCount = 0;
+  const record = (
+    change: "start" | "end",
+    state: DeviceState,
+    episode: OpenEpisode,
+    ts: number,
+    reason?: EventEndReason,
+  ) => {
+    const recorded = episodeStatements(change, state.device, episode, ts, deps.outbox, reason);
+    statements.push(...recorded.statements);
+    alerts.push(recorded.alert);
+    episodes.push(change);
+    logLines.push(episodeLogLine(change, state.device, episode, reason));
+  };
   let calibration: StagedActivation | null = null;
   let lastId = rows[0].id;
   for (const row of rows) {
-    lastId = row.id;
     let state = drafts.get(row.device);
+    const baseline = state?.baseline;
+    if (
+      baseline && lastBaselineReading.has(row.device) && refreshBlock(state!.readings + 1) !== baseline.scoringBlock
+    ) {
+      break;
+    }
+    lastId = row.id;
     if (!state) drafts.set(row.device, state = await devices.draft(row.device, row.id));
     state.readings++;
     state.lastReadingId = row.id;
@@ -90,14 +138,18 @@ export async function planPass(deps: PassDeps, rows: readonly PassRow[]): Promis
       continue;
     }
     const modelId = registry.modelIdFor(state.device);
-    if (modelId === undefined) {
-      calibration = await collectCalibration(deps, state, row.id);
-      if (calibration) break;
-      continue;
+    // A device recalibrating keeps being scored by its current model until the new one is active.
+    if (modelId === undefined || (state.state === "calibrating" && registry.hasOwnModel(state.device))) {
+      calibration = await collectCalibration(deps, state, row);
+      if (modelId === undefined) {
+        if (calibration) break;
+        continue;
+      }
     }
     const deactivation = registry.deactivationFor(state.device);
     if (deactivation) {
       leaveUnscored(row.id, "model_deactivated", `model deactivated: ${deactivation.reason}`);
+      if (calibration) break;
       continue;
     }
     let model: LoadedModel;
@@ -106,33 +158,42 @@ export async function planPass(deps: PassDeps, rows: readonly PassRow[]): Promis
     } catch (error) {
       if (!(error instanceof ModelUnavailableError)) throw error;
       leaveUnscored(row.id, "model_unavailable", error.message);
+      if (calibration) break;
       continue;
     }
     const values = JSON.parse(row.valuesJson) as Record<string, number>;
     const missing = model.manifest.features.filter((sensor) => typeof values[sensor] !== "number");
     if (missing.length > 0) {
       results.set(row.id, { score: null, anomaly: null, flags: `missing: ${missing.join(", ")}` });
+      if (calibration) break;
       continue;
+    }
+    if (state.episode && state.windowModelId !== null && state.windowModelId !== model.id && model.manifest.baseline) {
+      // A recalibration took effect: the episode belonged to the old model's view of normal.
+      record("end", state, state.episode, row.ts, "recalibrated");
+      state.episode = null;
+      state.anomaly = false;
     }
     const window = await devices.window(state, model, row.id);
     window.push(model.manifest.features.map((sensor) => values[sensor]));
     if (window.length > model.manifest.window) window.shift();
-    pending.push({ id: row.id, device: state, ts: row.ts, model, window: [...window] });
+    let center: number[] | null = null;
+    if (state.baseline) {
+      center = scoringCentres(state.baseline, state.readings);
+      lastBaselineReading.set(state.device, row.id);
+    }
+    pending.push({ id: row.id, device: state, ts: row.ts, model, window: [...window], center });
+    if (calibration) break;
   }
 
-  const { scored, failed } = await infer(deps, pending);
-  const statements: InStatement[] = [];
-  const alerts: AlertMessage[] = [];
-  const episodes: ("start" | "end")[] = [];
-  let eventId: number | null = null;
-  let scoredCount = 0;
+  const { scored, failed } = await inferPending(deps, pending);
   for (const item of pending) {
     const reason = failed.get(item.model);
     if (reason) {
       leaveUnscored(item.id, "model_failed", `model deactivated: ${reason}`);
       continue;
     }
-    const { score, contributions } = scored.get(item.id)!;
+    const { score, contributions, features } = scored.get(item.id)!;
     const state = item.device;
     const step = state.debouncer!.push(score > item.model.manifest.threshold);
     if (step.started) {
@@ -155,19 +216,39 @@ export async function planPass(deps: PassDeps, rows: readonly PassRow[]): Promis
         const top = topSensors(item.model.manifest.features, contributions);
         if (top.length > 0) episode.topSensors = top;
       }
+      progressed.add(state);
     }
-    if (episode && (step.started || step.ended)) {
-      const change = step.started ? "start" : "end";
-      const recorded = episodeStatements(change, state.device, episode, item.ts, deps.outbox);
-      statements.push(...recorded.statements);
-      alerts.push(recorded.alert);
-      episodes.push(change);
-      if (step.ended) state.episode = null;
+    if (episode && step.started) record("start", state, episode, item.ts);
+    let anomaly = step.anomaly;
+    if (episode && step.ended) {
+      record("end", state, episode, item.ts, "cleared");
+      state.episode = null;
     }
-    state.anomaly = step.anomaly;
-    results.set(item.id, { score, anomaly: step.anomaly, flags: null });
+    if (state.baseline && features) {
+      const moved = advanceBaseline(state.baseline, item.model.manifest.baseline!, {
+        features,
+        score,
+        inEpisode: anomaly,
+        peakScore: state.episode?.peakScore ?? score,
+        ts: item.ts,
+      }, deps.config.baseline);
+      if (moved && lastBaselineReading.get(state.device)! > item.id) {
+        // Its later readings in this pass were scored against the old centres: plan again, up to here.
+        return { ...emptyPlan(lastId), cutAfter: item.id };
+      }
+      if (moved && state.episode) {
+        record("end", state, state.episode, item.ts, "rebaselined");
+        state.episode = null;
+        state.debouncer!.settle();
+        anomaly = false;
+      }
+    }
+    state.anomaly = anomaly;
+    results.set(item.id, { score, anomaly, flags: null });
+    latest.set(state.device, { score, anomaly, ts: item.ts });
     scoredCount++;
   }
+  for (const state of progressed) if (state.episode) statements.push(eventProgressStatement(state.episode));
 
   statements.unshift(...scoreStatements(results));
   const calibrationAt = statements.length;
@@ -179,50 +260,45 @@ export async function planPass(deps: PassDeps, rows: readonly PassRow[]): Promis
     statements,
     scored: scoredCount,
     alerts,
+    cutAfter: null,
     adopt(committed) {
       devices.adopt(drafts.values());
       if (eventId !== null) devices.adoptLastEventId(eventId);
       calibration?.adopt(committed[calibrationAt]);
       for (const change of episodes) deps.observer?.episode(change);
       for (const [reason, count] of unscored) deps.observer?.unscored?.(reason, count);
+      for (const [device, last] of latest) deps.observer?.deviceScored?.(device, last.score, last.anomaly, last.ts);
+      for (const line of logLines) deps.log.info(line.event, line.fields);
     },
   };
 }
 
-/**
- * Runs every model of the pass concurrently (waiting for them one by one would queue devices
- * behind the event loop), each behind a crash marker. A model that fails is deactivated for its
- * scope; the others' scores are kept.
- */
-async function infer(
-  deps: PassDeps,
-  pending: Pending[],
-): Promise<{ scored: Map<number, WindowScore>; failed: Map<LoadedModel, string> }> {
-  const byModel = new Map<LoadedModel, Pending[]>();
-  for (const item of pending) (byModel.get(item.model) ?? byModel.set(item.model, []).get(item.model)!).push(item);
-  const scored = new Map<number, WindowScore>();
-  const failed = new Map<LoadedModel, string>();
-  await Promise.all([...byModel].map(async ([model, items]) => {
-    const done = deps.markers.begin({
-      kind: "inference",
-      modelId: model.id,
-      rows: items.length,
-      startedAt: new Date().toISOString(),
-    });
-    try {
-      const windows = items.map((item) => item.window);
-      const results = await scoreWindows(deps.inference, model, windows, deps.config.batchSize);
-      items.forEach((item, i) => scored.set(item.id, results[i]));
-    } catch (error) {
-      if (!(error instanceof ModelRunError)) throw error;
-      failed.set(model, error.message);
-      deps.registry.deactivate(model.id, error.message);
-      deps.observer?.modelDeactivated?.(error.failure);
-    } finally {
-      done();
-    }
-  }));
-  return { scored, failed };
+function emptyPlan(lastId: number): PlannedPass {
+  return { lastId, statements: [], scored: 0, alerts: [], adopt() {} };
+}
+
+function episodeLogLine(
+  change: "start" | "end",
+  device: string,
+  episode: OpenEpisode,
+  reason: EventEndReason | undefined,
+): LogLine {
+  const fields = {
+    device,
+    event: episode.id,
+    score: round(episode.peakScore),
+    sensors: episode.topSensors,
+    model: episode.model,
+  };
+  if (change === "start") return { event: "detect.episode_started", fields };
+  if (reason === "rebaselined") {
+    return { event: "detect.rebaselined", fields: { ...fields, readings: episode.readings } };
+  }
+  return { event: "detect.episode_ended", fields: { ...fields, reason, readings: episode.readings } };
+}
+
+function round(value: number): number {
+  return Math.round(value * 1000) / 1000;
 }
 
 /**
@@ -230,15 +306,25 @@ async function infer(
  * sensors (at most `maxSensors`), load-tests it on the calibration readings and stages it. A
  * calibration that fails starts over with the next readings.
  */
-async function collectCalibration(deps: PassDeps, state: DeviceState, id: number): Promise<StagedActivation | null> {
+async function collectCalibration(
+  deps: PassDeps,
+  state: DeviceState,
+  reading: PassRow,
+): Promise<StagedActivation | null> {
   const { config, log } = deps;
+  const id = reading.id;
   state.calibrationCount++;
-  if (state.calibrationCount < config.calibration.readings) return null;
+  state.calibrationFirstTs ??= reading.ts;
+  const { seconds } = config.calibration;
+  const bound = seconds === undefined ? config.calibration.readings : MAX_CALIBRATION_READINGS;
+  const enoughTime = seconds !== undefined && state.calibrationCount >= MIN_CALIBRATION_READINGS &&
+    reading.ts - state.calibrationFirstTs >= seconds * 1000;
+  if (state.calibrationCount < bound && !enoughTime) return null;
   const rows = await deviceReadingsBetween(
     deps.client,
     state.device,
     { afterId: state.calibrationAfterId, toId: id },
-    config.calibration.readings,
+    bound,
   );
   const done = deps.markers.begin({
     kind: "calibration",
@@ -266,7 +352,7 @@ async function collectCalibration(deps: PassDeps, state: DeviceState, id: number
     const readings = calibrationReadings(rows, selection.sensors);
     const version = `cal-${await deps.devices.calibrations(state.device) + 1}`;
     await nextTurn();
-    const bundle = calibrate(state.device, readings, config.calibration, version);
+    const bundle = calibrate(state.device, readings, config, version);
     await nextTurn();
     const samples = readings.map((reading) => selection.sensors.map((sensor) => reading.values[sensor]));
     const staged = await deps.registry.stage(bundle, state.device, "calibrated", { samples });
@@ -291,6 +377,7 @@ async function collectCalibration(deps: PassDeps, state: DeviceState, id: number
     log.error("detect.calibration_failed", { device: state.device, error });
     state.calibrationAfterId = id;
     state.calibrationCount = 0;
+    state.calibrationFirstTs = null;
     return null;
   } finally {
     done();

@@ -18,14 +18,17 @@ export interface StoredDevice {
   lastReadingId: number;
   anomaly: boolean;
   openEventId: number | null;
+  /** The detector's adaptive baseline (JSON), when the device has one. */
+  baselineJson?: string | null;
 }
 
 const UPSERT =
-  `INSERT INTO devices (device, state, calibration_after_id, readings, last_reading_id, anomaly, open_event_id, updated_ms)
-  VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+  `INSERT INTO devices (device, state, calibration_after_id, readings, last_reading_id, anomaly, open_event_id, updated_ms,
+     baseline_json)
+  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
   ON CONFLICT (device) DO UPDATE SET state = excluded.state, calibration_after_id = excluded.calibration_after_id,
     readings = excluded.readings, last_reading_id = excluded.last_reading_id, anomaly = excluded.anomaly,
-    open_event_id = excluded.open_event_id, updated_ms = excluded.updated_ms`;
+    open_event_id = excluded.open_event_id, updated_ms = excluded.updated_ms, baseline_json = excluded.baseline_json`;
 
 const SET_STATE = `INSERT INTO devices (device, state, calibration_after_id, updated_ms) VALUES (?, ?, ?, ?)
   ON CONFLICT (device) DO UPDATE SET state = excluded.state, calibration_after_id = excluded.calibration_after_id,
@@ -44,6 +47,7 @@ export function upsertDeviceStatements(devices: Iterable<StoredDevice>, nowMs: n
       device.anomaly ? 1 : 0,
       device.openEventId,
       nowMs,
+      device.baselineJson ?? null,
     ],
   }));
 }
@@ -73,6 +77,7 @@ export async function readDevice(client: Client, device: string): Promise<Stored
     lastReadingId: Number(row.last_reading_id),
     anomaly: Number(row.anomaly) === 1,
     openEventId: row.open_event_id === null ? null : Number(row.open_event_id),
+    baselineJson: row.baseline_json === null ? null : String(row.baseline_json),
   };
 }
 

@@ -50,12 +50,13 @@ export async function countDeviceReadings(
   client: Client,
   device: string,
   ids: { afterId: number; beforeId: number },
-): Promise<number> {
+): Promise<{ count: number; firstTs: number | null }> {
   const result = await client.execute({
-    sql: "SELECT count(*) AS n FROM readings WHERE device = ? AND id > ? AND id < ?",
+    sql: "SELECT count(*) AS n, min(ts) AS first_ts FROM readings WHERE device = ? AND id > ? AND id < ?",
     args: [device, ids.afterId, ids.beforeId],
   });
-  return Number(result.rows[0].n);
+  const row = result.rows[0];
+  return { count: Number(row.n), firstTs: row.first_ts === null ? null : Number(row.first_ts) };
 }
 
 /**

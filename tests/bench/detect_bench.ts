@@ -4,9 +4,9 @@
  * peak RSS of the whole process with models loaded under ingest load.
  */
 import * as ort from "onnxruntime-node";
-import type { DetectionConfig } from "../../src/config/config.ts";
+import { parseConfig } from "../../src/config/config.ts";
+import { baselineFeeds, scoreBaseline } from "../../src/detect/baseline_scoring.ts";
 import { calibrate } from "../../src/detect/calibration.ts";
-import { scoreWindows } from "../../src/detect/batch_scoring.ts";
 import { Inference } from "../../src/detect/inference.ts";
 import { ModelRegistry } from "../../src/detect/registry.ts";
 import { Scorer } from "../../src/detect/scorer.ts";
@@ -19,14 +19,8 @@ import { simulateRecording } from "../sim/pump_simulator.ts";
 import { mb, processMemory } from "./process_memory.ts";
 
 const quiet = createLogger("error", () => {});
-const DETECTION: DetectionConfig = {
-  enabled: true,
-  threads: 1,
-  batchSize: 256,
-  calibration: { readings: 400, window: 12, varianceKept: 0.999, quantile: 0.995, margin: 1.2 },
-  debounce: { onCount: 3, ofLast: 5, clearAfter: 5 },
-  alertTopic: "outpost/alerts",
-};
+/** The default manifest's detection settings. */
+const DETECTION = parseConfig("apiVersion: fde/v1\nkind: Deployment\nmetadata:\n  name: bench\n", "defaults").detection;
 
 async function latencyAtRate(seconds: number): Promise<{ p50: number; p99: number; rss: number; idle: number }> {
   const dir = await Deno.makeTempDir();
@@ -75,7 +69,7 @@ async function throughput(readings: number) {
   try {
     const recording = simulateRecording({ seed: 600, fault: "vibration", seconds: 400 + readings });
     const bundleStarted = performance.now();
-    const bundle = calibrate("bench", recording.readings.slice(0, 400), DETECTION.calibration, "cal-1");
+    const bundle = calibrate("bench", recording.readings.slice(0, 400), DETECTION, "cal-1");
     const calibrationMs = performance.now() - bundleStarted;
     const writer = new ReadingWriter(database.ingest, { maxSizeBytes: 1e12, usedBytes: () => 0 });
     for (let i = 0; i < recording.readings.length; i += 1000) {
@@ -92,14 +86,16 @@ async function throughput(readings: number) {
     const scoringStarted = performance.now();
     await scorer.catchUp();
     const scorerRate = scorer.cursor / ((performance.now() - scoringStarted) / 1000);
-    // The inference stage alone: Outpost's window packing and Inference.run, batch 256.
+    // The inference stage alone: Outpost's packing of windows and per-device parameters, and the
+    // shared session's run, batch 256.
     const rows = recording.readings.map((r) => bundle.manifest.features.map((f) => r.values[f]));
-    const windows = rows.map((_, i) => rows.slice(Math.max(0, i - 11), i + 1));
+    const params = bundle.manifest.baseline!;
+    const items = rows.map((_, i) => ({ rows: rows.slice(Math.max(0, i - 19), i + 1), params, center: params.center }));
     const model = await registry.load(registry.modelIdFor("bench")!);
     const stageStarted = performance.now();
-    await scoreWindows(inference, model, windows, DETECTION.batchSize);
-    const stageRate = windows.length / ((performance.now() - stageStarted) / 1000);
-    // Raw session.run on the same model, same batch size, windows prepared in advance.
+    await scoreBaseline(inference, model.session, items, DETECTION.batchSize);
+    const stageRate = items.length / ((performance.now() - stageStarted) / 1000);
+    // Raw session.run on the same graph, same batch size, inputs prepared in advance.
     const session = await ort.InferenceSession.create(bundle.onnx, {
       intraOpNumThreads: 1,
       executionMode: "sequential",
@@ -107,11 +103,13 @@ async function throughput(readings: number) {
       enableMemPattern: false,
     });
     const batch = DETECTION.batchSize;
-    const input = new Float32Array(batch * 12 * 8).map(() => 50 + Math.random());
-    const tensor = new ort.Tensor("float32", input, [batch, 12, 8]);
+    const { feeds } = baselineFeeds(items.slice(0, batch));
+    const tensors = Object.fromEntries(
+      Object.entries(feeds).map(([name, { data, dims }]) => [name, new ort.Tensor("float32", data, dims)]),
+    );
     const rounds = Math.ceil(readings / batch);
     const rawStarted = performance.now();
-    for (let i = 0; i < rounds; i++) await session.run({ window: tensor });
+    for (let i = 0; i < rounds; i++) await session.run(tensors);
     const rawRate = (rounds * batch) / ((performance.now() - rawStarted) / 1000);
     await session.release();
     await inference.release();

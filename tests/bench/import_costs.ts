@@ -25,7 +25,6 @@ const PARTS: Record<string, string> = {
     await c.execute("CREATE TABLE t (x)"); c.close();`,
   "onnxruntime-node (import)": `await import("onnxruntime-node");`,
   "onnx-proto": `await import("onnx-proto");`,
-  "ml-matrix": `await import("ml-matrix");`,
   "Outpost's whole runtime graph": `await import("${ROOT}src/runtime.ts");`,
 };
 

@@ -1,0 +1,118 @@
+/**
+ * Runs the shared drift-robust graph (baseline_graph.ts) for readings of many devices at once:
+ * each row carries its device's window and parameters, padded to the widest device of the batch
+ * (a padded sensor has up = down = 0, so it contributes nothing).
+ */
+import type * as ort from "onnxruntime-node";
+import { ADAPTIVE_TERMS, FEATURES, TERMS, WINDOW } from "./baseline_features.ts";
+import { BASELINE_INPUTS, BASELINE_OUTPUTS } from "./baseline_graph.ts";
+import type { Feeds, Inference } from "./inference.ts";
+import type { BundleManifest } from "./model_bundle.ts";
+import { ModelRunError } from "./model_output.ts";
+
+export type BaselineManifest = NonNullable<BundleManifest["baseline"]>;
+
+export interface BaselineItem {
+  /** The device's last readings, oldest first (at most WINDOW; a short window repeats its oldest). */
+  rows: readonly (readonly number[])[];
+  params: BaselineManifest;
+  /** The adaptive terms' current centres (ADAPTIVE_TERMS x sensors); the rest come from `params`. */
+  center: readonly number[];
+}
+
+export interface BaselineResult {
+  score: number;
+  contributions: Float32Array;
+  /** Feature-major: level, spread and rate of each sensor. */
+  features: Float32Array;
+}
+
+/** Scores items in onnxruntime calls of at most `batchSize`. Throws ModelRunError. */
+export async function scoreBaseline(
+  inference: Inference,
+  session: ort.InferenceSession,
+  items: readonly BaselineItem[],
+  batchSize: number,
+): Promise<BaselineResult[]> {
+  const results: BaselineResult[] = [];
+  for (let start = 0; start < items.length; start += batchSize) {
+    const chunk = items.slice(start, start + batchSize);
+    const { feeds, width } = baselineFeeds(chunk);
+    const outputs = await inference.runFeeds(session, feeds);
+    const scores = finite(outputs, BASELINE_OUTPUTS.score, chunk.length);
+    const contributions = finite(outputs, BASELINE_OUTPUTS.contributions, chunk.length * width);
+    const features = finite(outputs, BASELINE_OUTPUTS.features, chunk.length * FEATURES.length * width);
+    chunk.forEach((item, i) => {
+      const sensors = item.params.floor.length;
+      const own = new Float32Array(FEATURES.length * sensors);
+      for (let f = 0; f < FEATURES.length; f++) {
+        const from = (i * FEATURES.length + f) * width;
+        own.set(features.subarray(from, from + sensors), f * sensors);
+      }
+      results.push({
+        score: scores[i],
+        contributions: contributions.slice(i * width, i * width + sensors),
+        features: own,
+      });
+    });
+  }
+  return results;
+}
+
+/** The graph's inputs for `items`, padded to the most sensors among them. */
+export function baselineFeeds(items: readonly BaselineItem[]): { feeds: Feeds; width: number } {
+  const width = Math.max(...items.map((item) => item.params.floor.length));
+  const n = items.length;
+  const window = new Float32Array(n * WINDOW * width);
+  const floor = new Float32Array(n * width).fill(1);
+  const center = new Float32Array(n * TERMS.length * width);
+  const up = new Float32Array(n * TERMS.length * width);
+  const down = new Float32Array(n * TERMS.length * width);
+  items.forEach((item, i) => {
+    const { params, rows } = item;
+    const sensors = params.floor.length;
+    for (let r = 0; r < WINDOW; r++) window.set(rows[Math.max(0, rows.length - WINDOW + r)], (i * WINDOW + r) * width);
+    floor.set(params.floor, i * width);
+    for (let t = 0; t < TERMS.length; t++) {
+      const from = t * sensors;
+      const to = (i * TERMS.length + t) * width;
+      const centres = t < ADAPTIVE_TERMS ? item.center : params.center;
+      center.set(centres.slice(from, from + sensors), to);
+      up.set(params.up.slice(from, from + sensors), to);
+      down.set(params.down.slice(from, from + sensors), to);
+    }
+  });
+  const terms = [n, TERMS.length, width];
+  return {
+    width,
+    feeds: {
+      [BASELINE_INPUTS.window]: { data: window, dims: [n, WINDOW, width] },
+      [BASELINE_INPUTS.floor]: { data: floor, dims: [n, width] },
+      [BASELINE_INPUTS.center]: { data: center, dims: terms },
+      [BASELINE_INPUTS.up]: { data: up, dims: terms },
+      [BASELINE_INPUTS.down]: { data: down, dims: terms },
+    },
+  };
+}
+
+/** The load test of a calibrated model: its own parameters on the given windows. */
+export async function testBaseline(
+  inference: Inference,
+  session: ort.InferenceSession,
+  manifest: BundleManifest,
+  windows: readonly (readonly (readonly number[])[])[],
+): Promise<void> {
+  const params = manifest.baseline!;
+  await scoreBaseline(inference, session, windows.map((rows) => ({ rows, params, center: params.center })), 64);
+}
+
+function finite(outputs: ort.InferenceSession.OnnxValueMapType, name: string, length: number): Float32Array {
+  const tensor = outputs[name];
+  if (!tensor || tensor.type !== "float32" || tensor.data.length !== length) {
+    throw new ModelRunError("wrong_output", `Output ${name} is missing or misshapen (expected ${length} values)`);
+  }
+  const data = tensor.data as Float32Array;
+  const bad = data.findIndex((value) => !Number.isFinite(value));
+  if (bad >= 0) throw new ModelRunError("not_finite", `Output ${name} is ${data[bad]} at ${bad}`);
+  return data;
+}

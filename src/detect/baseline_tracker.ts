@@ -1,0 +1,179 @@
+/**
+ * A device's adaptive baseline: the centres of the level, spread and rate terms, which follow
+ * the plant slowly while the device is normal (an exponential average with a time constant of
+ * `adaptSeconds` of reading time) and are frozen during an episode, since adapting then would make
+ * the return to normal look like a new fault.
+ *
+ * During an episode it watches whether the plant has settled: every sensor's level staying within
+ * `settleTolerance` (in units of the alarm threshold) of where it was `settleSeconds` ago. A
+ * settled plant whose score has fallen below `settleRatio` of the episode's peak (the fault went
+ * away, the plant stayed somewhere else), or that has stayed settled for `acceptSeconds` (a
+ * lasting change), is taken as the new normal: the baseline moves to the mean of the settled
+ * period and the episode ends as `rebaselined`.
+ */
+import { ADAPTIVE_TERMS, FEATURES, LEVEL, type TermParams } from "./baseline_features.ts";
+
+export interface BaselineOptions {
+  adaptSeconds: number;
+  settleSeconds: number;
+  acceptSeconds: number;
+  settleTolerance: number;
+  settleRatio: number;
+}
+
+/** A stretch of an episode's readings: when it began, levels then, and the features' sum. */
+export interface Period {
+  ref: number[];
+  sinceTs: number;
+  sum: number[];
+  count: number;
+}
+
+/**
+ * Readings are scored against a copy of the centres taken every REFRESH_READINGS readings of the
+ * device (counting all its readings), and right after the baseline moves at once (rebaseline,
+ * operator). So a reading's score depends on the readings before it only, never on how they were
+ * split into scoring passes: a pass ends before a device's next refresh.
+ */
+export const REFRESH_READINGS = 16;
+
+/** The refresh block a device's n-th reading (counting from 1) belongs to. */
+export function refreshBlock(readingCount: number): number {
+  return Math.floor((readingCount - 1) / REFRESH_READINGS);
+}
+
+/** What is kept per device, and persisted (`devices.baseline_json`). */
+export interface BaselineState {
+  /** Centres of the adaptive terms, term-major (ADAPTIVE_TERMS x sensors), after every reading so far. */
+  center: number[];
+  /** The centres readings are scored against, and the refresh block they were taken for. */
+  scoring: number[];
+  scoringBlock: number;
+  lastTs: number | null;
+  /** During an episode: since when the score has stayed well below its peak... */
+  faded: Period | null;
+  /** ...and since when no sensor's level has moved. */
+  steady: Period | null;
+  /** Until then (reading time), the baseline adapts at the faster `settleSeconds` (after an episode). */
+  recoverUntilTs?: number;
+}
+
+export interface BaselineStep {
+  features: ArrayLike<number>;
+  score: number;
+  inEpisode: boolean;
+  peakScore: number;
+  ts: number;
+}
+
+export function initialBaseline(params: TermParams, sensors: number): BaselineState {
+  const center = params.center.slice(0, ADAPTIVE_TERMS * sensors);
+  return { center, scoring: [...center], scoringBlock: -1, lastTs: null, faded: null, steady: null };
+}
+
+/**
+ * The centres to score the device's `readingCount`-th reading against, refreshed from the
+ * adapting ones when it starts a new block.
+ */
+export function scoringCentres(state: BaselineState, readingCount: number): number[] {
+  const block = refreshBlock(readingCount);
+  if (block !== state.scoringBlock) {
+    state.scoring = [...state.center];
+    state.scoringBlock = block;
+  }
+  return state.scoring;
+}
+
+/** The terms' parameters with the centres the device's readings are scored against. */
+export function scoringTerms(params: TermParams, state: BaselineState): TermParams {
+  return { ...params, center: [...state.scoring, ...params.center.slice(state.scoring.length)] };
+}
+
+export function copyBaseline(state: BaselineState): BaselineState {
+  return {
+    center: [...state.center],
+    scoring: [...state.scoring],
+    scoringBlock: state.scoringBlock,
+    lastTs: state.lastTs,
+    faded: copyPeriod(state.faded),
+    steady: copyPeriod(state.steady),
+    recoverUntilTs: state.recoverUntilTs,
+  };
+}
+
+/**
+ * Moves the baseline by one scored reading; returns "rebaselined" when the plant has settled at a
+ * new operating point (the caller ends the episode).
+ */
+export function advanceBaseline(
+  state: BaselineState,
+  params: TermParams,
+  step: BaselineStep,
+  options: BaselineOptions,
+): "rebaselined" | null {
+  const sensors = state.center.length / ADAPTIVE_TERMS;
+  const elapsed = state.lastTs === null
+    ? 0
+    : Math.min(Math.max(step.ts - state.lastTs, 0) / 1000, options.adaptSeconds / 10);
+  state.lastTs = step.ts;
+  if (!step.inEpisode) {
+    if (state.steady || state.faded) state.recoverUntilTs = step.ts + 2 * options.settleSeconds * 1000;
+    state.steady = state.faded = null;
+    const recovering = state.recoverUntilTs !== undefined && step.ts < state.recoverUntilTs;
+    const alpha = 1 - Math.exp(-elapsed / (recovering ? options.settleSeconds : options.adaptSeconds));
+    for (let i = 0; i < state.center.length; i++) state.center[i] += alpha * (step.features[i] - state.center[i]);
+    return null;
+  }
+  const width = FEATURES.length * sensors;
+  // The fault went away: the score has stayed well below the episode's peak.
+  if (step.score >= options.settleRatio * step.peakScore) state.faded = null;
+  else state.faded = accumulate(state.faded, step, width);
+  // A lasting change: no sensor's level has moved since the steady period began.
+  const moved = state.steady ? movedSince(state.steady.ref, step.features, params, sensors) : Infinity;
+  state.steady = moved > options.settleTolerance ? null : state.steady;
+  state.steady = accumulate(state.steady, step, width, sensors);
+  const settled = [state.faded && { period: state.faded, needed: options.settleSeconds }, {
+    period: state.steady,
+    needed: options.acceptSeconds,
+  }].find((candidate) => candidate && (step.ts - candidate.period.sinceTs) / 1000 >= candidate.needed);
+  if (!settled) return null;
+  const { sum, count } = settled.period;
+  acceptCurrent(state, sum.slice(0, state.center.length).map((total) => total / count));
+  return "rebaselined";
+}
+
+/** Takes the plant's present state as normal: the centres move to `features`. */
+export function acceptCurrent(state: BaselineState, features: ArrayLike<number>): void {
+  for (let i = 0; i < state.center.length; i++) state.center[i] = features[i];
+  state.scoring = [...state.center];
+  state.steady = state.faded = null;
+}
+
+/** Adds a reading to a period (starting one if there is none). */
+function accumulate(period: Period | null, step: BaselineStep, width: number, sensors = 0): Period {
+  if (!period) {
+    return {
+      ref: Array.from({ length: sensors }, (_, j) => step.features[LEVEL * sensors + j]),
+      sinceTs: step.ts,
+      sum: Array.from(step.features).slice(0, width),
+      count: 1,
+    };
+  }
+  for (let i = 0; i < width; i++) period.sum[i] += step.features[i];
+  period.count++;
+  return period;
+}
+
+function copyPeriod(period: Period | null): Period | null {
+  return period && { ...period, ref: [...period.ref], sum: [...period.sum] };
+}
+
+/** The largest move of a sensor's level since `ref`, in units of its level term's threshold. */
+function movedSince(ref: readonly number[], features: ArrayLike<number>, params: TermParams, sensors: number): number {
+  let largest = 0;
+  for (let j = 0; j < sensors; j++) {
+    const gain = params.up[LEVEL * sensors + j];
+    largest = Math.max(largest, Math.abs(features[LEVEL * sensors + j] - ref[j]) * gain);
+  }
+  return largest;
+}
