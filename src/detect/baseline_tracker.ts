@@ -36,6 +36,10 @@ export interface Period {
  * split into scoring passes: a pass ends before a device's next refresh.
  */
 export const REFRESH_READINGS = 16;
+/** After an episode, for this many `settleSeconds`, the baseline follows the plant faster... */
+const RECOVERY_PERIODS = 3;
+/** ...even through an episode whose score stays below this. */
+const RECOVERY_SCORE = 2;
 
 /** The refresh block a device's n-th reading (counting from 1) belongs to. */
 export function refreshBlock(readingCount: number): number {
@@ -116,13 +120,17 @@ export function advanceBaseline(
     ? 0
     : Math.min(Math.max(step.ts - state.lastTs, 0) / 1000, options.adaptSeconds / 10);
   state.lastTs = step.ts;
-  if (!step.inEpisode) {
-    if (state.steady || state.faded) state.recoverUntilTs = step.ts + 2 * options.settleSeconds * 1000;
-    state.steady = state.faded = null;
-    const recovering = state.recoverUntilTs !== undefined && step.ts < state.recoverUntilTs;
+  const recovering = state.recoverUntilTs !== undefined && step.ts < state.recoverUntilTs;
+  if (!step.inEpisode || (recovering && step.score < RECOVERY_SCORE)) {
+    // Just after an episode the plant settles somewhere else: follow it faster, and let a small
+    // deviation that appears meanwhile be absorbed rather than become an episode that never fades.
+    if (!step.inEpisode && (state.steady || state.faded)) {
+      state.recoverUntilTs = step.ts + RECOVERY_PERIODS * options.settleSeconds * 1000;
+    }
+    if (!step.inEpisode) state.steady = state.faded = null;
     const alpha = 1 - Math.exp(-elapsed / (recovering ? options.settleSeconds : options.adaptSeconds));
     for (let i = 0; i < state.center.length; i++) state.center[i] += alpha * (step.features[i] - state.center[i]);
-    return null;
+    if (!step.inEpisode) return null;
   }
   const width = FEATURES.length * sensors;
   // The fault went away: the score has stayed well below the episode's peak.
