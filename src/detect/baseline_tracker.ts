@@ -4,12 +4,15 @@
  * `adaptSeconds` of reading time) and are frozen during an episode, since adapting then would make
  * the return to normal look like a new fault.
  *
- * During an episode it watches whether the plant has settled: every sensor's level staying within
- * `settleTolerance` (in units of the alarm threshold) of where it was `settleSeconds` ago. A
- * settled plant whose score has fallen below `settleRatio` of the episode's peak (the fault went
- * away, the plant stayed somewhere else), or that has stayed settled for `acceptSeconds` (a
- * lasting change), is taken as the new normal: the baseline moves to the mean of the settled
- * period and the episode ends as `rebaselined`.
+ * An episode ends as `rebaselined` when the plant has settled somewhere else: either the score has
+ * stayed below `settleRatio` of the episode's peak for `settleSeconds` (the fault went away, the
+ * plant did not come back to where it was), or no sensor's level has moved by more than
+ * `settleTolerance` (in units of its alarm threshold) for `acceptSeconds` (a lasting change). The
+ * baseline then moves to the mean of that settled period.
+ *
+ * For RECOVERY_PERIODS x `settleSeconds` after any episode, the baseline follows the plant at the
+ * faster `settleSeconds`, even through a new episode whose score stays below RECOVERY_SCORE: a
+ * plant settling after a fault would otherwise start small episodes that never fade.
  */
 import { ADAPTIVE_TERMS, FEATURES, LEVEL, type TermParams } from "./baseline_features.ts";
 
