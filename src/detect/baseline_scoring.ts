@@ -2,9 +2,13 @@
  * Runs the shared drift-robust graph (baseline_graph.ts) for readings of many devices at once:
  * each row carries its device's window and parameters, padded to the widest device of the batch
  * (a padded sensor has up = down = 0, so it contributes nothing).
+ *
+ * Levels go in relative to the device's calibration level (and come back absolute): float32
+ * keeps about 7 digits, so a level of 100 and a deviation of 0.01 would otherwise leave scores
+ * rounded differently by batch shapes onnxruntime computes differently.
  */
 import type * as ort from "onnxruntime-node";
-import { ADAPTIVE_TERMS, FEATURES, TERMS, WINDOW } from "./baseline_features.ts";
+import { ADAPTIVE_TERMS, FEATURES, LEVEL, TERM_FEATURE, TERMS, WINDOW } from "./baseline_features.ts";
 import { BASELINE_INPUTS, BASELINE_OUTPUTS } from "./baseline_graph.ts";
 import type { Feeds, Inference } from "./inference.ts";
 import type { BundleManifest } from "./model_bundle.ts";
@@ -24,7 +28,7 @@ export interface BaselineResult {
   score: number;
   contributions: Float32Array;
   /** Feature-major: level, spread and rate of each sensor. */
-  features: Float32Array;
+  features: Float64Array;
 }
 
 /** Scores items in onnxruntime calls of at most `batchSize`. Throws ModelRunError. */
@@ -44,11 +48,12 @@ export async function scoreBaseline(
     const features = finite(outputs, BASELINE_OUTPUTS.features, chunk.length * FEATURES.length * width);
     chunk.forEach((item, i) => {
       const sensors = item.params.floor.length;
-      const own = new Float32Array(FEATURES.length * sensors);
+      const own = new Float64Array(FEATURES.length * sensors);
       for (let f = 0; f < FEATURES.length; f++) {
         const from = (i * FEATURES.length + f) * width;
         own.set(features.subarray(from, from + sensors), f * sensors);
       }
+      for (let j = 0; j < sensors; j++) own[LEVEL * sensors + j] += levelOffset(item.params, j);
       results.push({
         score: scores[i],
         contributions: contributions.slice(i * width, i * width + sensors),
@@ -71,13 +76,19 @@ export function baselineFeeds(items: readonly BaselineItem[]): { feeds: Feeds; w
   items.forEach((item, i) => {
     const { params, rows } = item;
     const sensors = params.floor.length;
-    for (let r = 0; r < WINDOW; r++) window.set(rows[Math.max(0, rows.length - WINDOW + r)], (i * WINDOW + r) * width);
+    const offsets = Array.from({ length: sensors }, (_, j) => levelOffset(params, j));
+    for (let r = 0; r < WINDOW; r++) {
+      const row = rows[Math.max(0, rows.length - WINDOW + r)];
+      const at = (i * WINDOW + r) * width;
+      for (let j = 0; j < sensors; j++) window[at + j] = row[j] - offsets[j];
+    }
     floor.set(params.floor, i * width);
     for (let t = 0; t < TERMS.length; t++) {
       const from = t * sensors;
       const to = (i * TERMS.length + t) * width;
       const centres = t < ADAPTIVE_TERMS ? item.center : params.center;
-      center.set(centres.slice(from, from + sensors), to);
+      const relative = TERM_FEATURE[t] === LEVEL;
+      for (let j = 0; j < sensors; j++) center[to + j] = centres[from + j] - (relative ? offsets[j] : 0);
       up.set(params.up.slice(from, from + sensors), to);
       down.set(params.down.slice(from, from + sensors), to);
     }
@@ -104,6 +115,11 @@ export async function testBaseline(
 ): Promise<void> {
   const params = manifest.baseline!;
   await scoreBaseline(inference, session, windows.map((rows) => ({ rows, params, center: params.center })), 64);
+}
+
+/** What a sensor's levels are fed to the graph relative to: its calibration level. */
+function levelOffset(params: BaselineManifest, sensor: number): number {
+  return params.center[LEVEL * params.floor.length + sensor];
 }
 
 function finite(outputs: ort.InferenceSession.OnnxValueMapType, name: string, length: number): Float32Array {

@@ -37,41 +37,56 @@ export interface OperatorOutcome {
 export async function markFalseAlarm(deps: PassDeps, eventId: number): Promise<OperatorOutcome> {
   const event = await readEvent(deps.client, eventId);
   if (!event) throw new UnknownEventError(eventId);
-  return await acceptPresentState(deps, event.device, "false_alarm", [
+  return await acceptPresentState(deps, event.device, "false_alarm", eventId, [
     eventVerdictStatement(eventId, "false_alarm", Date.now()),
   ]);
 }
 
 export function acceptOperatingPoint(deps: PassDeps, device: string): Promise<OperatorOutcome> {
-  return acceptPresentState(deps, device, "accepted", []);
+  return acceptPresentState(deps, device, "accepted", null, []);
 }
 
+/**
+ * Moves an active device's baseline to its present state and ends its open episode (only the
+ * episode `eventId` names, when given). A device still calibrating or quarantined has no
+ * baseline: only the verdict is recorded.
+ */
 async function acceptPresentState(
   deps: PassDeps,
   device: string,
   reason: EventEndReason,
+  eventId: number | null,
   statements: InStatement[],
 ): Promise<OperatorOutcome> {
   const { devices, registry } = deps;
   const state = await devices.draft(device, await maxReadingId(deps.client) + 1);
+  if (state.state !== "active") {
+    await commitDerived(deps.client, statements);
+    return { device, endedEvent: null, baselineAccepted: false, alerts: [] };
+  }
   const baselineAccepted = await acceptBaseline(deps, state);
   const alerts: AlertMessage[] = [];
-  const episode = state.episode;
+  const episode = eventId === null || state.episode?.id === eventId ? state.episode : null;
   if (episode) {
-    const ended = episodeStatements("end", device, episode, Math.max(Date.now(), episode.startTs), deps.outbox, reason);
+    // Events are in reading time: the episode ends at the device's latest scored reading.
+    const endTs = state.baseline?.lastTs ?? Date.now();
+    const ended = episodeStatements("end", device, episode, endTs, deps.outbox, reason);
     statements.push(...ended.statements);
     alerts.push(ended.alert);
     state.episode = null;
   }
-  state.debouncer?.settle();
-  state.anomaly = false;
+  if (!state.episode) {
+    state.debouncer?.settle();
+    state.anomaly = false;
+  }
   statements.push(...devices.statements([state]));
   await commitDerived(deps.client, statements);
   devices.adopt([state]);
   if (episode) deps.observer?.episode("end");
   deps.log.info(reason === "false_alarm" ? "detect.false_alarm" : "detect.operating_point_accepted", {
     device,
-    event: episode?.id ?? null,
+    eventId,
+    endedEvent: episode?.id ?? null,
     baselineAccepted,
     model: registry.modelIdFor(device) ?? null,
   });

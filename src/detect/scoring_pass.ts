@@ -72,7 +72,7 @@ interface Pending extends PendingReading {
 }
 
 /** What to log once the pass has committed. */
-type LogLine = { event: string; fields: Record<string, unknown> };
+type LogLine = { event: string; fields: Record<string, unknown>; warn?: boolean };
 
 /**
  * Plans a pass over `rows`, or over fewer of them: a pass ends before a calibrated device's next
@@ -268,7 +268,7 @@ async function planRows(deps: PassDeps, rows: readonly PassRow[]): Promise<Plann
       for (const change of episodes) deps.observer?.episode(change);
       for (const [reason, count] of unscored) deps.observer?.unscored?.(reason, count);
       for (const [device, last] of latest) deps.observer?.deviceScored?.(device, last.score, last.anomaly, last.ts);
-      for (const line of logLines) deps.log.info(line.event, line.fields);
+      for (const line of logLines) deps.log[line.warn ? "warn" : "info"](line.event, line.fields);
     },
   };
 }
@@ -285,12 +285,12 @@ function episodeLogLine(
 ): LogLine {
   const fields = {
     device,
-    event: episode.id,
+    eventId: episode.id,
     score: round(episode.peakScore),
     sensors: episode.topSensors,
     model: episode.model,
   };
-  if (change === "start") return { event: "detect.episode_started", fields };
+  if (change === "start") return { event: "detect.episode_started", fields, warn: true };
   if (reason === "rebaselined") {
     return { event: "detect.rebaselined", fields: { ...fields, readings: episode.readings } };
   }

@@ -1,6 +1,7 @@
 export type LogLevel = "debug" | "info" | "warn" | "error";
 
 const RANK: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40 };
+const RESERVED = { ts: true, level: true, event: true };
 
 export interface Logger {
   debug(event: string, fields?: Record<string, unknown>): void;
@@ -9,14 +10,19 @@ export interface Logger {
   error(event: string, fields?: Record<string, unknown>): void;
 }
 
-/** A structured logger: one JSON object per line on stderr, `{ts, level, event, ...fields}`. */
+/**
+ * A structured logger: one JSON object per line on stderr, `{ts, level, event, ...fields}`. A
+ * field named like one of those three is written with a `_` in front, never over them.
+ */
 export function createLogger(level: LogLevel, write: (line: string) => void = writeStderr): Logger {
   const threshold = RANK[level];
   const emit = (entryLevel: LogLevel, event: string, fields?: Record<string, unknown>) => {
     if (RANK[entryLevel] < threshold) return;
     const entry: Record<string, unknown> = { ts: new Date().toISOString(), level: entryLevel, event };
     if (fields) {
-      for (const [key, value] of Object.entries(fields)) entry[key] = value instanceof Error ? describe(value) : value;
+      for (const [key, value] of Object.entries(fields)) {
+        entry[key in RESERVED ? `_${key}` : key] = value instanceof Error ? describe(value) : value;
+      }
     }
     write(JSON.stringify(entry));
   };
