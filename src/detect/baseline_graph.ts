@@ -3,14 +3,22 @@
  * device: per-device parameters are inputs, so one onnxruntime session scores all devices.
  * It computes exactly baseline_features.ts (windowFeatures, termScores, referenceScore).
  *
- * Inputs: `window` [N, WINDOW, S] (oldest first), `floor` [N, S], and `center`, `up`, `down`
- * [N, TERMS, S]. Outputs: `score` [N], `contributions` [N, S], `features` [N, 3, S] (the caller
+ * Inputs: `window` [N, WINDOW, S] (oldest first) and `device` [N] (int64: which of the D
+ * parameter rows each reading uses), then per device `floor` [D, S] and `center`, `up`, `down`
+ * [D, TERMS, S]. Outputs: `score` [N], `contributions` [N, S], `features` [N, 3, S] (the caller
  * adapts the baseline from them). A device with fewer sensors than S pads with up = down = 0.
  */
 import { LEVEL_READINGS, RATE_READINGS, TERM_FEATURE, TERMS, WINDOW } from "./baseline_features.ts";
 import { encodeModel, floats, int, int64s, ints, node, valueInfo } from "./onnx_builder.ts";
 
-export const BASELINE_INPUTS = { window: "window", floor: "floor", center: "center", up: "up", down: "down" } as const;
+export const BASELINE_INPUTS = {
+  window: "window",
+  device: "device",
+  floor: "floor",
+  center: "center",
+  up: "up",
+  down: "down",
+} as const;
 export const BASELINE_OUTPUTS = { score: "score", contributions: "contributions", features: "features" } as const;
 
 let encoded: Uint8Array | null = null;
@@ -21,7 +29,8 @@ export function baselineGraph(): Uint8Array {
 }
 
 function buildGraph(): Uint8Array {
-  const { window, floor, center, up, down } = BASELINE_INPUTS;
+  const { window, device, floor, center, up, down } = BASELINE_INPUTS;
+  const perReading = (input: string) => node("Gather", [input, device], `${input}_per_reading`, [int("axis", 0)]);
   const mean = (input: string, output: string, keepdims = 0) =>
     node("ReduceMean", [input], output, [ints("axes", [1]), int("keepdims", keepdims)]);
   const slice = (from: string, to: string, output: string) => node("Slice", [window, from, to, "axis_1"], output);
@@ -30,10 +39,11 @@ function buildGraph(): Uint8Array {
       name: "outpost_drift_robust_baseline",
       input: [
         valueInfo(window, ["N", WINDOW, "S"]),
-        valueInfo(floor, ["N", "S"]),
-        valueInfo(center, ["N", TERMS.length, "S"]),
-        valueInfo(up, ["N", TERMS.length, "S"]),
-        valueInfo(down, ["N", TERMS.length, "S"]),
+        valueInfo(device, ["N"], "int64"),
+        valueInfo(floor, ["D", "S"]),
+        valueInfo(center, ["D", TERMS.length, "S"]),
+        valueInfo(up, ["D", TERMS.length, "S"]),
+        valueInfo(down, ["D", TERMS.length, "S"]),
       ],
       output: [
         valueInfo(BASELINE_OUTPUTS.score, ["N"]),
@@ -48,9 +58,13 @@ function buildGraph(): Uint8Array {
         int64s("window_start", [1], [0]),
         int64s("window_end", [1], [WINDOW]),
         int64s("term_feature", [TERMS.length], [...TERM_FEATURE]),
-        floats("per_reading", [], [1 / (WINDOW - RATE_READINGS)]),
+        floats("rate_scale", [], [1 / (WINDOW - RATE_READINGS)]),
       ],
       node: [
+        perReading(floor),
+        perReading(center),
+        perReading(up),
+        perReading(down),
         slice("level_from", "window_end", "level_rows"),
         mean("level_rows", "level"),
         mean(window, "window_mean", 1),
@@ -58,23 +72,23 @@ function buildGraph(): Uint8Array {
         node("Mul", ["centred", "centred"], "squared"),
         mean("squared", "variance"),
         node("Sqrt", ["variance"], "std"),
-        node("Add", ["std", floor], "std_floored"),
+        node("Add", ["std", `${floor}_per_reading`], "std_floored"),
         node("Log", ["std_floored"], "spread"),
         slice("window_start", "rate_first_to", "first_rows"),
         mean("first_rows", "first_mean"),
         slice("rate_last_from", "window_end", "last_rows"),
         mean("last_rows", "last_mean"),
         node("Sub", ["last_mean", "first_mean"], "change"),
-        node("Mul", ["change", "per_reading"], "rate"),
+        node("Mul", ["change", "rate_scale"], "rate"),
         node("Unsqueeze", ["level", "axis_1"], "level_1"),
         node("Unsqueeze", ["spread", "axis_1"], "spread_1"),
         node("Unsqueeze", ["rate", "axis_1"], "rate_1"),
         node("Concat", ["level_1", "spread_1", "rate_1"], BASELINE_OUTPUTS.features, [int("axis", 1)]),
         node("Gather", [BASELINE_OUTPUTS.features, "term_feature"], "terms", [int("axis", 1)]),
-        node("Sub", ["terms", center], "deviation"),
-        node("Mul", ["deviation", up], "z_up"),
+        node("Sub", ["terms", `${center}_per_reading`], "deviation"),
+        node("Mul", ["deviation", `${up}_per_reading`], "z_up"),
         node("Neg", ["deviation"], "negated"),
-        node("Mul", ["negated", down], "z_down"),
+        node("Mul", ["negated", `${down}_per_reading`], "z_down"),
         node("Max", ["z_up", "z_down"], "z"),
         node("ReduceMax", ["z"], BASELINE_OUTPUTS.contributions, [ints("axes", [1]), int("keepdims", 0)]),
         node("ReduceMax", [BASELINE_OUTPUTS.contributions], BASELINE_OUTPUTS.score, [

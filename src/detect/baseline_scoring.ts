@@ -49,11 +49,11 @@ export async function scoreBaseline(
     chunk.forEach((item, i) => {
       const sensors = item.params.floor.length;
       const own = new Float64Array(FEATURES.length * sensors);
+      const offsets = packedParams(item.params).offsets;
       for (let f = 0; f < FEATURES.length; f++) {
         const from = (i * FEATURES.length + f) * width;
-        own.set(features.subarray(from, from + sensors), f * sensors);
+        for (let j = 0; j < sensors; j++) own[f * sensors + j] = features[from + j] + (f === LEVEL ? offsets[j] : 0);
       }
-      for (let j = 0; j < sensors; j++) own[LEVEL * sensors + j] += levelOffset(item.params, j);
       results.push({
         score: scores[i],
         contributions: contributions.slice(i * width, i * width + sensors),
@@ -64,41 +64,62 @@ export async function scoreBaseline(
   return results;
 }
 
-/** The graph's inputs for `items`, padded to the most sensors among them. */
+/**
+ * The graph's inputs for `items`, padded to the most sensors among them: a window per reading,
+ * and the parameters once per device (readings of a device in one round share its centres).
+ */
 export function baselineFeeds(items: readonly BaselineItem[]): { feeds: Feeds; width: number } {
-  const width = Math.max(...items.map((item) => item.params.floor.length));
+  let width = 0;
+  for (const item of items) width = Math.max(width, item.params.floor.length);
   const n = items.length;
   const window = new Float32Array(n * WINDOW * width);
-  const floor = new Float32Array(n * width).fill(1);
-  const center = new Float32Array(n * TERMS.length * width);
-  const up = new Float32Array(n * TERMS.length * width);
-  const down = new Float32Array(n * TERMS.length * width);
+  const rowOf = new Map<readonly number[], number>();
+  const deviceOf = new BigInt64Array(n);
+  const devices: BaselineItem[] = [];
   items.forEach((item, i) => {
-    const { params, rows } = item;
-    const sensors = params.floor.length;
-    const offsets = Array.from({ length: sensors }, (_, j) => levelOffset(params, j));
+    const fixed = packedParams(item.params);
+    const sensors = fixed.offsets.length;
+    const { rows } = item;
     for (let r = 0; r < WINDOW; r++) {
       const row = rows[Math.max(0, rows.length - WINDOW + r)];
       const at = (i * WINDOW + r) * width;
-      for (let j = 0; j < sensors; j++) window[at + j] = row[j] - offsets[j];
+      for (let j = 0; j < sensors; j++) window[at + j] = row[j] - fixed.offsets[j];
     }
-    floor.set(params.floor, i * width);
+    let device = rowOf.get(item.center);
+    if (device === undefined || devices[device].params !== item.params) {
+      rowOf.set(item.center, device = devices.length);
+      devices.push(item);
+    }
+    deviceOf[i] = BigInt(device);
+  });
+  const d = devices.length;
+  const floor = new Float32Array(d * width).fill(1);
+  const center = new Float32Array(d * TERMS.length * width);
+  const up = new Float32Array(d * TERMS.length * width);
+  const down = new Float32Array(d * TERMS.length * width);
+  devices.forEach((item, k) => {
+    const fixed = packedParams(item.params);
+    const sensors = fixed.offsets.length;
+    floor.set(fixed.floor, k * width);
     for (let t = 0; t < TERMS.length; t++) {
       const from = t * sensors;
-      const to = (i * TERMS.length + t) * width;
-      const centres = t < ADAPTIVE_TERMS ? item.center : params.center;
-      const relative = TERM_FEATURE[t] === LEVEL;
-      for (let j = 0; j < sensors; j++) center[to + j] = centres[from + j] - (relative ? offsets[j] : 0);
-      up.set(params.up.slice(from, from + sensors), to);
-      down.set(params.down.slice(from, from + sensors), to);
+      const to = (k * TERMS.length + t) * width;
+      up.set(fixed.up.subarray(from, from + sensors), to);
+      down.set(fixed.down.subarray(from, from + sensors), to);
+      if (t >= ADAPTIVE_TERMS) center.set(fixed.center.subarray(from, from + sensors), to);
+      else {
+        const relative = TERM_FEATURE[t] === LEVEL;
+        for (let j = 0; j < sensors; j++) center[to + j] = item.center[from + j] - (relative ? fixed.offsets[j] : 0);
+      }
     }
   });
-  const terms = [n, TERMS.length, width];
+  const terms = [d, TERMS.length, width];
   return {
     width,
     feeds: {
       [BASELINE_INPUTS.window]: { data: window, dims: [n, WINDOW, width] },
-      [BASELINE_INPUTS.floor]: { data: floor, dims: [n, width] },
+      [BASELINE_INPUTS.device]: { data: deviceOf, dims: [n] },
+      [BASELINE_INPUTS.floor]: { data: floor, dims: [d, width] },
       [BASELINE_INPUTS.center]: { data: center, dims: terms },
       [BASELINE_INPUTS.up]: { data: up, dims: terms },
       [BASELINE_INPUTS.down]: { data: down, dims: terms },
@@ -117,6 +138,38 @@ export async function testBaseline(
   await scoreBaseline(inference, session, windows.map((rows) => ({ rows, params, center: params.center })), 64);
 }
 
+interface PackedParams {
+  offsets: Float64Array;
+  floor: Float32Array;
+  up: Float32Array;
+  down: Float32Array;
+  /** The fixed terms' centres, relative where they read a level. */
+  center: Float32Array;
+}
+
+const packed = new WeakMap<BaselineManifest, PackedParams>();
+
+/** A device's fixed parameters as float32, made once per model (parameters never change). */
+function packedParams(params: BaselineManifest): PackedParams {
+  let result = packed.get(params);
+  if (result) return result;
+  const sensors = params.floor.length;
+  const offsets = Float64Array.from({ length: sensors }, (_, j) => levelOffset(params, j));
+  const center = Float32Array.from(params.center, (value, index) => {
+    const relative = TERM_FEATURE[Math.floor(index / sensors)] === LEVEL;
+    return value - (relative ? offsets[index % sensors] : 0);
+  });
+  result = {
+    offsets,
+    floor: Float32Array.from(params.floor),
+    up: Float32Array.from(params.up),
+    down: Float32Array.from(params.down),
+    center,
+  };
+  packed.set(params, result);
+  return result;
+}
+
 /** What a sensor's levels are fed to the graph relative to: its calibration level. */
 function levelOffset(params: BaselineManifest, sensor: number): number {
   return params.center[LEVEL * params.floor.length + sensor];
@@ -128,7 +181,9 @@ function finite(outputs: ort.InferenceSession.OnnxValueMapType, name: string, le
     throw new ModelRunError("wrong_output", `Output ${name} is missing or misshapen (expected ${length} values)`);
   }
   const data = tensor.data as Float32Array;
-  const bad = data.findIndex((value) => !Number.isFinite(value));
-  if (bad >= 0) throw new ModelRunError("not_finite", `Output ${name} is ${data[bad]} at ${bad}`);
+  for (let i = 0; i < data.length; i++) {
+    // NaN and ±Infinity are the values for which x - x is not 0.
+    if (data[i] - data[i] !== 0) throw new ModelRunError("not_finite", `Output ${name} is ${data[i]} at ${i}`);
+  }
   return data;
 }

@@ -28,8 +28,8 @@ export interface LoadedModel {
   readonly session: ort.InferenceSession;
 }
 
-/** Input tensors of one run, by name: float32 data and its shape. */
-export type Feeds = Record<string, { data: Float32Array; dims: number[] }>;
+/** Input tensors of one run, by name: float32 (or int64) data and its shape. */
+export type Feeds = Record<string, { data: Float32Array | BigInt64Array; dims: number[] }>;
 
 let onnxruntime: typeof ort | null = null;
 
@@ -127,7 +127,14 @@ export class Inference {
     let timer: ReturnType<typeof setTimeout> | undefined;
     // A session exists, so onnxruntime is loaded by now.
     const tensors = Object.fromEntries(
-      Object.entries(feeds).map(([name, { data, dims }]) => [name, new onnxruntime!.Tensor("float32", data, dims)]),
+      Object.entries(feeds).map((
+        [name, { data, dims }],
+      ) => [
+        name,
+        data instanceof BigInt64Array
+          ? new onnxruntime!.Tensor("int64", data, dims)
+          : new onnxruntime!.Tensor("float32", data, dims),
+      ]),
     );
     const running = session.run(tensors);
     running.catch(() => {});

@@ -36,13 +36,17 @@ export const int = (name: string, value: number): OnnxTypes.IAttributeProto => (
   i: value,
 });
 
-/** A float tensor's name and shape; a string dimension is symbolic. */
-export function valueInfo(name: string, dims: (number | string)[]): OnnxTypes.IValueInfoProto {
+/** A tensor's name and shape (float unless said); a string dimension is symbolic. */
+export function valueInfo(
+  name: string,
+  dims: (number | string)[],
+  elemType: "float" | "int64" = "float",
+): OnnxTypes.IValueInfoProto {
   return {
     name,
     type: {
       tensorType: {
-        elemType: FLOAT,
+        elemType: elemType === "float" ? FLOAT : INT64,
         shape: { dim: dims.map((d) => typeof d === "number" ? { dimValue: d } : { dimParam: d }) },
       },
     },

@@ -23,7 +23,7 @@ import { calibrate, calibrationReadings, selectSensors } from "./calibration.ts"
 import type { DeviceState, DeviceStates } from "./device_states.ts";
 import { type AlertMessage, episodeStatements, type OpenEpisode, topSensors } from "./episodes.ts";
 import type { Inference, LoadedModel } from "./inference.ts";
-import { inferPending, type PendingReading } from "./pass_inference.ts";
+import { inferPending, type PendingReading, type ReadingResult } from "./pass_inference.ts";
 import { type ModelRegistry, ModelUnavailableError, type StagedActivation } from "./registry.ts";
 import type { ScorerObserver, UnscoredReason } from "./scorer_observer.ts";
 import type { WorkMarkers } from "./work_markers.ts";
@@ -69,28 +69,16 @@ const MIN_CALIBRATION_READINGS = 20;
 interface Pending extends PendingReading {
   device: DeviceState;
   ts: number;
+  /** The device's reading count at this reading (which refresh block it is in). */
+  count: number;
 }
 
 /** What to log once the pass has committed. */
 type LogLine = { event: string; fields: Record<string, unknown>; warn?: boolean };
 
-/**
- * Plans a pass over `rows`, or over fewer of them: a pass ends before a calibrated device's next
- * refresh of its scoring centres, and right after a reading that moved a baseline at once, so that
- * scores never depend on where passes begin and end (baseline_tracker.ts).
- */
 export async function planPass(deps: PassDeps, rows: readonly PassRow[]): Promise<PlannedPass> {
-  const plan = await planRows(deps, rows);
-  if (plan.cutAfter === null) return plan;
-  const cutAfter = plan.cutAfter;
-  return await planRows(deps, rows.filter((row) => row.id <= cutAfter));
-}
-
-async function planRows(deps: PassDeps, rows: readonly PassRow[]): Promise<PlannedPass & { cutAfter: number | null }> {
   const { registry, devices } = deps;
   const drafts = new Map<string, DeviceState>();
-  /** Devices with readings scored against their baseline in this pass, and the last such reading. */
-  const lastBaselineReading = new Map<string, number>();
   const results = new Map<number, ReadingScore>();
   const unscored = new Map<UnscoredReason, number>();
   const leaveUnscored = (id: number, reason: UnscoredReason, flags: string) => {
@@ -123,12 +111,6 @@ async function planRows(deps: PassDeps, rows: readonly PassRow[]): Promise<Plann
   let lastId = rows[0].id;
   for (const row of rows) {
     let state = drafts.get(row.device);
-    const baseline = state?.baseline;
-    if (
-      baseline && lastBaselineReading.has(row.device) && refreshBlock(state!.readings + 1) !== baseline.scoringBlock
-    ) {
-      break;
-    }
     lastId = row.id;
     if (!state) drafts.set(row.device, state = await devices.draft(row.device, row.id));
     state.readings++;
@@ -177,23 +159,37 @@ async function planRows(deps: PassDeps, rows: readonly PassRow[]): Promise<Plann
     const window = await devices.window(state, model, row.id);
     window.push(model.manifest.features.map((sensor) => values[sensor]));
     if (window.length > model.manifest.window) window.shift();
-    let center: number[] | null = null;
-    if (state.baseline) {
-      center = scoringCentres(state.baseline, state.readings);
-      lastBaselineReading.set(state.device, row.id);
-    }
-    pending.push({ id: row.id, device: state, ts: row.ts, model, window: [...window], center });
+    const count = state.readings;
+    pending.push({ id: row.id, device: state, ts: row.ts, model, window: [...window], center: null, count });
     if (calibration) break;
   }
 
-  const { scored, failed } = await inferPending(deps, pending);
-  for (const item of pending) {
-    const reason = failed.get(item.model);
-    if (reason) {
-      leaveUnscored(item.id, "model_failed", `model deactivated: ${reason}`);
-      continue;
+  // Scored in rounds: each round takes every device's readings up to its next refresh of scoring
+  // centres (baseline_tracker.ts), or up to a reading that moved its baseline at once, so that a
+  // score depends only on the readings before it, never on how they were split into passes.
+  const failed = new Map<LoadedModel, string>();
+  let waiting = pending;
+  while (waiting.length > 0) {
+    const { round, later } = nextRound(waiting);
+    const inferred = await inferPending(deps, round.filter((item) => !failed.has(item.model)));
+    for (const [model, reason] of inferred.failed) failed.set(model, reason);
+    const deferred: Pending[] = [];
+    const moved = new Set<DeviceState>();
+    for (const item of round) {
+      if (moved.has(item.device)) {
+        deferred.push(item);
+        continue;
+      }
+      const reason = failed.get(item.model);
+      if (reason) leaveUnscored(item.id, "model_failed", `model deactivated: ${reason}`);
+      else if (await applyScore(item, inferred.scored.get(item.id)!)) moved.add(item.device);
     }
-    const { score, contributions, features } = scored.get(item.id)!;
+    waiting = deferred.length === 0 ? later : [...deferred, ...later].sort((a, b) => a.id - b.id);
+  }
+
+  /** Debounces a scored reading, records episodes, moves the baseline; true when it moved at once. */
+  async function applyScore(item: Pending, result: ReadingResult): Promise<boolean> {
+    const { score, contributions, features } = result;
     const state = item.device;
     const step = state.debouncer!.push(score > item.model.manifest.threshold);
     if (step.started) {
@@ -224,18 +220,15 @@ async function planRows(deps: PassDeps, rows: readonly PassRow[]): Promise<Plann
       record("end", state, episode, item.ts, "cleared");
       state.episode = null;
     }
+    let moved = false;
     if (state.baseline && features) {
-      const moved = advanceBaseline(state.baseline, item.model.manifest.baseline!, {
+      moved = advanceBaseline(state.baseline, item.model.manifest.baseline!, {
         features,
         score,
         inEpisode: anomaly,
         peakScore: state.episode?.peakScore ?? score,
         ts: item.ts,
-      }, deps.config.baseline);
-      if (moved && lastBaselineReading.get(state.device)! > item.id) {
-        // Its later readings in this pass were scored against the old centres: plan again, up to here.
-        return { ...emptyPlan(lastId), cutAfter: item.id };
-      }
+      }, deps.config.baseline) !== null;
       if (moved && state.episode) {
         record("end", state, state.episode, item.ts, "rebaselined");
         state.episode = null;
@@ -247,6 +240,7 @@ async function planRows(deps: PassDeps, rows: readonly PassRow[]): Promise<Plann
     results.set(item.id, { score, anomaly, flags: null });
     latest.set(state.device, { score, anomaly, ts: item.ts });
     scoredCount++;
+    return moved;
   }
   for (const state of progressed) if (state.episode) statements.push(eventProgressStatement(state.episode));
 
@@ -260,7 +254,6 @@ async function planRows(deps: PassDeps, rows: readonly PassRow[]): Promise<Plann
     statements,
     scored: scoredCount,
     alerts,
-    cutAfter: null,
     adopt(committed) {
       devices.adopt(drafts.values());
       if (eventId !== null) devices.adoptLastEventId(eventId);
@@ -273,8 +266,34 @@ async function planRows(deps: PassDeps, rows: readonly PassRow[]): Promise<Plann
   };
 }
 
-function emptyPlan(lastId: number): PlannedPass {
-  return { lastId, statements: [], scored: 0, alerts: [], adopt() {} };
+/**
+ * The next round of a pass's readings (in id order): every reading of a model without a baseline,
+ * and each calibrated device's readings up to its next refresh, with the centres to score them
+ * against; `later` are the rest.
+ */
+function nextRound(waiting: readonly Pending[]): { round: Pending[]; later: Pending[] } {
+  const round: Pending[] = [];
+  const later: Pending[] = [];
+  const blocks = new Map<DeviceState, number>();
+  for (const item of waiting) {
+    const baseline = item.model.manifest.baseline && item.device.baseline;
+    if (!baseline) {
+      round.push(item);
+      continue;
+    }
+    const block = refreshBlock(item.count);
+    const taken = blocks.get(item.device);
+    if (taken === undefined) {
+      blocks.set(item.device, block);
+      item.center = scoringCentres(baseline, item.count);
+    } else if (taken !== block) {
+      later.push(item);
+      continue;
+    }
+    item.center = baseline.scoring;
+    round.push(item);
+  }
+  return { round, later };
 }
 
 function episodeLogLine(

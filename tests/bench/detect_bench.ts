@@ -105,7 +105,12 @@ async function throughput(readings: number) {
     const batch = DETECTION.batchSize;
     const { feeds } = baselineFeeds(items.slice(0, batch));
     const tensors = Object.fromEntries(
-      Object.entries(feeds).map(([name, { data, dims }]) => [name, new ort.Tensor("float32", data, dims)]),
+      Object.entries(feeds).map((
+        [name, { data, dims }],
+      ) => [
+        name,
+        data instanceof BigInt64Array ? new ort.Tensor("int64", data, dims) : new ort.Tensor("float32", data, dims),
+      ]),
     );
     const rounds = Math.ceil(readings / batch);
     const rawStarted = performance.now();
