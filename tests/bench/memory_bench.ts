@@ -53,6 +53,28 @@ async function situation(
   }
 }
 
+/** Posts 45 readings for each of devices `from`..`to`-1 and waits until they are calibrated. */
+async function calibrateDevices(outpost: OutpostProcess, from: number, to: number): Promise<number> {
+  const start = Date.now() - 3_600_000;
+  for (let first = from; first < to; first += 20) {
+    const readings = [];
+    for (let d = first; d < Math.min(first + 20, to); d++) {
+      for (let i = 0; i < 45; i++) readings.push(makeReading(`cal-${d}`, start + i * 1000));
+    }
+    const response = await postJson(`${outpost.url}/v1/readings`, { readings });
+    await response.body?.cancel();
+  }
+  const deadline = performance.now() + 600_000;
+  let calibrated = 0;
+  while (performance.now() < deadline) {
+    const metrics = await (await fetch(`${outpost.url}/metrics`)).text();
+    calibrated = Number(/outpost_calibration_duration_seconds_count (\d+)/.exec(metrics)?.[1] ?? 0);
+    if (calibrated >= to) break;
+    await new Promise((resolve) => setTimeout(resolve, 500));
+  }
+  return calibrated;
+}
+
 /** 10 devices x 8 sensors at `hz`, sent every 100 ms, for `seconds`. */
 async function steadyLoad(url: string, devices: number, hz: number, seconds: number, startTs: number) {
   for (let tick = 0; tick < seconds * 10; tick++) {
@@ -91,29 +113,7 @@ export async function benchMemory(options: MemoryBenchOptions): Promise<void> {
   } finally {
     await broker.close();
   }
-  await situation(
-    `${options.calibratedDevices} calibrated devices (40 calibration readings each)`,
-    { detection: ["calibration: { readings: 40 }"], limits: [`devices: ${options.calibratedDevices + 10}`] },
-    async (outpost) => {
-      const start = Date.now() - 3_600_000;
-      for (let first = 0; first < options.calibratedDevices; first += 20) {
-        const readings = [];
-        for (let d = first; d < Math.min(first + 20, options.calibratedDevices); d++) {
-          for (let i = 0; i < 45; i++) readings.push(makeReading(`cal-${d}`, start + i * 1000));
-        }
-        const response = await postJson(`${outpost.url}/v1/readings`, { readings });
-        await response.body?.cancel();
-      }
-      const deadline = performance.now() + 600_000;
-      while (performance.now() < deadline) {
-        const metrics = await (await fetch(`${outpost.url}/metrics`)).text();
-        const calibrated = Number(/outpost_calibration_duration_seconds_count (\d+)/.exec(metrics)?.[1] ?? 0);
-        if (calibrated >= options.calibratedDevices) return `${calibrated} calibrated`;
-        await new Promise((resolve) => setTimeout(resolve, 500));
-      }
-      return "calibration did not finish in 10 min";
-    },
-  );
+  await benchMemoryCalibrated(options.calibratedDevices);
   const collector = await Collector.create({ up: false });
   try {
     await situation(
@@ -146,6 +146,28 @@ export async function benchMemory(options: MemoryBenchOptions): Promise<void> {
   } finally {
     await collector.stop();
   }
+}
+
+/** `devices` calibrated devices in one process, and what each added one costs. */
+export async function benchMemoryCalibrated(devices: number): Promise<void> {
+  await situation(
+    `${devices} calibrated devices (40 calibration readings each)`,
+    { detection: ["calibration: { readings: 40 }"], limits: [`devices: ${devices + 10}`] },
+    async (outpost) => {
+      // RSS after a fifth of the devices, then after all: the difference over the devices added
+      // between is what each calibrated device costs (the first one also loads onnxruntime).
+      const fifth = Math.max(1, Math.floor(devices / 5));
+      const first = await calibrateDevices(outpost, 0, fifth);
+      if (first !== fifth) return `calibration did not finish in 10 min (${first} of ${fifth})`;
+      const before = (await processMemory(outpost.process.pid)).rss;
+      const all = await calibrateDevices(outpost, fifth, devices);
+      if (all !== devices) return `calibration did not finish in 10 min (${all})`;
+      const after = (await processMemory(outpost.process.pid)).rss;
+      const perDevice = (after - before) / (devices - fifth) / 1024;
+      return `${all} calibrated; RSS ${mb(before)} at ${fifth}, ${mb(after)} at ${all}: ` +
+        `${perDevice.toFixed(1)} KB per added device (target ≤ 20 KB)`;
+    },
+  );
 }
 
 if (import.meta.main) {
