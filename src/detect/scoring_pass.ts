@@ -7,7 +7,9 @@
  * Per reading: a quarantined device's reading is flagged; a device without a model collects
  * calibration readings (the pass ends at a calibration, so the next pass scores with the new
  * model); a deactivated or unloadable model leaves its devices' readings flagged while every other
- * device is scored; a model that fails at run time is deactivated for its scope only.
+ * device is scored; a model that fails at run time is deactivated for its scope only. Calibrated
+ * devices are scored in rounds against their baselines (see `nextRound`); a recalibrating device
+ * keeps being scored by its current model.
  */
 import type { Client, InStatement, ResultSet } from "@libsql/client";
 import type { DetectionConfig } from "../config/config.ts";
