@@ -43,6 +43,8 @@ export interface EvaluationOptions {
   perKind?: number;
   /** Which sets to run; both by default. */
   sets?: readonly ("plant" | "legacy")[];
+  /** `spec.detection.sensitivity` of the Outpost under test (its default when absent). */
+  sensitivity?: number;
   signal?: AbortSignal;
 }
 
@@ -56,7 +58,7 @@ export async function evaluateDetectionSets(options: EvaluationOptions = {}): Pr
       ? plantScenarios(seeds, quick ? { perKind: 1, normals: 1 } : { perKind: options.perKind })
       : legacyScenarios(seeds, { perKind: quick ? 1 : options.perKind });
     const started = performance.now();
-    const result = await evaluateScenarios(set, seeds, scenarios, options.signal);
+    const result = await evaluateScenarios(set, seeds, scenarios, options);
     console.log(formatResult(result, (performance.now() - started) / 1000));
     results.push(result);
   }
@@ -77,10 +79,11 @@ async function evaluateScenarios(
   set: SetResult["set"],
   seeds: SetResult["seeds"],
   scenarios: Scenarios,
-  signal?: AbortSignal,
+  { signal, sensitivity }: Pick<EvaluationOptions, "signal" | "sensitivity">,
 ): Promise<SetResult> {
   const dir = await Deno.makeTempDir({ prefix: "outpost-eval-" });
-  const outpost = await startOutpost(await writeManifest(dir, { logLevel: "warn" }));
+  const detection = sensitivity === undefined ? [] : [`sensitivity: ${sensitivity}`];
+  const outpost = await startOutpost(await writeManifest(dir, { logLevel: "warn", detection }));
   try {
     // Longest first, so that the long normal recordings do not finish alone at the end.
     const recordings = [...scenarios.normals, ...scenarios.faults];
@@ -147,6 +150,7 @@ if (import.meta.main) {
       quick: { type: "boolean" },
       "per-kind": { type: "string" },
       set: { type: "string", multiple: true },
+      sensitivity: { type: "string" },
     },
   });
   const sets = values.set?.map((set) => {
@@ -159,6 +163,7 @@ if (import.meta.main) {
     quick: values.quick,
     perKind: values["per-kind"] ? Number(values["per-kind"]) : undefined,
     sets,
+    sensitivity: values.sensitivity ? Number(values.sensitivity) : undefined,
   });
   console.log(`\nevaluation took ${((performance.now() - started) / 1000).toFixed(0)} s`);
 }
