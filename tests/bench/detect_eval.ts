@@ -82,7 +82,7 @@ async function evaluateScenarios(
   { signal, sensitivity }: Pick<EvaluationOptions, "signal" | "sensitivity">,
 ): Promise<SetResult> {
   const dir = await Deno.makeTempDir({ prefix: "outpost-eval-" });
-  const detection = sensitivity === undefined ? [] : [`sensitivity: ${sensitivity}`];
+  const detection = sensitivity === undefined ? undefined : [`sensitivity: ${sensitivity}`];
   const outpost = await startOutpost(await writeManifest(dir, { logLevel: "warn", detection }));
   try {
     // Longest first, so that the long normal recordings do not finish alone at the end.
