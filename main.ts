@@ -2,8 +2,8 @@ import { type Command, parseCommand, UsageError } from "./src/config/cli.ts";
 import { type Config, loadConfig } from "./src/config/config.ts";
 import { ConfigError } from "./src/config/errors.ts";
 import { createLogger } from "./src/observability/log.ts";
-import { netAllowlist, permissionFlags, V8_FLAGS } from "./src/permissions/flags.ts";
-import { broaderPermissions } from "./src/permissions/self_check.ts";
+import { expectedPermissionFlags, netAllowlist, permissionFlags, V8_FLAGS } from "./src/permissions/flags.ts";
+import { broaderPermissions, describeBroadening } from "./src/permissions/self_check.ts";
 import { SCHEMA_VERSION } from "./src/store/migrations.ts";
 import { VERSION } from "./src/version.ts";
 
@@ -173,7 +173,9 @@ async function run(manifest: string, dataDir: string | undefined, unsafeBroad: b
   const config = await loadOrReport(manifest, dataDir);
   if (!config) return 2;
   const log = createLogger(config.logLevel);
-  const broader = await broaderPermissions(netAllowlist(config));
+  const executable = Deno.build.standalone ? Deno.execPath() : undefined;
+  const broader = broaderPermissions(expectedPermissionFlags(config, { projectRoot: PROJECT_ROOT, executable }))
+    .map(describeBroadening);
   if (broader.length > 0 && !unsafeBroad) {
     log.error("permissions.too_broad", { problems: broader });
     console.error(
@@ -183,7 +185,14 @@ async function run(manifest: string, dataDir: string | undefined, unsafeBroad: b
     );
     return 3;
   }
-  if (broader.length > 0) log.warn("permissions.too_broad_overridden", { problems: broader });
+  if (broader.length > 0) {
+    log.warn("permissions.too_broad_overridden", { problems: broader });
+    console.error(
+      `WARNING: --unsafe-broad-permissions: running with grants the manifest does not allow:\n  ${
+        broader.join("\n  ")
+      }`,
+    );
+  }
 
   const shutdown = new AbortController();
   const onSignal = () => shutdown.abort();

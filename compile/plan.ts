@@ -4,7 +4,7 @@
  */
 import { join, relative } from "node:path";
 import type { Config } from "../src/config/config.ts";
-import { runtimeFlags } from "../src/permissions/flags.ts";
+import { runtimeFlags, withReleasePermissions } from "../src/permissions/flags.ts";
 import { VERSION } from "../src/version.ts";
 import { type Target, TARGETS } from "./targets.ts";
 
@@ -142,22 +142,6 @@ export function compilePlan(config: Config, target: Target, options: PlanOptions
     releaseDir,
     flags,
   };
-}
-
-/**
- * One binary serves `run` and `upgrade`/`rollback`, so it also carries what those need, scoped:
- * read and write under the install root (new binaries go in `<root>/incoming/`), and running
- * `systemctl`, `ln` and `<root>/current/outpost`. The service cannot use them: its unit keeps
- * /opt read-only (ProtectSystem=strict) and it holds no privileges to restart units.
- */
-export function withReleasePermissions(flags: string[], installRoot: string): string[] {
-  const add = (flag: string, extra: string) => flag.replace(/=(.*)$/, (_, list) => `=${list},${extra}`);
-  return [
-    ...flags.map((flag) =>
-      flag.startsWith("--allow-read=") || flag.startsWith("--allow-write=") ? add(flag, installRoot) : flag
-    ),
-    `--allow-run=systemctl,ln,${join(installRoot, "current", "outpost")}`,
-  ];
 }
 
 function safeReadDir(path: string): string[] {

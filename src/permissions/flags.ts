@@ -1,7 +1,7 @@
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { type Config, OUTPOST_ENV_VARS } from "../config/config.ts";
 import { formatDestination } from "../egress/allowlist.ts";
-import { HOST_TARGET, nativeAddonPaths, type NativeTarget } from "./native_addons.ts";
+import { HOST_TARGET, nativeAddonPaths, type NativeTarget, resolvedNativeAddonPaths } from "./native_addons.ts";
 
 /** Variables read by the libraries we ship (libsql's loader checks LIBSQL_JS_DEV). */
 const LIBRARY_ENV_VARS = ["LIBSQL_JS_DEV"];
@@ -66,6 +66,45 @@ export function permissionFlags(config: Config, options: PermissionOptions): str
     "--ignore-env",
     `--allow-sys=${LIBRARY_SYS_APIS.join(",")}`,
   ];
+}
+
+/**
+ * One binary serves `run` and `upgrade`/`rollback`, so it also carries what those need, scoped:
+ * read and write under the install root (new binaries go in `<root>/incoming/`), and running
+ * `systemctl`, `ln` and `<root>/current/outpost`. The service cannot use them: its unit keeps
+ * /opt read-only (ProtectSystem=strict) and it holds no privileges to restart units.
+ */
+export function withReleasePermissions(flags: string[], installRoot: string): string[] {
+  const add = (flag: string, extra: string) => flag.replace(/=(.*)$/, (_, list) => `=${list},${extra}`);
+  return [
+    ...flags.map((flag) =>
+      flag.startsWith("--allow-read=") || flag.startsWith("--allow-write=") ? add(flag, installRoot) : flag
+    ),
+    `--allow-run=systemctl,ln,${join(installRoot, "current", "outpost")}`,
+  ];
+}
+
+export interface ExpectedOptions {
+  /** Folder of main.ts when Outpost runs under `deno run` (`deno task start`). */
+  projectRoot: string;
+  /**
+   * The compiled binary's own path when Outpost runs as one (`Deno.build.standalone`): it lives at
+   * `<root>/releases/<version>/outpost`, and compile/plan.ts baked in the release flags for that.
+   */
+  executable?: string;
+}
+
+/**
+ * The flags this process should have been started with, for the self-check: what `deno task
+ * start` passes, or, in a compiled binary, what compile/plan.ts baked in.
+ */
+export function expectedPermissionFlags(config: Config, options: ExpectedOptions): string[] {
+  if (options.executable === undefined) {
+    return permissionFlags(config, { projectRoot: options.projectRoot, nativeAddons: resolvedNativeAddonPaths() });
+  }
+  const releaseDir = dirname(options.executable);
+  const installRoot = dirname(dirname(releaseDir));
+  return withReleasePermissions(permissionFlags(config, { projectRoot: options.projectRoot, releaseDir }), installRoot);
 }
 
 function unique(values: string[]): string[] {

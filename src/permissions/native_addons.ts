@@ -1,3 +1,4 @@
+import { createRequire } from "node:module";
 import { join } from "node:path";
 
 /** A CPU/OS pair as Deno and npm name it. */
@@ -39,6 +40,20 @@ export function nativeAddonPaths(projectRoot: string, target: NativeTarget = HOS
     );
   }
   return [...found.sort(), ...ort.sort()];
+}
+
+/**
+ * The same addon files as `nativeAddonPaths`, found the way the loaders find them (npm module
+ * resolution from this file), which needs no read permission on node_modules: for the self-check
+ * inside a process confined to its derived flags.
+ */
+export function resolvedNativeAddonPaths(target: NativeTarget = HOST_TARGET): string[] {
+  const require = createRequire(import.meta.url);
+  const libsql = createRequire(createRequire(require.resolve("@libsql/client")).resolve("libsql"))
+    .resolve(`@libsql/${target.os}-${target.arch}-gnu/index.node`);
+  const ort = createRequire(require.resolve("onnxruntime-node"))
+    .resolve(`../bin/napi-v6/${target.os}/${target.arch}/onnxruntime_binding.node`);
+  return [libsql, ort];
 }
 
 function readDirNames(path: string): string[] {
