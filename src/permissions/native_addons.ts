@@ -1,5 +1,6 @@
 import { createRequire } from "node:module";
 import { join } from "node:path";
+import { pathToFileURL } from "node:url";
 
 /** A CPU/OS pair as Deno and npm name it. */
 export interface NativeTarget {
@@ -54,6 +55,16 @@ export function resolvedNativeAddonPaths(target: NativeTarget = HOST_TARGET): st
   const ort = createRequire(require.resolve("onnxruntime-node"))
     .resolve(`../bin/napi-v6/${target.os}/${target.arch}/onnxruntime_binding.node`);
   return [libsql, ort];
+}
+
+/**
+ * The libSQL URL for a database file. libsql decodes `%XX` in a `file:` URL and reads `?` and `#`
+ * as query and fragment, so `file:${path}` with a data dir such as `/srv/data/%2e%2e` opens
+ * `/srv/outpost.db`: native code writing outside `--allow-write`, which names the literal folder.
+ * A `file://` URL with every such character escaped opens exactly `path`.
+ */
+export function databaseUrl(path: string): string {
+  return pathToFileURL(path).href;
 }
 
 function readDirNames(path: string): string[] {

@@ -1,6 +1,7 @@
 import { type Client, createClient } from "@libsql/client";
 import { join } from "node:path";
 import type { Logger } from "../observability/log.ts";
+import { databaseUrl } from "../permissions/native_addons.ts";
 import { DataDirLock } from "./data_dir_lock.ts";
 import { MIGRATIONS, SCHEMA_VERSION } from "./migrations.ts";
 
@@ -76,7 +77,7 @@ export async function openDatabase(dataDir: string, log: Logger): Promise<Databa
  */
 async function openConnection(path: string, pragmas: readonly string[], opened: Client[]): Promise<Client> {
   const connect = async () => {
-    const client = createClient({ url: `file:${path}`, concurrency: 1 });
+    const client = createClient({ url: databaseUrl(path), concurrency: 1 });
     for (const pragma of pragmas) await client.execute(pragma);
     return client;
   };
@@ -148,7 +149,7 @@ export async function usedBytes(client: Client): Promise<number> {
 export async function withDatabaseFile<T>(dataDir: string, fn: (client: Client) => Promise<T>): Promise<T> {
   const path = join(dataDir, DATABASE_FILE);
   await Deno.stat(path);
-  const client = createClient({ url: `file:${path}`, concurrency: 1 });
+  const client = createClient({ url: databaseUrl(path), concurrency: 1 });
   try {
     return await fn(client);
   } finally {
