@@ -15,7 +15,8 @@ import {
   windowFeatures,
 } from "../src/detect/baseline_features.ts";
 import { fitBaseline } from "../src/detect/baseline_fit.ts";
-import { baselineGraph } from "../src/detect/baseline_graph.ts";
+import { buildBaselineGraph } from "../src/detect/baseline_graph.ts";
+import { baselineGraph } from "../src/detect/baseline_model.ts";
 import { type BaselineItem, scoreBaseline } from "../src/detect/baseline_scoring.ts";
 import {
   advanceBaseline,
@@ -92,6 +93,10 @@ Deno.test("the shared graph computes the reference's features, score and contrib
   } finally {
     await inference.release();
   }
+});
+
+Deno.test("the graph the service loads is the one the builder makes (else: deno task graph)", () => {
+  assert.deepEqual(baselineGraph(), Uint8Array.from(buildBaselineGraph()));
 });
 
 Deno.test("one session serves every calibrated model: models with the same graph share it", async () => {

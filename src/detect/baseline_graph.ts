@@ -7,28 +7,16 @@
  * parameter rows each reading uses), then per device `floor` [D, S] and `center`, `up`, `down`
  * [D, TERMS, S]. Outputs: `score` [N], `contributions` [N, S], `features` [N, 3, S] (the caller
  * adapts the baseline from them). A device with fewer sensors than S pads with up = down = 0.
+ *
+ * This builder needs onnx-proto (about 5 MB resident), so it does not run in the service: its
+ * output is kept in baseline_model.ts, which `deno task graph` regenerates and a test keeps equal
+ * to what this builds.
  */
 import { LEVEL_READINGS, RATE_READINGS, TERM_FEATURE, TERMS, WINDOW } from "./baseline_features.ts";
+import { BASELINE_INPUTS, BASELINE_OUTPUTS } from "./baseline_model.ts";
 import { encodeModel, floats, int, int64s, ints, node, valueInfo } from "./onnx_builder.ts";
 
-export const BASELINE_INPUTS = {
-  window: "window",
-  device: "device",
-  floor: "floor",
-  center: "center",
-  up: "up",
-  down: "down",
-} as const;
-export const BASELINE_OUTPUTS = { score: "score", contributions: "contributions", features: "features" } as const;
-
-let encoded: Uint8Array | null = null;
-
-/** The graph's bytes (built once: every calibrated device shares them, and so one session). */
-export function baselineGraph(): Uint8Array {
-  return encoded ??= buildGraph();
-}
-
-function buildGraph(): Uint8Array {
+export function buildBaselineGraph(): Uint8Array {
   const { window, device, floor, center, up, down } = BASELINE_INPUTS;
   const perReading = (input: string) => node("Gather", [input, device], `${input}_per_reading`, [int("axis", 0)]);
   const mean = (input: string, output: string, keepdims = 0) =>
@@ -100,4 +88,14 @@ function buildGraph(): Uint8Array {
     "outpost-calibration",
     "Drift-robust baseline detector: level, spread and rate per sensor against per-device parameters",
   );
+}
+
+if (import.meta.main) {
+  // `deno task graph`: writes the built graph into baseline_model.ts.
+  const path = new URL("./baseline_model.ts", import.meta.url);
+  const text = await Deno.readTextFile(path);
+  const base64 = btoa(String.fromCharCode(...buildBaselineGraph()));
+  const updated = text.replace(/const GRAPH_BASE64 =\s*"[^"]*";/, `const GRAPH_BASE64 =\n  "${base64}";`);
+  await Deno.writeTextFile(path, updated);
+  console.log(`baseline_model.ts: ${base64.length} base64 characters`);
 }

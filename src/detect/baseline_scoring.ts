@@ -9,7 +9,7 @@
  */
 import type * as ort from "onnxruntime-node";
 import { ADAPTIVE_TERMS, FEATURES, LEVEL, TERM_FEATURE, TERMS, WINDOW } from "./baseline_features.ts";
-import { BASELINE_INPUTS, BASELINE_OUTPUTS } from "./baseline_graph.ts";
+import { BASELINE_INPUTS, BASELINE_OUTPUTS } from "./baseline_model.ts";
 import type { Feeds, Inference } from "./inference.ts";
 import type { BundleManifest } from "./model_bundle.ts";
 import { ModelRunError } from "./model_output.ts";

@@ -3,7 +3,7 @@ import { sha256Hex } from "../sha256.ts";
 import type { ModelBundle } from "./model_bundle.ts";
 import { WINDOW } from "./baseline_features.ts";
 import { fitBaseline } from "./baseline_fit.ts";
-import { BASELINE_INPUTS, BASELINE_OUTPUTS, baselineGraph } from "./baseline_graph.ts";
+import { BASELINE_INPUTS, BASELINE_OUTPUTS, baselineGraph } from "./baseline_model.ts";
 
 /** Calibrated models are named after their device: `baseline/<device>`. */
 export const CALIBRATED_PREFIX = "baseline/";
