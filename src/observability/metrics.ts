@@ -160,6 +160,16 @@ export class Metrics {
       help: "V8 heap in use",
       registers: [this.registry],
     });
+    const heapTotal = new Gauge({
+      name: "outpost_process_heap_total_bytes",
+      help: "V8 heap reserved (in use and free)",
+      registers: [this.registry],
+    });
+    const external = new Gauge({
+      name: "outpost_process_external_bytes",
+      help: "Memory outside the V8 heap held by JavaScript objects (buffers, typed arrays)",
+      registers: [this.registry],
+    });
     this.#collect = () => {
       const current = stats();
       storeSize.set(current.usedBytes);
@@ -175,6 +185,8 @@ export class Metrics {
       const memory = Deno.memoryUsage();
       rss.set(memory.rss);
       heap.set(memory.heapUsed);
+      heapTotal.set(memory.heapTotal);
+      external.set(memory.external);
     };
   }
 

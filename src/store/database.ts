@@ -26,7 +26,7 @@ export const DATABASE_FILE = "outpost.db";
  */
 const SHARED_PRAGMAS = [
   "PRAGMA busy_timeout=250",
-  "PRAGMA cache_size=-4096",
+  "PRAGMA cache_size=-1024",
   "PRAGMA wal_autocheckpoint=1000",
   "PRAGMA journal_size_limit=67108864",
 ];

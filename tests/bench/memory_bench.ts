@@ -76,7 +76,7 @@ async function calibrateDevices(outpost: OutpostProcess, from: number, to: numbe
 }
 
 /** 10 devices x 8 sensors at `hz`, sent every 100 ms, for `seconds`. */
-async function steadyLoad(url: string, devices: number, hz: number, seconds: number, startTs: number) {
+export async function steadyLoad(url: string, devices: number, hz: number, seconds: number, startTs: number) {
   for (let tick = 0; tick < seconds * 10; tick++) {
     const readings = [];
     for (let d = 0; d < devices; d++) {
