@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { loadConfig } from "../src/config/config.ts";
+import { loadConfig, OUTPOST_ENV_VARS } from "../src/config/config.ts";
 import { join } from "node:path";
 import { compilePlan } from "../compile/plan.ts";
 import {
@@ -43,7 +43,7 @@ Deno.test("permission flags name only the manifest's addresses, the data dir and
     assert.equal(flags.find((flag) => flag.startsWith("--allow-write=")), `--allow-write=${config.storage.dataDir}`);
     assert.equal(
       flags.find((flag) => flag.startsWith("--allow-env=")),
-      "--allow-env=OUTPOST_ADMIN_TOKEN,OUTPOST_SINK_TOKEN,INVOCATION_ID,LIBSQL_JS_DEV",
+      `--allow-env=${[...OUTPOST_ENV_VARS, "LIBSQL_JS_DEV"].join(",")}`,
     );
   } finally {
     await Deno.remove(dir, { recursive: true });
