@@ -202,7 +202,7 @@ Deno.test("the allowlist renders as systemd IP rules, names resolved at render t
   try {
     const config = await loadConfig(
       await writeManifest(dir, {
-        egressAllowed: ["collector.example.com:443", "10.9.8.7:8883", "unknown.invalid"],
+        egressAllowed: ["collector.example.com:443", "10.9.8.7:8883", "unknown.invalid", "[fd00::5]:1883"],
         mqttUrl: "mqtt://[fd00::5]:1883",
       }),
     );

@@ -1,7 +1,7 @@
 import { join, resolve } from "node:path";
 import { parseDocument } from "yaml";
 import type { z } from "zod";
-import { destinationOf, formatDestination, isAllowed } from "../egress/allowlist.ts";
+import { destinationOf, formatDestination, isAllowed, isLoopback } from "../egress/allowlist.ts";
 import { sha256Hex } from "../sha256.ts";
 import { formatIssuePath } from "../zod_issue.ts";
 import { ConfigError, type ConfigIssue } from "./errors.ts";
@@ -31,6 +31,12 @@ export type OutboxClass = typeof OUTBOX_CLASSES[number];
 
 export interface EgressConfig {
   readonly allowed: readonly string[];
+  /**
+   * Loopback peers the egress module connects to without them being in `allowed`: the MQTT
+   * ingest broker when it is on loopback (traffic that never leaves the device). Still checked
+   * against Deno's permissions and audited per connection attempt.
+   */
+  readonly local?: readonly string[];
   readonly rateLimit: { readonly perSecond: number; readonly burst: number };
   readonly circuitBreaker: { readonly failureThreshold: number; readonly openSeconds: number };
 }
@@ -140,25 +146,36 @@ export function parseConfig(text: string, manifestPath: string, overrides: Confi
   }
   const result = manifestSchema.safeParse(document.toJS() ?? {});
   if (!result.success) throw new ConfigError(manifestPath, result.error.issues.map(toConfigIssue));
-  const issues = sinkIssues(result.data);
+  const issues = egressIssues(result.data);
   if (issues.length > 0) throw new ConfigError(manifestPath, issues);
   return deepFreeze(resolveConfig(result.data, text, manifestPath, overrides));
 }
 
-/** Fail closed: every configured sink must be reachable under `spec.network.egressAllowed`. */
-function sinkIssues(manifest: Manifest): ConfigIssue[] {
+/**
+ * Fail closed: every configured sink, and the MQTT ingest broker unless it is on loopback, must
+ * be reachable under `spec.network.egressAllowed` (the broker also receives alerts: a remote one
+ * is a destination like any other).
+ */
+function egressIssues(manifest: Manifest): ConfigIssue[] {
   const allowed = manifest.spec.network.egressAllowed;
-  const sinks = { http: manifest.spec.forwarding.http?.url, mqtt: manifest.spec.forwarding.mqtt?.url };
+  const destinations = {
+    "spec.forwarding.http.url": manifest.spec.forwarding.http?.url,
+    "spec.forwarding.mqtt.url": manifest.spec.forwarding.mqtt?.url,
+    "spec.ingest.mqtt.url": manifest.spec.ingest.mqtt.url,
+  };
   const issues: ConfigIssue[] = [];
-  for (const [name, url] of Object.entries(sinks)) {
+  for (const [path, url] of Object.entries(destinations)) {
     if (url === undefined) continue;
     const destination = destinationOf(url);
+    if (path === "spec.ingest.mqtt.url" && isLoopback(destination.host)) continue;
     if (!isAllowed(allowed, destination)) {
       issues.push({
-        path: `spec.forwarding.${name}.url`,
+        path,
         message: `${formatDestination(destination)} is not in spec.network.egressAllowed (${
           allowed.length === 0 ? "empty: egress disabled" : allowed.join(", ")
-        })`,
+        })${
+          path === "spec.ingest.mqtt.url" ? ": a broker off loopback is an egress destination (alerts go to it)" : ""
+        }`,
       });
     }
   }
@@ -176,6 +193,9 @@ function resolveConfig(manifest: Manifest, text: string, manifestPath: string, o
     network: { egressAllowed: spec.network.egressAllowed },
     egress: {
       allowed: spec.network.egressAllowed,
+      local: mqtt.url !== undefined && isLoopback(destinationOf(mqtt.url).host)
+        ? [formatDestination(destinationOf(mqtt.url))]
+        : [],
       rateLimit: spec.network.rateLimit,
       circuitBreaker: spec.network.circuitBreaker,
     },

@@ -40,3 +40,14 @@ export function isAllowed(allowlist: readonly string[], destination: Destination
     return host === destination.host && (match[2] === undefined || Number(match[2]) === destination.port);
   });
 }
+
+/**
+ * Whether a host is this device's loopback: `localhost`, 127.0.0.0/8 or ::1 (IPv4-mapped too).
+ * Traffic to it never leaves the device, so it is not egress; no name resolution is done.
+ */
+export function isLoopback(host: string): boolean {
+  const bare = (host.startsWith("[") ? host.slice(1, -1) : host).toLowerCase();
+  if (bare === "localhost" || bare === "::1") return true;
+  const v4 = bare.startsWith("::ffff:") ? bare.slice(7) : bare;
+  return /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(v4);
+}
