@@ -3,6 +3,7 @@ import { sha256Hex } from "../sha256.ts";
 import { auditChainStart, auditRowsFrom, auditRowsSince, insertAuditRow, lastAuditRow } from "../store/audit_table.ts";
 
 export type EgressOutcome =
+  | "attempt"
   | "ok"
   | "http_error"
   | "network_error"

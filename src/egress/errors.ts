@@ -28,3 +28,16 @@ export class EgressUnavailableError extends Error {
     this.retryAfterMs = retryAfterMs;
   }
 }
+
+/**
+ * The audit row for a call could not be written, so the call was not made (or, when its outcome
+ * could not be recorded, is reported as failed): egress fails closed. The append error is `cause`.
+ */
+export class EgressAuditError extends Error {
+  readonly destination: string;
+  constructor(destination: string, options?: ErrorOptions) {
+    super(`Egress to ${destination} blocked: its audit row could not be written`, options);
+    this.name = "EgressAuditError";
+    this.destination = destination;
+  }
+}
