@@ -36,6 +36,7 @@ export async function startRuntime(config: Config, log: Logger, signal: AbortSig
       outbox: forwarding.outbox,
       log,
       metrics,
+      egress: forwarding.egress,
       onQueued: () => queued.notify(),
     });
   } catch (error) {
@@ -47,7 +48,11 @@ export async function startRuntime(config: Config, log: Logger, signal: AbortSig
   const service = { underSystemd: underSystemd(), pid: Deno.pid };
   const intake = new AbortController();
   const mqtt = config.mqtt
-    ? new MqttSource(config.mqtt, { store, metrics, log, limits: config.limits }, intake.signal)
+    ? new MqttSource(
+      config.mqtt,
+      { store, metrics, log, limits: config.limits, egress: forwarding.egress },
+      intake.signal,
+    )
     : null;
   let serving = false;
 

@@ -1,12 +1,14 @@
 /**
- * Publishes alerts to the local broker's alert topic (QoS 1). Alerts are recorded in `alerts`
+ * Publishes alerts to the ingest broker's alert topic (QoS 1). Alerts are recorded in `alerts`
  * first; this only marks them published after the broker's PUBACK, and republishes what is
- * left after a broker outage or a restart. Works with no uplink: the local broker is the
- * ingest peer, not an egress destination.
+ * left after a broker outage or a restart. The socket comes from the egress (purpose
+ * `alerts`): a broker off loopback must be in `egressAllowed` (config.ts), and every connection
+ * attempt is audited either way. Works with no uplink.
  */
 import type { Client } from "@libsql/client";
-import mqtt, { type MqttClient } from "mqtt";
+import { MqttClient } from "mqtt";
 import type { MqttIngestConfig } from "../config/config.ts";
+import type { Egress } from "../egress/egress.ts";
 import type { Logger } from "../observability/log.ts";
 import { markAlertPublished, unpublishedAlerts } from "../store/alerts_table.ts";
 
@@ -24,13 +26,13 @@ export class AlertPublisher {
   constructor(
     client: Client,
     broker: MqttIngestConfig,
-    deps: { topic: string; log: Logger; onPublished?: () => void },
+    deps: { topic: string; log: Logger; egress: Egress; onPublished?: () => void },
   ) {
     this.#client = client;
     this.#topic = deps.topic;
     this.#log = deps.log;
     this.#onPublished = deps.onPublished ?? (() => {});
-    this.#mqtt = mqtt.connect(broker.url, {
+    this.#mqtt = new MqttClient(() => deps.egress.socketSync("alerts", broker.broker), {
       clientId: `${broker.clientId}-alerts`,
       protocolVersion: 4,
       reconnectPeriod: 2_000,

@@ -7,6 +7,7 @@ import type { Metrics } from "../observability/metrics.ts";
 import type { Outbox } from "../store/outbox.ts";
 import { latestReadingValues } from "../store/readings.ts";
 import type { Store } from "../store/store.ts";
+import type { Egress } from "../egress/egress.ts";
 import { AlertPublisher } from "./alert_publisher.ts";
 import { detectionObserver } from "./detect_metrics.ts";
 import { Inference } from "./inference.ts";
@@ -41,7 +42,7 @@ const SAMPLE_READINGS = 256;
 /** On-device detection: registry → scorer (after every commit) → episodes, alerts, outbox. */
 export async function startDetection(
   config: Config,
-  deps: { store: Store; outbox: Outbox; log: Logger; metrics: Metrics; onQueued: () => void },
+  deps: { store: Store; outbox: Outbox; log: Logger; metrics: Metrics; egress: Egress; onQueued: () => void },
 ): Promise<Detection> {
   const { store, log, metrics } = deps;
   const inference = new Inference(config.detection.threads);
@@ -65,6 +66,7 @@ export async function startDetection(
     ? new AlertPublisher(store.client, config.mqtt, {
       topic: config.detection.alertTopic,
       log,
+      egress: deps.egress,
       onPublished: () => metrics.alertsPublished.inc(),
     })
     : null;

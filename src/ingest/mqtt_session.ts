@@ -1,5 +1,5 @@
 import { Buffer } from "node:buffer";
-import { connect, type Socket } from "node:net";
+import type { Socket } from "node:net";
 import { setImmediate } from "node:timers";
 import mqttPacket from "mqtt-packet";
 import { type MqttFrame, MqttFramer, type PublishFrame } from "./mqtt_framing.ts";
@@ -13,8 +13,11 @@ export interface MqttMessage {
 }
 
 export interface SessionOptions {
-  host: string;
-  port: number;
+  /**
+   * Opens the connected socket to the broker (Outpost: `Egress.socket`, which checks and audits
+   * the attempt). `signal` aborts it when the connect timeout passes.
+   */
+  connect: (signal: AbortSignal) => Promise<Socket>;
   clientId: string;
   topics: readonly string[];
   keepaliveSeconds: number;
@@ -82,16 +85,23 @@ export class MqttSession {
   }
 
   /** Connects and subscribes; resolves once the broker granted the subscription. */
-  static open(options: SessionOptions): Promise<MqttSession> {
-    return new Promise((resolve, reject) => {
-      const socket = connect({ host: options.host, port: options.port });
+  static async open(options: SessionOptions): Promise<MqttSession> {
+    const timeoutMs = options.connectTimeoutMs ?? 10_000;
+    const timedOut = () => new Error(`MQTT connect timed out after ${timeoutMs} ms`);
+    const deadline = AbortSignal.timeout(timeoutMs);
+    let socket: Socket;
+    try {
+      socket = await options.connect(deadline);
+    } catch (error) {
+      throw deadline.aborted ? timedOut() : error;
+    }
+    return await new Promise((resolve, reject) => {
       const session = new MqttSession(socket, options);
-      const timeout = setTimeout(
-        () => session.#fail(new Error(`MQTT connect timed out after ${options.connectTimeoutMs ?? 10_000} ms`)),
-        options.connectTimeoutMs ?? 10_000,
-      );
+      const onTimeout = () => session.#fail(timedOut());
+      if (deadline.aborted) queueMicrotask(onTimeout);
+      else deadline.addEventListener("abort", onTimeout, { once: true });
       session.#handshake((error) => {
-        clearTimeout(timeout);
+        deadline.removeEventListener("abort", onTimeout);
         if (error) reject(error);
         else resolve(session);
       });
@@ -191,15 +201,14 @@ export class MqttSession {
     });
     this.#socket.on("error", (error: Error) => this.#fail(error));
     this.#socket.on("close", () => this.#fail(new Error("Connection to MQTT broker closed")));
-    this.#socket.on("connect", () => {
-      this.#send({
-        cmd: "connect",
-        protocolId: "MQTT",
-        protocolVersion: 4,
-        clean: false,
-        clientId: options.clientId,
-        keepalive: options.keepaliveSeconds,
-      });
+    // The socket arrives connected (SessionOptions.connect).
+    this.#send({
+      cmd: "connect",
+      protocolId: "MQTT",
+      protocolVersion: 4,
+      clean: false,
+      clientId: options.clientId,
+      keepalive: options.keepaliveSeconds,
     });
     this.#closed.then((error) => {
       if (stage !== "open") done(error ?? new Error("MQTT session closed during handshake"));

@@ -1,4 +1,5 @@
 import type { LimitsConfig, MqttIngestConfig } from "../config/config.ts";
+import type { Egress } from "../egress/egress.ts";
 import { LimitExceededError, limitKey } from "../limit_exceeded_error.ts";
 import type { Logger } from "../observability/log.ts";
 import type { Metrics } from "../observability/metrics.ts";
@@ -24,12 +25,17 @@ export type MqttLimits = ReadingLimits & Pick<LimitsConfig, "mqttPayloadBytes" |
  * `spec.limits.mqttPayloadBytes` arrives cut short from the session and is dead-lettered with
  * the limit and its size, so the broker never redelivers it. A dead letter keeps at most
  * `deadLetterPayloadBytes` of the payload.
+ *
+ * The broker connection is opened by the egress module (purpose `ingest`): allowlist (a
+ * loopback broker is a local peer), Deno permission, breaker, rate limit and an audit row per
+ * connection attempt. A refusal is a failed connect like any other: logged, then backoff.
  */
 export class MqttSource {
   readonly #config: MqttIngestConfig;
   readonly #store: Store;
   readonly #metrics: Metrics;
   readonly #log: Logger;
+  readonly #egress: Egress;
   readonly #limits: MqttLimits;
   readonly #parse: ReadingParser;
   readonly #decoder = new TextDecoder("utf-8", { fatal: true });
@@ -40,13 +46,14 @@ export class MqttSource {
 
   constructor(
     config: MqttIngestConfig,
-    deps: { store: Store; metrics: Metrics; log: Logger; limits: MqttLimits },
+    deps: { store: Store; metrics: Metrics; log: Logger; limits: MqttLimits; egress: Egress },
     signal: AbortSignal,
   ) {
     this.#config = config;
     this.#store = deps.store;
     this.#metrics = deps.metrics;
     this.#log = deps.log;
+    this.#egress = deps.egress;
     this.#limits = deps.limits;
     this.#parse = readingParser(this.#limits);
     this.finished = this.#run(signal);
@@ -94,8 +101,7 @@ export class MqttSource {
     const { broker, clientId, topics, keepaliveSeconds } = this.#config;
     try {
       const session = await MqttSession.open({
-        host: broker.host,
-        port: broker.port,
+        connect: (signal) => this.#egress.socket("ingest", broker, { signal }),
         clientId,
         topics,
         keepaliveSeconds,
