@@ -5,7 +5,9 @@
  */
 import { join } from "node:path";
 import type { Config } from "../config/config.ts";
+import { isLoopback } from "../egress/allowlist.ts";
 import { verifyAuditFile } from "../egress/audit_file.ts";
+import { loopbackFetch } from "../egress/loopback_fetch.ts";
 import { netAllowlist } from "../permissions/flags.ts";
 import { broaderPermissions } from "../permissions/self_check.ts";
 import { ReleaseLayout } from "./layout.ts";
@@ -25,7 +27,7 @@ export async function checkDeployment(
   const base = `http://${config.api.listen.host}:${config.api.listen.port}`;
   const get = async (path: string) => {
     try {
-      const response = await fetch(`${base}${path}`, { signal: AbortSignal.timeout(3_000) });
+      const response = await loopbackFetch(`${base}${path}`, { timeoutMs: 3_000, apiListen: config.api.listen });
       return { status: response.status, body: await response.text() };
     } catch (error) {
       return { status: 0, body: (error as Error).message };
@@ -35,13 +37,19 @@ export async function checkDeployment(
   const criteria: Criterion[] = [];
 
   const egressOff = config.network.egressAllowed.length === 0;
+  // With egress off the broker can only be on loopback (config.ts refuses a remote one).
+  const broker = config.mqtt
+    ? isLoopback(config.mqtt.broker.host)
+      ? "; MQTT broker on loopback (not egress)"
+      : `; MQTT broker ${config.mqtt.broker.host}:${config.mqtt.broker.port} is an egress destination`
+    : "";
   criteria.push({
     name: "operates with egress disabled",
     pass: readyz.status === 200,
     reason: readyz.status === 200
       ? egressOff
-        ? "egress is disabled and the instance is ready (forwarding paused)"
-        : "readiness never depends on the uplink: forwarding failures show as degraded, not unready"
+        ? `egress is disabled and the instance is ready (forwarding paused${broker})`
+        : `readiness never depends on the uplink: forwarding failures show as degraded, not unready${broker}`
       : `instance not ready: ${readyz.status} ${readyz.body.slice(0, 200)}`,
   });
 

@@ -1,4 +1,5 @@
 import type { Config } from "../config/config.ts";
+import { destinationOf, formatDestination, isAllowed, isLoopback } from "../egress/allowlist.ts";
 
 /** The egress allowlist and every network path, as a text diagram for operators. */
 export function policyDiagram(config: Config): string {
@@ -12,12 +13,15 @@ export function policyDiagram(config: Config): string {
       ? `, /metrics${config.metrics.port !== config.api.listen.port ? ` (also :${config.metrics.port})` : ""}`
       : ""),
   ];
-  if (config.mqtt) {
+  // Outpost opens the broker connection (through the egress module): on loopback it is a local
+  // peer; anywhere else it is an egress destination, listed below with its uses.
+  const broker = config.mqtt ? formatDestination(config.mqtt.broker) : null;
+  const localBroker = config.mqtt !== null && isLoopback(config.mqtt.broker.host);
+  if (config.mqtt && localBroker) {
     lines.push(
-      `    MQTT broker ${config.mqtt.broker.host}:${config.mqtt.broker.port} ──QoS 1──▶ Outpost  topics ${
-        config.mqtt.topics.join(", ")
-      }`,
-      `    Outpost ──QoS 1──▶ MQTT broker  alerts on ${config.detection.alertTopic}`,
+      `    MQTT broker ${broker} (loopback, not egress; Outpost connects, each connection audited)`,
+      `      ──QoS 1──▶ Outpost  topics ${config.mqtt.topics.join(", ")}`,
+      `      ◀──QoS 1── Outpost  alerts on ${config.detection.alertTopic}`,
     );
   }
   lines.push("", "  outbound (egress: every attempt audited, rate limited, circuit-broken)");
@@ -26,8 +30,17 @@ export function policyDiagram(config: Config): string {
   } else {
     for (const destination of config.network.egressAllowed) {
       const uses = [
-        config.forwarding.http && new URL(config.forwarding.http.url).host === destination ? "HTTP sink" : null,
-        config.forwarding.mqtt && new URL(config.forwarding.mqtt.url).host === destination ? "MQTT uplink" : null,
+        config.forwarding.http && isAllowed([destination], destinationOf(config.forwarding.http.url))
+          ? "HTTP sink"
+          : null,
+        config.forwarding.mqtt && isAllowed([destination], destinationOf(config.forwarding.mqtt.url))
+          ? "MQTT uplink"
+          : null,
+        config.mqtt && !localBroker && isAllowed([destination], config.mqtt.broker)
+          ? `MQTT ingest broker: readings from ${
+            config.mqtt.topics.join(", ")
+          }, alerts to ${config.detection.alertTopic}`
+          : null,
       ].filter(Boolean);
       lines.push(`    Outpost ──▶ ${destination}${uses.length > 0 ? `  (${uses.join(", ")})` : ""}`);
     }
