@@ -41,7 +41,9 @@ async function main(): Promise<number> {
     case "run":
       return await run(command.manifest, command.dataDir, command.unsafeBroadPermissions);
     case "audit-verify":
-      return await auditVerify(command.manifest, command.dataDir);
+      return await auditVerify(command);
+    case "audit-export":
+      return await auditExport(command);
     case "wait-ready":
       return await waitReady(command.manifest, command.timeoutSeconds);
     case "upgrade":
@@ -101,13 +103,35 @@ async function check(manifest: string, dataDir?: string): Promise<number> {
   return 0;
 }
 
-async function auditVerify(manifest: string, dataDir?: string): Promise<number> {
-  const config = await loadOrReport(manifest, dataDir);
+/** Prints the result as JSON and the problem by name on stderr; exit 0 intact, 1 not. Never throws. */
+async function auditVerify(command: Extract<Command, { name: "audit-verify" }>): Promise<number> {
+  const config = await loadOrReport(command.manifest, command.dataDir);
   if (!config) return 2;
-  const { verifyAuditFile } = await import("./src/egress/audit_file.ts");
-  const result = await verifyAuditFile(config.storage.dataDir);
+  const { verifyAuditFile, verifyExportFile } = await import("./src/egress/audit_file.ts");
+  const result = command.file
+    ? await verifyExportFile(command.file, config.storage.auditKey)
+    : await verifyAuditFile(config.storage.dataDir, config.storage.auditKey);
   console.log(JSON.stringify(result, null, 2));
-  return result.ok ? 0 : 1;
+  if (result.ok) return 0;
+  console.error(`Audit log not intact: ${result.problem}: ${result.reason}`);
+  return 1;
+}
+
+async function auditExport(command: Extract<Command, { name: "audit-export" }>): Promise<number> {
+  const config = await loadOrReport(command.manifest, command.dataDir);
+  if (!config) return 2;
+  const { exportAudit } = await import("./src/egress/audit_file.ts");
+  try {
+    const written = await exportAudit(config.storage.dataDir, command.out);
+    console.error(JSON.stringify({ ok: true, out: command.out, ...written }));
+    return 0;
+  } catch (error) {
+    const hint = error instanceof Deno.errors.NotCapable
+      ? ": Outpost may write only under its data dir; use --out - and redirect standard output"
+      : "";
+    console.error(`Audit export failed: ${(error as Error).message}${hint}`);
+    return 1;
+  }
 }
 
 async function checkDeploymentCommand(command: Extract<Command, { name: "check" }>): Promise<number> {

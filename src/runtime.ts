@@ -4,6 +4,8 @@ import { metricsRoutes, type ReadinessCheck } from "./api/health.ts";
 import { type Config, underSystemd } from "./config/config.ts";
 import { startDetection } from "./detect/detection.ts";
 import { startForwarding } from "./forward/pipeline.ts";
+import { checkpointMac } from "./egress/audit.ts";
+import { AuditKey } from "./egress/audit_key.ts";
 import { MqttSource } from "./ingest/mqtt_source.ts";
 import type { Logger } from "./observability/log.ts";
 import { Metrics } from "./observability/metrics.ts";
@@ -24,12 +26,18 @@ export interface Runtime {
  * the store last.
  */
 export async function startRuntime(config: Config, log: Logger, signal: AbortSignal): Promise<Runtime> {
-  const store = await Store.open({ ...config.storage, limits: config.limits }, log);
+  const auditKey = await AuditKey.load(config.storage.auditKey, { create: true });
+  if (config.storage.auditKey.source === "default") log.info("audit.key", { path: config.storage.auditKey.path });
+  const store = await Store.open({
+    ...config.storage,
+    limits: config.limits,
+    signAuditCheckpoint: (checkpoint) => checkpointMac(auditKey, checkpoint),
+  }, log);
   const metrics = new Metrics(() => store.stats());
   let forwarding;
   let detection;
   try {
-    forwarding = await startForwarding(config, { store, log, metrics });
+    forwarding = await startForwarding(config, { store, log, metrics, auditKey });
     const queued = forwarding;
     detection = await startDetection(config, {
       store,

@@ -1,5 +1,6 @@
 import type { Client } from "@libsql/client";
 import assert from "node:assert/strict";
+import { join } from "node:path";
 import { createLogger } from "../src/observability/log.ts";
 import { LimitExceededError } from "../src/limit_exceeded_error.ts";
 import { openDatabase } from "../src/store/database.ts";
@@ -156,13 +157,22 @@ Deno.test("the store clock never goes back across a restart when the wall clock 
 });
 
 Deno.test("retention prunes dead letters, events, alerts and the audit log; audit verify still passes from the checkpoint", async () => {
-  const { AuditLog, verifyAudit } = await import("../src/egress/audit.ts");
+  const { AuditLog, checkpointMac } = await import("../src/egress/audit.ts");
+  const { AuditKey } = await import("../src/egress/audit_key.ts");
+  const { headPath } = await import("../src/egress/audit_head.ts");
+  const { verifyAuditFile } = await import("../src/egress/audit_file.ts");
   const dir = await Deno.makeTempDir();
+  const keyLocation = { path: join(dir, "audit.key"), source: "manifest" as const };
+  await Deno.writeTextFile(keyLocation.path, "k".repeat(32));
+  const key = await AuditKey.load(keyLocation);
+  const keyed = { key, headPath: headPath(dir) };
   const keepHours = { deadLetters: 1, events: 1, alerts: 1, audit: 1 };
-  const options = { dataDir: dir, maxSizeBytes: 1e12, retentionHours: 1, keepHours };
+  const signAuditCheckpoint = (checkpoint: { cutId: number; hash: string; createdMs: number }) =>
+    checkpointMac(key, checkpoint);
+  const options = { dataDir: dir, maxSizeBytes: 1e12, retentionHours: 1, keepHours, signAuditCheckpoint };
   let store = await Store.open(options, quiet);
   try {
-    const audit = new AuditLog(store.client);
+    const audit = await AuditLog.open(store.client, keyed);
     const entry = { destination: "127.0.0.1:9", purpose: "t", bytesOut: 1, bytesIn: 0, outcome: "ok" as const };
     for (let i = 0; i < 5; i++) await audit.append(entry);
     await store.writeDeadLetter({ source: "t", reason: "bad", payload: new Uint8Array(4) });
@@ -187,14 +197,16 @@ Deno.test("retention prunes dead letters, events, alerts and the audit log; audi
       [await count("dead_letters"), await count("events"), await count("alerts"), await count("egress_audit")],
       [0, 1, 0, 1],
     );
-    await new AuditLog(store.client).append(entry);
-    assert.deepEqual(await verifyAudit(store.client), {
-      ok: true,
-      rows: 2,
-      headHash: String((await store.client.execute("SELECT hash FROM egress_audit WHERE id = 6")).rows[0].hash),
-    });
+    await (await AuditLog.open(store.client, keyed)).append(entry);
+    const intact = await verifyAuditFile(dir, keyLocation);
+    assert.equal(intact.ok, true, JSON.stringify(intact));
+    assert.equal(intact.ok && intact.rows, 2);
+    assert.equal(
+      intact.ok && intact.headHash,
+      String((await store.client.execute("SELECT hash FROM egress_audit WHERE id = 6")).rows[0].hash),
+    );
     await store.client.execute("DELETE FROM audit_checkpoints");
-    const broken = await verifyAudit(store.client);
+    const broken = await verifyAuditFile(dir, keyLocation);
     assert.equal(broken.ok, false);
   } finally {
     await store.close();

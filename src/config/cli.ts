@@ -5,7 +5,8 @@ export type Command =
   | { name: "run"; manifest: string; dataDir?: string; unsafeBroadPermissions: boolean }
   | { name: "check"; manifest: string; dataDir?: string; deployment: boolean; root: string; service: string }
   | { name: "policy-show"; manifest: string }
-  | { name: "audit-verify"; manifest: string; dataDir?: string }
+  | { name: "audit-verify"; manifest: string; dataDir?: string; file?: string }
+  | { name: "audit-export"; manifest: string; dataDir?: string; out: string }
   | { name: "wait-ready"; manifest: string; timeoutSeconds: number }
   | { name: "upgrade"; binary: string; release: ReleaseArgs }
   | { name: "rollback"; release: ReleaseArgs }
@@ -37,7 +38,7 @@ export const USAGE = {
 Commands:
   run       Start Outpost (default when no command is given)
   check     Validate a manifest without starting
-  audit     "audit verify": check the egress audit log's hash chain
+  audit     "audit verify|export": check the egress audit log, or export it for an archive
   policy    "policy show": the egress allowlist and the network paths as a diagram
   wait-ready  Wait until the local /readyz answers 200 (systemd's start gate)
   upgrade   Install a new release binary, health-gated, rolling back by itself on failure
@@ -58,10 +59,14 @@ device against the secure-edge pattern's success criteria instead (exit 0 when a
   policy: `Usage: outpost policy show [--manifest PATH]
 
 Prints the egress allowlist and the network paths as a diagram.`,
-  audit: `Usage: outpost audit verify [--manifest PATH] [--data-dir DIR]
+  audit: `Usage: outpost audit verify [--manifest PATH] [--data-dir DIR] [--file EXPORT]
+       outpost audit export --out FILE [--manifest PATH] [--data-dir DIR]
 
-Walks the egress audit log's hash chain and prints the result as JSON. Exit 0 when intact,
-1 naming the first edited, deleted or reordered row.`,
+verify checks the egress audit log (or an export of it, with --file) against the audit key and
+the signed head file, and prints the result as JSON. Exit 0 when intact; 1 naming the problem:
+edited, recomputed, deleted, reordered, truncated, emptied, forged, head_missing, head_invalid,
+head_recreated, key_missing, key_wrong, table_missing, database_missing.
+export writes the rows, checkpoints and head to FILE (JSON lines) for an off-device archive.`,
   "wait-ready": `Usage: outpost wait-ready [--manifest PATH] [--timeout SECONDS]
 
 Polls the API's /readyz until it answers 200 (exit 0) or the timeout passes (exit 1, default 30 s).`,
@@ -99,12 +104,12 @@ export function parseCommand(args: readonly string[] = Deno.args): Command {
   const usage = USAGE[name as keyof typeof USAGE];
   if (name === "upgrade" || name === "rollback") return parseRelease(name, tail, usage);
   let options = tail;
-  const subcommand = { audit: "verify", policy: "show" }[name as string];
-  if (subcommand) {
-    if (tail[0] !== subcommand && !tail.includes("--help") && !tail.includes("-h")) {
+  const subcommands = { audit: ["verify", "export"], policy: ["show"] }[name as string];
+  if (subcommands) {
+    if (!subcommands.includes(tail[0]) && !tail.includes("--help") && !tail.includes("-h")) {
       throw new UsageError(`Unknown ${name} subcommand: ${tail[0] ?? "(none)"}`, usage);
     }
-    options = tail[0] === subcommand ? tail.slice(1) : tail;
+    options = subcommands.includes(tail[0]) ? tail.slice(1) : tail;
   }
   let parsed;
   try {
@@ -116,6 +121,8 @@ export function parseCommand(args: readonly string[] = Deno.args): Command {
         help: { type: "boolean", short: "h" },
         manifest: { type: "string" },
         "data-dir": { type: "string" },
+        file: { type: "string" },
+        out: { type: "string" },
         "unsafe-broad-permissions": { type: "boolean" },
         timeout: { type: "string" },
         deployment: { type: "boolean" },
@@ -134,7 +141,11 @@ export function parseCommand(args: readonly string[] = Deno.args): Command {
     if (options.length > 0) throw new UsageError("version takes no options", usage);
     return { name: "version" };
   }
-  if (name === "audit") return { name: "audit-verify", manifest, dataDir };
+  if (name === "audit" && tail[0] === "export") {
+    if (!values.out) throw new UsageError("audit export needs --out FILE", usage);
+    return { name: "audit-export", manifest, dataDir, out: values.out };
+  }
+  if (name === "audit") return { name: "audit-verify", manifest, dataDir, file: values.file };
   if (name === "policy") return { name: "policy-show", manifest };
   if (name === "wait-ready") {
     const timeoutSeconds = Number(values.timeout ?? 30);

@@ -4,13 +4,20 @@ import type { z } from "zod";
 import { destinationOf, formatDestination, isAllowed, isLoopback } from "../egress/allowlist.ts";
 import { sha256Hex } from "../sha256.ts";
 import { formatIssuePath } from "../zod_issue.ts";
+import type { AuditKeyLocation } from "../egress/audit_key.ts";
 import { ConfigError, type ConfigIssue } from "./errors.ts";
 import { type LimitsConfig, type Manifest, manifestSchema } from "./schema.ts";
 
 export type { LimitsConfig };
 
 /** Environment variables Outpost reads; the permission flags allow exactly these. */
-export const OUTPOST_ENV_VARS = ["OUTPOST_ADMIN_TOKEN", "OUTPOST_SINK_TOKEN", "INVOCATION_ID"] as const;
+export const OUTPOST_ENV_VARS = [
+  "OUTPOST_ADMIN_TOKEN",
+  "OUTPOST_SINK_TOKEN",
+  "INVOCATION_ID",
+  "OUTPOST_AUDIT_KEY_FILE",
+  "CREDENTIALS_DIRECTORY",
+] as const;
 
 export interface HostPort {
   readonly host: string;
@@ -102,6 +109,8 @@ export interface Config {
     readonly retentionHours: number;
     readonly maxSizeBytes: number;
     readonly keepHours: KeepHours;
+    /** Where the audit log's HMAC key is (src/egress/audit_key.ts); never in the database. */
+    readonly auditKey: AuditKeyLocation;
   };
   readonly limits: LimitsConfig;
 }
@@ -219,6 +228,7 @@ function resolveConfig(manifest: Manifest, text: string, manifestPath: string, o
       retentionHours: spec.storage.retentionHours,
       maxSizeBytes: Math.round(spec.storage.maxSizeMB * 1024 * 1024),
       keepHours: spec.storage.keepHours,
+      auditKey: auditKeyLocation(spec.storage.auditKeyFile, resolve(overrides.dataDir ?? spec.storage.dataDir)),
     },
     limits: spec.limits,
   };
@@ -267,6 +277,38 @@ function deepFreeze<T>(value: T): T {
     for (const child of Object.values(value)) deepFreeze(child);
   }
   return value;
+}
+
+/**
+ * Where the audit key is: `OUTPOST_AUDIT_KEY_FILE`, else systemd's credential `audit-key`
+ * (`LoadCredential=audit-key:...`), else `spec.storage.auditKeyFile`, else
+ * `<dataDir>/keys/audit.key` (created on first start).
+ */
+function auditKeyLocation(manifestPath: string | undefined, dataDir: string): AuditKeyLocation {
+  const fromEnv = readEnv("OUTPOST_AUDIT_KEY_FILE");
+  if (fromEnv) return { path: resolve(fromEnv), source: "env" };
+  const credentials = readEnv("CREDENTIALS_DIRECTORY");
+  if (credentials) {
+    const path = join(credentials, "audit-key");
+    try {
+      Deno.statSync(path);
+      return { path, source: "credentials" };
+    } catch (error) {
+      // Present but not readable under these permissions: name it, so the failure says where.
+      if (!(error instanceof Deno.errors.NotFound)) return { path, source: "credentials" };
+    }
+  }
+  if (manifestPath) return { path: resolve(manifestPath), source: "manifest" };
+  return { path: join(dataDir, "keys", "audit.key"), source: "default" };
+}
+
+function readEnv(name: string): string | undefined {
+  try {
+    const value = Deno.env.get(name);
+    return value === "" ? undefined : value;
+  } catch {
+    return undefined;
+  }
 }
 
 /** The bearer token for the HTTP sink, from the environment only. */

@@ -231,6 +231,8 @@ export const manifestSchema = z.object({
         /** Compliance logs: 90 days unless the site says otherwise; pruning leaves a checkpoint. */
         audit: z.number().positive().max(24 * 3650).default(24 * 90),
       }).strict().prefault({}),
+      /** The audit log's HMAC key file (OUTPOST_AUDIT_KEY_FILE and systemd's credential win over it). */
+      auditKeyFile: z.string().min(1).optional(),
     }).strict().prefault({}),
     detection: detectionSchema.prefault({}),
     forwarding: forwardingSchema.prefault({}),

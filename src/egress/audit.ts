@@ -1,8 +1,20 @@
 import type { Client } from "@libsql/client";
 import { sha256Hex } from "../sha256.ts";
-import { auditChainStart, auditRowsFrom, auditRowsSince, insertAuditRow, lastAuditRow } from "../store/audit_table.ts";
+import {
+  auditCheckpoint,
+  auditRowsSince,
+  auditSchema,
+  firstAuditId,
+  insertAuditRow,
+  lastAuditRow,
+  signAuditCheckpoint,
+  type StoredAuditRow,
+} from "../store/audit_table.ts";
+import type { AuditKey } from "./audit_key.ts";
+import { type AuditHeadFields, readHead, writeHead } from "./audit_head.ts";
 
 export type EgressOutcome =
+  /** Written before anything leaves; the call goes out only once it is committed (egress.ts). */
   | "attempt"
   | "ok"
   | "http_error"
@@ -30,10 +42,15 @@ export interface AuditRow extends AuditEntry {
 }
 
 export const GENESIS_HASH = "0".repeat(64);
+const ROW_DOMAIN = "outpost-audit-row/2";
+const CHECKPOINT_DOMAIN = "outpost-audit-checkpoint/2";
+/** How long after migration 8 ran a start may still write the first head of a log (see #adopt). */
+const ADOPT_WINDOW_MS = 10 * 60_000;
 
-/** SHA-256 over the previous row's hash and this row's content, id and time included. */
-export function rowHash(prevHash: string, row: Omit<AuditRow, "hash" | "prevHash">): string {
-  const content = JSON.stringify([
+type RowContent = Omit<StoredAuditRow, "hash" | "prevHash">;
+
+function rowContent(row: RowContent): string {
+  return JSON.stringify([
     row.id,
     row.tsMs,
     row.destination,
@@ -43,24 +60,63 @@ export function rowHash(prevHash: string, row: Omit<AuditRow, "hash" | "prevHash
     row.outcome,
     row.error ?? null,
   ]);
-  return sha256Hex(`${prevHash}\n${content}`);
+}
+
+/** Legacy (unkeyed) link: SHA-256 over the previous row's hash and this row's content. Anyone can recompute it. */
+export function rowHash(prevHash: string, row: RowContent): string {
+  return sha256Hex(`${prevHash}\n${rowContent(row)}`);
+}
+
+/** Keyed link: HMAC-SHA-256 over the previous row's hash and this row's content, id and time included. */
+export function keyedRowHash(key: AuditKey, prevHash: string, row: RowContent): Promise<string> {
+  return key.mac(ROW_DOMAIN, `${prevHash}\n${rowContent(row)}`);
+}
+
+/** The MAC of a checkpoint retention leaves at a cut. */
+export function checkpointMac(key: AuditKey, checkpoint: { cutId: number; hash: string; createdMs: number }) {
+  return key.mac(CHECKPOINT_DOMAIN, JSON.stringify([checkpoint.cutId, checkpoint.hash, checkpoint.createdMs]));
+}
+
+export interface AuditLogOptions {
+  /** The store's clock, so that retention by age cannot cut recent rows after a clock step. */
+  now?: () => number;
+  /** With a key: rows are HMAC-chained and the head file is signed after every append. */
+  key?: AuditKey;
+  /** The head file (src/egress/audit_head.ts); required with `key`. */
+  headPath?: string;
+  /** Told when the log found at start does not match its head (the log keeps the evidence). */
+  onTamper?: (problem: string, detail: Record<string, unknown>) => void;
 }
 
 /**
- * The egress audit log: every outbound attempt, allowed or refused, as a hash-chained row.
- * Appends are serialised so that each row chains onto the one before it.
+ * The egress audit log: every outbound attempt, allowed or refused, as a chained row.
+ * Appends are serialised so that each row chains onto the one before it. With a key, each row's
+ * hash is an HMAC and the signed head file outside the database follows every append (the row
+ * is committed first, then the head: see audit_head.ts for what that bounds).
+ * Without a key (tests of other components only) rows are chained unkeyed, as before version 8.
  */
 export class AuditLog {
   readonly #client: Client;
+  readonly #options: AuditLogOptions;
+  readonly #now: () => number;
   #tail: Promise<unknown> = Promise.resolve();
   #last: { id: number; hash: string } | null = null;
+  #head: Omit<AuditHeadFields, "lastId" | "lastHash" | "updatedMs"> | null = null;
 
-  readonly #now: () => number;
-
-  /** `now`: the store's clock, so that retention by age cannot cut recent rows after a clock step. */
-  constructor(client: Client, now: () => number = Date.now) {
+  constructor(client: Client, options: AuditLogOptions | (() => number) = {}) {
     this.#client = client;
-    this.#now = now;
+    this.#options = typeof options === "function" ? { now: options } : options;
+    this.#now = this.#options.now ?? Date.now;
+    if (this.#options.key && !this.#options.headPath) throw new TypeError("A keyed audit log needs a headPath");
+  }
+
+  /** Opens a keyed log: reads the head, adopts a legacy log, and writes the head at once. */
+  static async open(client: Client, options: AuditLogOptions): Promise<AuditLog> {
+    const log = new AuditLog(client, options);
+    const start = log.#tail.then(() => log.#start());
+    log.#tail = start.catch(() => {});
+    await start;
+    return log;
   }
 
   append(entry: AuditEntry): Promise<void> {
@@ -75,11 +131,85 @@ export class AuditLog {
   }
 
   async #insert(entry: AuditEntry): Promise<void> {
-    this.#last ??= await lastAuditRow(this.#client) ?? { id: 0, hash: GENESIS_HASH };
-    const row = { ...entry, id: this.#last.id + 1, tsMs: this.#now() };
-    const hash = rowHash(this.#last.hash, row);
-    await insertAuditRow(this.#client, { ...row, prevHash: this.#last.hash, hash });
+    if (this.#last === null) await this.#start();
+    const last = this.#last!;
+    const row = { ...entry, id: last.id + 1, tsMs: this.#now() };
+    const key = this.#options.key;
+    const hash = key ? await keyedRowHash(key, last.hash, row) : rowHash(last.hash, row);
+    await insertAuditRow(this.#client, { ...row, prevHash: last.hash, hash });
     this.#last = { id: row.id, hash };
+    if (key) await this.#writeHead();
+  }
+
+  /**
+   * Where the next row chains on. Normally the newest row; but when rows the signed head names
+   * are gone (truncated) the log continues from the head, so the gap stays visible to verify
+   * instead of being covered by a new head.
+   */
+  async #start(): Promise<void> {
+    const newest = await lastAuditRow(this.#client);
+    const key = this.#options.key;
+    if (!key) {
+      this.#last = newest ? { id: newest.id, hash: newest.hash } : { id: 0, hash: GENESIS_HASH };
+      return;
+    }
+    const read = await readHead(this.#options.headPath!, key);
+    if (read.state === "read" && read.macValid && read.head.keyId !== key.id) {
+      throw new AuditKeyMismatchError(read.head.keyId, key.id);
+    }
+    if (read.state === "read" && read.macValid) {
+      const head = read.head;
+      this.#head = { keyedFrom: head.keyedFrom, resealed: head.resealed };
+      const pastHead = newest !== null && newest.id > head.lastId;
+      this.#last = pastHead ? { id: newest.id, hash: newest.hash } : { id: head.lastId, hash: head.lastHash };
+      if (!newest || newest.id < head.lastId || (newest.id === head.lastId && newest.hash !== head.lastHash)) {
+        this.#options.onTamper?.("head_mismatch", { headLastId: head.lastId, newestId: newest?.id ?? null });
+      }
+    } else {
+      await this.#adopt(key, newest, read.state);
+    }
+    await this.#writeHead();
+  }
+
+  /**
+   * No valid head. A log that holds no keyed row yet (a new one, or one written by a version
+   * before keys) is taken over as found: its legacy rows stay verifiable as legacy and its
+   * checkpoint is signed now. A log with keyed rows lost its head: a new one is written, marked
+   * `resealed`, which verify reports until the log is archived and started afresh.
+   */
+  async #adopt(key: AuditKey, newest: StoredAuditRow | null, state: string): Promise<void> {
+    const last = newest ? { id: newest.id, hash: newest.hash } : { id: 0, hash: GENESIS_HASH };
+    this.#last = last;
+    const legacy = newest === null || rowHash(newest.prevHash, newest) === newest.hash;
+    // Only the first start on a keyed schema may write the first head: later, a missing head
+    // means it was removed (maybe with every row), and the new one says so.
+    const { keyedSinceMs } = await auditSchema(this.#client);
+    const firstStart = keyedSinceMs === null || Date.now() - keyedSinceMs < ADOPT_WINDOW_MS;
+    if (legacy && state === "missing" && firstStart) {
+      this.#head = { keyedFrom: last.id + 1, resealed: [] };
+      const firstId = await firstAuditId(this.#client);
+      if (firstId !== null && firstId > 1) {
+        const checkpoint = await auditCheckpoint(this.#client, firstId - 1);
+        if (checkpoint && checkpoint.mac === null) {
+          await signAuditCheckpoint(this.#client, checkpoint.cutId, await checkpointMac(key, checkpoint));
+        }
+      }
+      return;
+    }
+    const firstId = await firstAuditId(this.#client);
+    this.#head = { keyedFrom: firstId ?? last.id + 1, resealed: [{ atId: last.id, ms: Date.now() }] };
+    this.#options.onTamper?.(`head_${state}`, { newestId: last.id });
+  }
+
+  async #writeHead(): Promise<void> {
+    const head = this.#head!;
+    await writeHead(this.#options.headPath!, this.#options.key!, {
+      lastId: this.#last!.id,
+      lastHash: this.#last!.hash,
+      keyedFrom: head.keyedFrom,
+      resealed: head.resealed,
+      updatedMs: Date.now(),
+    });
   }
 
   /** Rows with `ts_ms >= sinceMs` and `id > afterId`, oldest first. */
@@ -88,36 +218,16 @@ export class AuditLog {
   }
 }
 
-export type VerifyResult =
-  | { ok: true; rows: number; headHash: string }
-  | { ok: false; rows: number; firstBadId: number; reason: string };
-
-/**
- * Walks the chain in id order, a page at a time. An edited row fails its own hash; a deleted
- * row leaves a gap in the ids and breaks the next row's prev_hash; a reordered row breaks
- * prev_hash. Where retention pruned the start of the log, the chain starts from the checkpoint
- * it left (`audit_checkpoints`): the hash of the last pruned row. Deleting rows from the end
- * leaves a valid shorter chain: compare `headHash` with one recorded elsewhere.
- */
-export async function verifyAudit(client: Client): Promise<VerifyResult> {
-  const { checkpoint } = await auditChainStart(client);
-  let expectedId = checkpoint ? checkpoint.cutId + 1 : 1;
-  let prevHash = checkpoint ? checkpoint.hash : GENESIS_HASH;
-  let rows = 0;
-  while (true) {
-    const page = await auditRowsFrom(client, rows === 0 ? 0 : expectedId, VERIFY_PAGE_ROWS);
-    for (const stored of page) {
-      const row = stored as AuditRow;
-      rows++;
-      const bad = (reason: string): VerifyResult => ({ ok: false, rows, firstBadId: row.id, reason });
-      if (row.id !== expectedId) return bad(`expected row ${expectedId} next, found ${row.id}: rows missing`);
-      if (row.prevHash !== prevHash) return bad("prev_hash does not match the previous row: rows deleted or reordered");
-      if (rowHash(prevHash, row) !== row.hash) return bad("content does not match its hash: row edited");
-      prevHash = row.hash;
-      expectedId++;
-    }
-    if (page.length < VERIFY_PAGE_ROWS) return { ok: true, rows, headHash: prevHash };
+/** The head was signed with another key than the one configured: appending would fork the log. */
+export class AuditKeyMismatchError extends Error {
+  readonly headKeyId: string;
+  readonly keyId: string;
+  constructor(headKeyId: string, keyId: string) {
+    super(
+      `The audit key does not match the audit head: head signed by key ${headKeyId}, configured key ${keyId}`,
+    );
+    this.name = "AuditKeyMismatchError";
+    this.headKeyId = headKeyId;
+    this.keyId = keyId;
   }
 }
-
-const VERIFY_PAGE_ROWS = 1_000;

@@ -1,5 +1,7 @@
 import { type Config, readSinkToken } from "../config/config.ts";
 import { AuditLog } from "../egress/audit.ts";
+import { headPath } from "../egress/audit_head.ts";
+import type { AuditKey } from "../egress/audit_key.ts";
 import { Egress } from "../egress/egress.ts";
 import type { Logger } from "../observability/log.ts";
 import type { Metrics } from "../observability/metrics.ts";
@@ -33,11 +35,16 @@ export interface Forwarding {
 /** Store-and-forward: readings → aggregator → outbox → forwarder → sinks, all through the egress. */
 export async function startForwarding(
   config: Config,
-  deps: { store: Store; log: Logger; metrics: Metrics },
+  deps: { store: Store; log: Logger; metrics: Metrics; auditKey: AuditKey },
 ): Promise<Forwarding> {
   const { store, log, metrics } = deps;
   const forwarding = config.forwarding;
-  const audit = new AuditLog(store.client, () => store.now());
+  const audit = await AuditLog.open(store.client, {
+    now: () => store.now(),
+    key: deps.auditKey,
+    headPath: headPath(config.storage.dataDir),
+    onTamper: (problem, detail) => log.error("audit.tamper_detected", { problem, ...detail }),
+  });
   const egress = new Egress(config.egress, {
     audit,
     log,

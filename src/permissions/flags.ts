@@ -59,7 +59,7 @@ export function permissionFlags(config: Config, options: PermissionOptions): str
   return [
     "--no-prompt",
     `--allow-net=${netAllowlist(config).join(",")}`,
-    `--allow-read=${unique(readPaths).join(",")}`,
+    `--allow-read=${unique([...readPaths, ...auditKeyOutsideDataDir(config)]).join(",")}`,
     `--allow-write=${config.storage.dataDir}`,
     `--allow-ffi=${addons.join(",")}`,
     `--allow-env=${[...OUTPOST_ENV_VARS, ...LIBRARY_ENV_VARS].join(",")}`,
@@ -105,6 +105,12 @@ export function expectedPermissionFlags(config: Config, options: ExpectedOptions
   const releaseDir = dirname(options.executable);
   const installRoot = dirname(dirname(releaseDir));
   return withReleasePermissions(permissionFlags(config, { projectRoot: options.projectRoot, releaseDir }), installRoot);
+}
+
+/** The audit key file, when it is kept off the data dir (the stronger setup: src/egress/audit_key.ts). */
+function auditKeyOutsideDataDir(config: Config): string[] {
+  const { path } = config.storage.auditKey;
+  return path.startsWith(`${config.storage.dataDir}/`) ? [] : [path];
 }
 
 function unique(values: string[]): string[] {

@@ -53,7 +53,7 @@ export async function checkDeployment(
       : `instance not ready: ${readyz.status} ${readyz.body.slice(0, 200)}`,
   });
 
-  const audit = await verifyAuditFile(config.storage.dataDir).catch((error) => ({
+  const audit = await verifyAuditFile(config.storage.dataDir, config.storage.auditKey).catch((error) => ({
     ok: false as const,
     reason: String(error),
   }));

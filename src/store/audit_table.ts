@@ -1,6 +1,6 @@
 /**
- * Storage of the egress audit log (`egress_audit`, `audit_checkpoints`); the hash chain itself is
- * src/egress/audit.ts's.
+ * Storage of the egress audit log (`egress_audit`, `audit_checkpoints`); the keyed chain itself
+ * is src/egress/audit.ts's, its checks src/egress/audit_verify.ts's.
  */
 import type { Client } from "@libsql/client";
 
@@ -18,10 +18,85 @@ export interface StoredAuditRow {
   hash: string;
 }
 
-/** The newest row's id and hash, or null when the log is empty. */
-export async function lastAuditRow(client: Client): Promise<{ id: number; hash: string } | null> {
-  const row = (await client.execute("SELECT id, hash FROM egress_audit ORDER BY id DESC LIMIT 1")).rows[0];
-  return row ? { id: Number(row.id), hash: String(row.hash) } : null;
+/** A checkpoint retention left at a cut: the hash of the last pruned row, signed (null: unkeyed, legacy). */
+export interface StoredCheckpoint {
+  cutId: number;
+  hash: string;
+  createdMs: number;
+  mac: string | null;
+}
+
+/** The newest row, or null when the log is empty. */
+export async function lastAuditRow(client: Client): Promise<StoredAuditRow | null> {
+  const row = (await client.execute("SELECT * FROM egress_audit ORDER BY id DESC LIMIT 1")).rows[0];
+  return row ? toStoredAuditRow(row) : null;
+}
+
+/** The lowest id held, or null when the log is empty. */
+export async function firstAuditId(client: Client): Promise<number | null> {
+  const first = (await client.execute("SELECT min(id) AS id FROM egress_audit")).rows[0];
+  return first?.id === null || first?.id === undefined ? null : Number(first.id);
+}
+
+/** The id of a row whose `hash` (or `prev_hash`) is this one, if any: where a moved row came from. */
+export async function auditIdOfHash(
+  client: Client,
+  column: "hash" | "prev_hash",
+  hash: string,
+): Promise<number | null> {
+  const row = (await client.execute({ sql: `SELECT id FROM egress_audit WHERE ${column} = ? LIMIT 1`, args: [hash] }))
+    .rows[0];
+  return row ? Number(row.id) : null;
+}
+
+/**
+ * Whether the audit table exists, and since when this database has a keyed log (migration 8
+ * applied, epoch ms; null when it has not run: a log written only by an older version).
+ */
+export async function auditSchema(client: Client): Promise<{ table: boolean; keyedSinceMs: number | null }> {
+  const tables = await client.execute(
+    "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ('egress_audit', 'schema_migrations')",
+  );
+  const names = new Set(tables.rows.map((row) => String(row.name)));
+  let keyedSinceMs: number | null = null;
+  if (names.has("schema_migrations")) {
+    const applied = await client.execute({
+      sql: "SELECT applied_ms FROM schema_migrations WHERE version = ?",
+      args: [KEYED_AUDIT_MIGRATION],
+    });
+    if (applied.rows.length > 0) keyedSinceMs = Number(applied.rows[0].applied_ms);
+  }
+  return { table: names.has("egress_audit"), keyedSinceMs };
+}
+
+/** Migration that added `audit_checkpoints.mac`: a database it ran on has a keyed log and a head file. */
+export const KEYED_AUDIT_MIGRATION = 8;
+
+export async function auditCheckpoint(client: Client, cutId: number): Promise<StoredCheckpoint | null> {
+  const row = (await client.execute({ sql: "SELECT * FROM audit_checkpoints WHERE cut_id = ?", args: [cutId] }))
+    .rows[0];
+  return row ? toCheckpoint(row) : null;
+}
+
+export async function auditCheckpoints(client: Client): Promise<StoredCheckpoint[]> {
+  return (await client.execute("SELECT * FROM audit_checkpoints ORDER BY cut_id")).rows.map(toCheckpoint);
+}
+
+/** Signs a checkpoint left unkeyed by an older version (once, when the keyed log takes over). */
+export async function signAuditCheckpoint(client: Client, cutId: number, mac: string): Promise<void> {
+  await client.execute({
+    sql: "UPDATE audit_checkpoints SET mac = ? WHERE cut_id = ? AND mac IS NULL",
+    args: [mac, cutId],
+  });
+}
+
+function toCheckpoint(row: Record<string, unknown>): StoredCheckpoint {
+  return {
+    cutId: Number(row.cut_id),
+    hash: String(row.cut_hash),
+    createdMs: Number(row.created_ms),
+    mac: row.mac === null || row.mac === undefined ? null : String(row.mac),
+  };
 }
 
 export async function insertAuditRow(client: Client, row: StoredAuditRow): Promise<void> {
@@ -65,23 +140,6 @@ export async function auditRowsFrom(client: Client, fromId: number, limit: numbe
     args: [fromId, limit],
   });
   return result.rows.map(toStoredAuditRow);
-}
-
-/**
- * Where the chain starts: the lowest id held, and the checkpoint retention left just before it
- * (the hash of the last pruned row), if any.
- */
-export async function auditChainStart(
-  client: Client,
-): Promise<{ firstId: number | null; checkpoint: { cutId: number; hash: string } | null }> {
-  const first = (await client.execute("SELECT min(id) AS id FROM egress_audit")).rows[0];
-  const firstId = first?.id === null || first?.id === undefined ? null : Number(first.id);
-  if (firstId === null || firstId <= 1) return { firstId, checkpoint: null };
-  const row = (await client.execute({
-    sql: "SELECT cut_id, cut_hash FROM audit_checkpoints WHERE cut_id = ?",
-    args: [firstId - 1],
-  })).rows[0];
-  return { firstId, checkpoint: row ? { cutId: Number(row.cut_id), hash: String(row.cut_hash) } : null };
 }
 
 function toStoredAuditRow(row: Record<string, unknown>): StoredAuditRow {

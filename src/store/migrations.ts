@@ -171,6 +171,11 @@ export const MIGRATIONS: readonly Migration[] = [
       "CREATE INDEX events_device_id ON events(device, id)",
     ],
   },
+  {
+    version: 8,
+    description: "keyed audit log: checkpoints left by pruning carry an HMAC (the key is never stored)",
+    statements: ["ALTER TABLE audit_checkpoints ADD COLUMN mac TEXT"],
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1].version;

@@ -52,14 +52,23 @@ export interface TableCutoffs {
 
 export type PrunedCounts = Record<keyof TableCutoffs, number>;
 
+/** Signs the checkpoint retention leaves at an audit cut (the egress module's audit key; never stored). */
+export type CheckpointSigner = (checkpoint: { cutId: number; hash: string; createdMs: number }) => Promise<string>;
+
 /**
  * Deletes old rows of the tables besides readings, a few thousand per commit (the audit log's
  * cut is one commit, so that the checkpoint and the deletion cannot part). The audit log is
  * cut at the last expired row (never its newest row): the hash of that row is kept in
- * `audit_checkpoints` with the cut, in the same commit, so `audit verify` still checks what
- * remains from the cut on.
+ * `audit_checkpoints` with the cut, signed with `signCheckpoint` when given, in the same
+ * commit, so `audit verify` still checks what remains from the cut on, and a cut made by
+ * anyone without the key is reported as deleted rows.
  */
-export async function pruneTables(client: Client, cutoffs: TableCutoffs, nowMs: number): Promise<PrunedCounts> {
+export async function pruneTables(
+  client: Client,
+  cutoffs: TableCutoffs,
+  nowMs: number,
+  options: { signCheckpoint?: CheckpointSigner } = {},
+): Promise<PrunedCounts> {
   const chunked = (sql: string, cutoff: number) => deleteInChunks(client, sql, cutoff);
   return {
     deadLetters: await chunked(
@@ -74,23 +83,25 @@ export async function pruneTables(client: Client, cutoffs: TableCutoffs, nowMs: 
       "DELETE FROM alerts WHERE id IN (SELECT id FROM alerts WHERE ts < ? LIMIT ?)",
       cutoffs.alerts,
     ),
-    audit: await pruneAudit(client, cutoffs.audit, nowMs),
+    audit: await pruneAudit(client, cutoffs.audit, nowMs, options.signCheckpoint),
   };
 }
 
-async function pruneAudit(client: Client, cutoff: number, nowMs: number): Promise<number> {
+async function pruneAudit(client: Client, cutoff: number, nowMs: number, sign?: CheckpointSigner): Promise<number> {
   const cut = (await client.execute({
     sql: `SELECT id, hash FROM egress_audit WHERE id = (
             SELECT max(id) FROM egress_audit WHERE ts_ms < ? AND id < (SELECT max(id) FROM egress_audit))`,
     args: [cutoff],
   })).rows[0];
   if (!cut) return 0;
+  const checkpoint = { cutId: Number(cut.id), hash: String(cut.hash), createdMs: nowMs };
+  const mac = sign ? await sign(checkpoint) : null;
   const [, deleted] = await client.batch([
     {
-      sql: "INSERT OR REPLACE INTO audit_checkpoints (cut_id, cut_hash, created_ms) VALUES (?, ?, ?)",
-      args: [cut.id, cut.hash, nowMs],
+      sql: "INSERT OR REPLACE INTO audit_checkpoints (cut_id, cut_hash, created_ms, mac) VALUES (?, ?, ?, ?)",
+      args: [checkpoint.cutId, checkpoint.hash, checkpoint.createdMs, mac],
     },
-    { sql: "DELETE FROM egress_audit WHERE id <= ?", args: [cut.id] },
+    { sql: "DELETE FROM egress_audit WHERE id <= ?", args: [checkpoint.cutId] },
   ], "write");
   return deleted.rowsAffected;
 }

@@ -6,7 +6,12 @@ import { type Database, openDatabase, usedBytes } from "./database.ts";
 import { RateLimitedLog } from "../observability/rate_limited_log.ts";
 import { KnownDevices } from "./known_devices.ts";
 import { ReadingWriter, type WriteResult } from "./reading_writer.ts";
-import { deleteDevicesWithoutReadings, deleteExpiredReadings, pruneTables } from "./retention.ts";
+import {
+  type CheckpointSigner,
+  deleteDevicesWithoutReadings,
+  deleteExpiredReadings,
+  pruneTables,
+} from "./retention.ts";
 import { StoreClock } from "./store_clock.ts";
 
 export interface StoreOptions {
@@ -15,6 +20,8 @@ export interface StoreOptions {
   retentionHours: number;
   /** Retention of dead letters, events, alerts and the audit log; kept forever when absent. */
   keepHours?: { deadLetters: number; events: number; alerts: number; audit: number };
+  /** Signs the checkpoint audit retention leaves at a cut (src/egress/audit.ts); unsigned when absent. */
+  signAuditCheckpoint?: CheckpointSigner;
   /** `spec.limits` bounds the store enforces; unbounded when absent (tests of other parts). */
   limits?: { devices: number; writerPendingRows: number; deadLetterPayloadBytes: number };
 }
@@ -261,13 +268,18 @@ export class Store {
     const storeNow = this.#clock.now();
     const wallNow = Date.now();
     const hours = (value: number) => value * 3_600_000;
-    const pruned = await pruneTables(this.#database.client, {
-      deadLetters: storeNow - hours(keep.deadLetters),
-      // Events and alerts carry reading times; audit rows, the store clock at their write.
-      events: wallNow - hours(keep.events),
-      alerts: wallNow - hours(keep.alerts),
-      audit: storeNow - hours(keep.audit),
-    }, wallNow);
+    const pruned = await pruneTables(
+      this.#database.client,
+      {
+        deadLetters: storeNow - hours(keep.deadLetters),
+        // Events and alerts carry reading times; audit rows, the store clock at their write.
+        events: wallNow - hours(keep.events),
+        alerts: wallNow - hours(keep.alerts),
+        audit: storeNow - hours(keep.audit),
+      },
+      wallNow,
+      { signCheckpoint: this.#options.signAuditCheckpoint },
+    );
     this.#deadLetters -= pruned.deadLetters;
     for (const [table, count] of Object.entries(pruned)) this.#countDeleted(table, count);
     if (Object.values(pruned).some((count) => count > 0)) this.#log.info("store.pruned", pruned);
