@@ -5,6 +5,7 @@
  */
 import { join } from "node:path";
 import { parseCommand, UsageError } from "../src/config/cli.ts";
+import { SERVICE_ENV } from "../src/permissions/flags.ts";
 import { loadConfig } from "../src/config/config.ts";
 import { ConfigError } from "../src/config/errors.ts";
 import { runtimeFlags } from "../src/permissions/flags.ts";
@@ -34,6 +35,7 @@ async function launch(args: string[]): Promise<number> {
   }
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "--cached-only", ...flags, join(PROJECT_ROOT, "main.ts"), ...args],
+    env: SERVICE_ENV,
     stdin: "inherit",
     stdout: "inherit",
     stderr: "inherit",

@@ -6,7 +6,7 @@ import { startDetection } from "./detect/detection.ts";
 import { startForwarding } from "./forward/pipeline.ts";
 import { checkpointMac } from "./egress/audit.ts";
 import { AuditKey } from "./egress/audit_key.ts";
-import { MqttSource } from "./ingest/mqtt_source.ts";
+import type { MqttSource } from "./ingest/mqtt_source.ts";
 import type { Logger } from "./observability/log.ts";
 import { Metrics } from "./observability/metrics.ts";
 import { Store } from "./store/store.ts";
@@ -55,8 +55,9 @@ export async function startRuntime(config: Config, log: Logger, signal: AbortSig
   metrics.addCollector(() => forwarding.status());
   const service = { underSystemd: underSystemd(), pid: Deno.pid };
   const intake = new AbortController();
-  const mqtt = config.mqtt
-    ? new MqttSource(
+  // mqtt-packet is loaded only when the manifest has a broker (about 4 MB resident otherwise spent).
+  const mqtt: MqttSource | null = config.mqtt
+    ? new (await import("./ingest/mqtt_source.ts")).MqttSource(
       config.mqtt,
       { store, metrics, log, limits: config.limits, egress: forwarding.egress },
       intake.signal,

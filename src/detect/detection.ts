@@ -8,7 +8,7 @@ import type { Outbox } from "../store/outbox.ts";
 import { latestReadingValues } from "../store/readings.ts";
 import type { Store } from "../store/store.ts";
 import type { Egress } from "../egress/egress.ts";
-import { AlertPublisher } from "./alert_publisher.ts";
+import type { AlertPublisher } from "./alert_publisher.ts";
 import { detectionObserver } from "./detect_metrics.ts";
 import { Inference } from "./inference.ts";
 import { GLOBAL_SCOPE, ModelRegistry } from "./registry.ts";
@@ -62,8 +62,9 @@ export async function startDetection(
     maxSensors: config.limits.sensorsPerDevice,
   });
   quarantined = () => scorer.quarantinedDevices;
-  const alerts = config.mqtt
-    ? new AlertPublisher(store.client, config.mqtt, {
+  // mqtt.js is loaded only when the manifest has a broker (about 7 MB resident otherwise spent).
+  const alerts: AlertPublisher | null = config.mqtt
+    ? new (await import("./alert_publisher.ts")).AlertPublisher(store.client, config.mqtt, {
       topic: config.detection.alertTopic,
       log,
       egress: deps.egress,

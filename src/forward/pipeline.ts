@@ -9,7 +9,7 @@ import type { Store } from "../store/store.ts";
 import { Aggregator } from "./aggregator.ts";
 import { Forwarder } from "./forwarder.ts";
 import { Outbox, type SinkName } from "../store/outbox.ts";
-import { HttpSink, MqttUplinkSink, type Sink } from "./sinks.ts";
+import { HttpSink, type Sink } from "./sinks.ts";
 
 const CIRCUIT_GAUGE = { closed: 0, half_open: 1, open: 2 } as const;
 const IDLE_CLOSE_CHECK_MS = 1_000;
@@ -74,7 +74,10 @@ export async function startForwarding(
   const aggregator = new Aggregator(store.client, forwarding, { outbox, log, now });
   const sinks: Sink[] = [];
   if (forwarding.http) sinks.push(new HttpSink(forwarding, { egress, token: readSinkToken() }));
-  if (forwarding.mqtt) sinks.push(new MqttUplinkSink(forwarding, { egress, log }));
+  if (forwarding.mqtt) {
+    const { MqttUplinkSink } = await import("./mqtt_uplink_sink.ts");
+    sinks.push(new MqttUplinkSink(forwarding, { egress, log }));
+  }
   const stop = new AbortController();
   const forwarder = new Forwarder(store.client, forwarding, {
     now,

@@ -1,6 +1,6 @@
 import { join } from "node:path";
 import { loadConfig } from "../../src/config/config.ts";
-import { runtimeFlags } from "../../src/permissions/flags.ts";
+import { runtimeFlags, SERVICE_ENV } from "../../src/permissions/flags.ts";
 import { freePort } from "./ports.ts";
 
 export const PROJECT_ROOT = join(import.meta.dirname!, "..", "..");
@@ -92,7 +92,7 @@ export async function startOutpost(manifest: string, options: StartOptions = {})
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
-    env: { NO_COLOR: "1", ...options.env },
+    env: { NO_COLOR: "1", ...SERVICE_ENV, ...options.env },
   }).spawn();
   let output = "";
   const decoder = new TextDecoder();
