@@ -10,7 +10,8 @@ import type { MqttSource } from "./ingest/mqtt_source.ts";
 import type { Logger } from "./observability/log.ts";
 import { Metrics } from "./observability/metrics.ts";
 import { Store } from "./store/store.ts";
-import { VERSION } from "./version.ts";
+import { startConfirmation } from "./release/confirmation.ts";
+import { releaseIdentity } from "./version.ts";
 
 /** How long requests in flight at shutdown may take before their sockets are closed. */
 const HTTP_DRAIN_MS = 3_000;
@@ -93,9 +94,10 @@ export async function startRuntime(config: Config, log: Logger, signal: AbortSig
     return checks;
   };
 
+  const identity = await releaseIdentity(config.manifestPath);
   const separateMetrics = config.metrics.enabled && config.metrics.port !== config.api.listen.port;
   const api = createApi({
-    identity: { name: config.name, version: VERSION },
+    identity: { name: config.name, ...identity },
     service,
     store,
     metrics,
@@ -139,6 +141,8 @@ export async function startRuntime(config: Config, log: Logger, signal: AbortSig
     throw error;
   }
   serving = true;
+  // The release confirms itself once its readiness has held for the settle period (upgrade gate).
+  const confirmation = startConfirmation({ dataDir: config.storage.dataDir, identity, readiness }, { signal });
 
   const finished = (async () => {
     await new Promise<void>((resolve) => {
@@ -148,7 +152,11 @@ export async function startRuntime(config: Config, log: Logger, signal: AbortSig
     log.info("runtime.stopping", {});
     serving = false;
     intake.abort();
-    await Promise.all([...servers.map((server) => server.close(HTTP_DRAIN_MS)), mqtt?.finished]);
+    await Promise.all([
+      ...servers.map((server) => server.close(HTTP_DRAIN_MS)),
+      mqtt?.finished,
+      confirmation.finished,
+    ]);
     await detection.stop();
     await forwarding.stop();
     await store.close();

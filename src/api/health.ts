@@ -12,14 +12,18 @@ export interface ReadinessCheck {
 export type ReadinessProbe = () => Promise<ReadinessCheck[]>;
 
 export interface HealthRouteOptions {
-  /** Who answers: the manifest's name and the release version. */
-  identity: { name: string; version: string };
+  /**
+   * Who answers: the manifest's name, the release version, and (from the runtime) this run's
+   * instance id and PID, so that an upgrade's gate can tell the candidate from whatever else holds
+   * the port.
+   */
+  identity: { name: string; version: string; instanceId?: string; pid?: number; source?: string };
   readiness: ReadinessProbe;
   metrics: Metrics | null;
 }
 
 /**
- * `/healthz` (the process answers), `/readyz` (store open and migrated, intake running; outside
+ * `/healthz` (the process answers, and who it is), `/readyz` (store open and migrated, intake running; outside
  * dependencies such as the broker show as degraded without failing) and `/metrics`.
  */
 export function healthRoutes(options: HealthRouteOptions): Hono {
@@ -30,7 +34,7 @@ export function healthRoutes(options: HealthRouteOptions): Hono {
     const ready = checks.every((check) => check.ok);
     const degraded = checks.some((check) => check.degraded);
     const status = ready ? (degraded ? "degraded" : "ready") : "not_ready";
-    return c.json({ status, checks }, ready ? 200 : 503);
+    return c.json({ status, ...options.identity, checks }, ready ? 200 : 503);
   });
   if (options.metrics) app.route("/", metricsRoutes(options.metrics));
   return app;
