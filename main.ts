@@ -45,9 +45,13 @@ async function main(): Promise<number> {
     case "audit-export":
       return await auditExport(command);
     case "wait-ready":
-      return await waitReady(command.manifest, command.timeoutSeconds);
+      return command.root
+        ? await waitConfirmed(command.manifest, command.root, command.timeoutSeconds, command.pid)
+        : await waitReady(command.manifest, command.timeoutSeconds);
     case "upgrade":
     case "rollback":
+    case "resume":
+    case "service":
       return await release(command);
   }
 }
@@ -145,24 +149,40 @@ async function checkDeploymentCommand(command: Extract<Command, { name: "check" 
   return criteria.every((criterion) => criterion.pass) ? 0 : 1;
 }
 
-async function release(command: Extract<Command, { name: "upgrade" | "rollback" }>): Promise<number> {
+async function release(command: Extract<Command, { name: "upgrade" | "rollback" | "resume" | "service" }>) {
   const args = command.release;
-  let readyUrl = args.readyUrl;
-  if (!readyUrl) {
-    const config = await loadOrReport(args.manifest);
-    if (!config) return 2;
-    readyUrl = `http://${config.api.listen.host}:${config.api.listen.port}/readyz`;
-  }
-  const { rollback, upgrade, UpgradeError } = await import("./src/release/upgrade.ts");
+  const config = await loadOrReport(args.manifest);
+  if (!config) return 2;
+  const { host, port } = config.api.listen;
+  const readyUrl = args.readyUrl ?? `http://${host.includes(":") ? `[${host}]` : host}:${port}/readyz`;
+  const { rollback, startService, stopService, upgrade, UpgradeError } = await import("./src/release/upgrade.ts");
   const options = {
     root: args.root,
     service: args.service,
     readyUrl,
     readyTimeoutMs: args.readyTimeoutSeconds * 1000,
     keep: args.keep,
+    dataDir: config.storage.dataDir,
   };
   try {
-    const version = command.name === "upgrade" ? await upgrade(command.binary, options) : await rollback(options);
+    if (command.name === "resume") {
+      const { ReleaseLayout } = await import("./src/release/layout.ts");
+      const { resumeAtStart } = await import("./src/release/state.ts");
+      console.log(
+        JSON.stringify({ ok: true, start: await resumeAtStart(new ReleaseLayout(args.root), options.dataDir) }),
+      );
+      return 0;
+    }
+    if (command.name === "service" && command.action !== "start") {
+      if (command.action === "stop") await stopService(options);
+      else await printServiceStatus(args.root);
+      return 0;
+    }
+    const version = command.name === "upgrade"
+      ? await upgrade(command.binary, options)
+      : command.name === "rollback"
+      ? await rollback(options)
+      : await startService(options);
     console.log(JSON.stringify({ ok: true, live: version }));
     return 0;
   } catch (error) {
@@ -170,6 +190,53 @@ async function release(command: Extract<Command, { name: "upgrade" | "rollback" 
     console.error(error.message);
     return 1;
   }
+}
+
+async function printServiceStatus(root: string): Promise<void> {
+  const { ReleaseLayout } = await import("./src/release/layout.ts");
+  const { isSameProcess, readPidFile } = await import("./src/release/process.ts");
+  const { readState } = await import("./src/release/state.ts");
+  const layout = new ReleaseLayout(root);
+  const pid = await readPidFile(layout);
+  const running = pid !== null && pid !== "unverifiable" && await isSameProcess(pid);
+  console.log(JSON.stringify(
+    { running, pid: running ? pid : null, current: await layout.currentVersion(), state: await readState(layout) },
+    null,
+    2,
+  ));
+}
+
+/**
+ * The unit's ExecStartPost: the release `current` points at (and systemd's $MAINPID) must be the one
+ * answering, and a pending upgrade to it is confirmed once that instance confirms itself.
+ */
+async function waitConfirmed(manifest: string, root: string, timeoutSeconds: number, pid?: number) {
+  const config = await loadOrReport(manifest);
+  if (!config) return 2;
+  const { host, port } = config.api.listen;
+  const { ReleaseLayout } = await import("./src/release/layout.ts");
+  const { gate } = await import("./src/release/gate.ts");
+  const { startTime } = await import("./src/release/process.ts");
+  const { confirm, readState } = await import("./src/release/state.ts");
+  const layout = new ReleaseLayout(root);
+  const version = await layout.currentVersion();
+  const starttime = pid === undefined ? null : await startTime(pid);
+  const result = await gate({
+    readyUrl: `http://${host.includes(":") ? `[${host}]` : host}:${port}/readyz`,
+    version: version ?? "",
+    dataDir: config.storage.dataDir,
+    timeoutMs: timeoutSeconds * 1000,
+    process: pid === undefined ? undefined : { pid, starttime: starttime ?? "gone", exe: null, version: version ?? "" },
+  });
+  if (!result.ok) {
+    await layout.record("not_ready", { version, reason: result.reason, pid });
+    console.error(`Not ready: ${result.reason}`);
+    return 1;
+  }
+  const state = await readState(layout);
+  if (state?.state === "pending" && state.candidate === version) await confirm(layout, version, result.instanceId);
+  await layout.record("live", { version, instanceId: result.instanceId, pid: result.pid });
+  return 0;
 }
 
 async function waitReady(manifest: string, timeoutSeconds: number): Promise<number> {

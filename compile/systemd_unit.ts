@@ -39,10 +39,17 @@ export function renderUnit(config: Config, options: UnitOptions): string {
     "",
     "[Service]",
     "Type=exec",
+    // Every start resumes the upgrade state machine first (src/release/state.ts): a candidate out of
+    // starts or past its deadline is switched back to the last confirmed release before it runs.
+    // Run by the last confirmed release's binary ("+": with the privileges to move `current` under
+    // the read-only /opt), so a broken candidate cannot stop its own rollback.
+    `ExecStartPre=+${join(options.installRoot, "last-good", "outpost")} resume --root ${options.installRoot}`,
     `ExecStart=${join(current, "outpost")} run`,
-    // Health-driven start: the unit is only "started" once /readyz answers 200; otherwise systemd
-    // stops it and Restart= tries again (and `outpost upgrade` rolls back).
-    `ExecStartPost=${join(current, "outpost")} wait-ready --timeout 30`,
+    // Health-driven start: the unit is only "started" once the release `current` points at, as
+    // $MAINPID, answers /readyz and confirms itself; a pending upgrade is confirmed here. Otherwise
+    // systemd stops it and Restart= tries again, which counts against the candidate's starts
+    // (3, below StartLimitBurst, so the rollback start still happens).
+    `ExecStartPost=+${join(current, "outpost")} wait-ready --timeout 30 --root ${options.installRoot} --pid $MAINPID`,
     `WorkingDirectory=${current}`,
     "EnvironmentFile=-/etc/outpost/outpost.env",
     "Restart=on-failure",

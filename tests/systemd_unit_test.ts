@@ -31,8 +31,10 @@ Deno.test({
           .replace("egressAllowed: []", 'egressAllowed: ["10.20.30.40:443", "collector.invalid:443"]'),
       );
       const installRoot = join(dir, "opt");
-      await Deno.mkdir(join(installRoot, "current"), { recursive: true });
-      await Deno.writeTextFile(join(installRoot, "current", "outpost"), "#!/bin/sh\nexit 0\n", { mode: 0o755 });
+      for (const link of ["current", "last-good"]) {
+        await Deno.mkdir(join(installRoot, link), { recursive: true });
+        await Deno.writeTextFile(join(installRoot, link, "outpost"), "#!/bin/sh\nexit 0\n", { mode: 0o755 });
+      }
       const rendered = await run(Deno.execPath(), [
         "task",
         "--quiet",
@@ -59,7 +61,8 @@ Deno.test({
           "CPUQuota=50%",
           "Restart=on-failure",
           "TimeoutStopSec=20s",
-          `ExecStartPost=${installRoot}/current/outpost wait-ready --timeout 30`,
+          `ExecStartPre=+${installRoot}/last-good/outpost resume --root ${installRoot}`,
+          `ExecStartPost=+${installRoot}/current/outpost wait-ready --timeout 30 --root ${installRoot} --pid $MAINPID`,
         ]
       ) assert.ok(unit.split("\n").includes(line), `missing ${line}`);
       assert.match(unit, /NOT RESOLVED at render time, so blocked by the OS: collector\.invalid/);

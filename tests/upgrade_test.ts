@@ -1,87 +1,10 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { eventually } from "./helpers/eventually.ts";
-import { postJson, writeManifest } from "./helpers/outpost_process.ts";
-import { freePort } from "./helpers/ports.ts";
-import { buildRelease } from "./helpers/release.ts";
-
-interface Drill {
-  dir: string;
-  root: string;
-  url: string;
-  release(version: string, broken?: boolean): Promise<string>;
-  outpost(args: string[]): Promise<{ code: number; stdout: string; stderr: string }>;
-  stopService(): Promise<void>;
-}
-
-async function drill(fn: (d: Drill) => Promise<void>) {
-  const dir = await Deno.makeTempDir();
-  const root = join(dir, "opt");
-  const apiPort = await freePort();
-  const base = await writeManifest(dir, { apiPort, logLevel: "warn" });
-  const url = `http://127.0.0.1:${apiPort}`;
-  const release = async (version: string, broken = false) => {
-    const manifest = join(dir, `${version}.yaml`);
-    await Deno.writeTextFile(
-      manifest,
-      (await Deno.readTextFile(base)).replace("name: outpost-test", `name: site-${version.replaceAll(".", "-")}`),
-    );
-    return await buildRelease(dir, version, { manifest, root, broken });
-  };
-  const outpost = async (args: string[]) => {
-    const output = await new Deno.Command(join(root, "current", "outpost"), { args, stdout: "piped", stderr: "piped" })
-      .output();
-    const decoder = new TextDecoder();
-    return { code: output.code, stdout: decoder.decode(output.stdout), stderr: decoder.decode(output.stderr) };
-  };
-  const stopService = async () => {
-    try {
-      const pid = Number(await Deno.readTextFile(join(root, "outpost.pid")));
-      Deno.kill(pid, "SIGTERM");
-      for (let i = 0; i < 200; i++) {
-        try {
-          Deno.kill(pid, "SIGCONT");
-        } catch {
-          return;
-        }
-        await new Promise((resolve) => setTimeout(resolve, 50));
-      }
-    } catch { /* not running */ }
-  };
-  try {
-    await fn({ dir, root, url, release, outpost, stopService });
-  } finally {
-    await stopService();
-    await Deno.remove(dir, { recursive: true });
-  }
-}
-
-/** The first install: no `current` yet, so the new binary's own launcher runs the upgrade. */
-async function install(d: Drill, binary: string) {
-  const output = await new Deno.Command(binary, {
-    args: ["upgrade", binary, "--root", d.root, "--ready-url", `${d.url}/readyz`, "--ready-timeout", "30"],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  assert.equal(output.code, 0, new TextDecoder().decode(output.stderr));
-}
+import { confirmedVersions, drill, install, readingCount, sendReadings } from "./helpers/upgrade_drill.ts";
+import { startTime } from "../src/release/process.ts";
 
 async function healthName(url: string): Promise<string> {
   return (await (await fetch(`${url}/healthz`)).json()).name;
-}
-
-async function sendReadings(url: string, from: number, count: number) {
-  const readings = Array.from(
-    { length: count },
-    (_, i) => ({ device: "d", ts: 1_763_805_600_000 + from + i, values: { a: i } }),
-  );
-  const response = await postJson(`${url}/v1/readings`, { readings });
-  assert.equal(response.status, 202);
-  await response.body?.cancel();
-}
-
-async function readingCount(url: string): Promise<number> {
-  return (await (await fetch(`${url}/v1/readings?device=d&limit=10000`)).json()).readings.length;
 }
 
 Deno.test("upgrade to a healthy release; a release that never becomes ready rolls back by itself with no data lost; manual rollback returns offline", async () => {
@@ -109,7 +32,7 @@ Deno.test("upgrade to a healthy release; a release that never becomes ready roll
       "3",
     ]);
     assert.equal(broken.code, 1);
-    assert.match(broken.stderr, /1\.2\.0 did not become ready within 3000 ms: rolled back to 1\.1\.0/);
+    assert.match(broken.stderr, /1\.2\.0 failed: not confirmed within 3000 ms: .*: rolled back to 1\.1\.0/);
     assert.equal(await Deno.readLink(join(d.root, "current")), join("releases", "1.1.0"));
     assert.equal(await healthName(d.url), "site-1-1-0");
     assert.equal(await readingCount(d.url), 75, "no data lost");
@@ -123,7 +46,19 @@ Deno.test("upgrade to a healthy release; a release that never becomes ready roll
     const history = (await Deno.readTextFile(join(d.root, "history.jsonl"))).trim().split("\n").map((line) =>
       JSON.parse(line).step
     );
-    for (const step of ["verified", "staged", "switched", "restarted", "live", "not_ready", "rolled_back"]) {
+    for (
+      const step of [
+        "verified",
+        "staged",
+        "pending",
+        "switched",
+        "restarted",
+        "confirmed",
+        "live",
+        "not_ready",
+        "rolled_back",
+      ]
+    ) {
       assert.ok(history.includes(step), `history records ${step}`);
     }
   });
@@ -143,48 +78,57 @@ Deno.test("a tampered binary is refused and nothing changes", async () => {
   });
 });
 
-Deno.test("SIGKILL in the middle of an upgrade leaves a consistent current and a service that starts", async () => {
+Deno.test("housekeeping: one upgrade at a time, a reused PID is never signalled, pruning keeps confirmed releases, refusals are recorded", async () => {
   await drill(async (d) => {
     await install(d, await d.release("1.0.0"));
-    await sendReadings(d.url, 0, 10);
-    const upgrading = new Deno.Command(join(d.root, "current", "outpost"), {
-      args: [
-        "upgrade",
-        await d.release("1.1.0", true),
-        "--root",
-        d.root,
-        "--ready-url",
-        `${d.url}/readyz`,
-        "--ready-timeout",
-        "30",
-      ],
-      stdout: "null",
-      stderr: "null",
-    }).spawn();
-    // Kill it once it has switched and is waiting on the health gate.
-    await eventually(
-      async () => await Deno.readTextFile(join(d.root, "history.jsonl")).catch(() => ""),
-      (text) => text.includes('"restarted"') && text.split("\n").filter((l) => l.includes('"restarted"')).length >= 2,
-      20_000,
-    );
-    upgrading.kill("SIGKILL");
-    await upgrading.status;
-    await d.stopService();
-    const current = await Deno.readLink(join(d.root, "current"));
-    assert.ok(["releases/1.0.0", "releases/1.1.0"].includes(current), current);
-    assert.ok((await Deno.stat(join(d.root, current, "outpost"))).isFile, "current points at a complete release");
-    // The operator's recovery: roll back to the last release that was live, offline.
-    const recovered = await d.outpost([
-      "rollback",
-      "--root",
-      d.root,
-      "--ready-url",
-      `${d.url}/readyz`,
-      "--ready-timeout",
-      "30",
+    const gate = ["--root", d.root, "--ready-url", `${d.url}/readyz`, "--ready-timeout", "3"];
+
+    // The lock: held by another upgrade (here: this test), a second one is refused and recorded.
+    const lock = await Deno.open(join(d.root, "upgrade.lock"), { read: true, write: true });
+    await lock.lock(true);
+    const refused = await d.outpost(["upgrade", await d.release("1.1.0"), ...gate]);
+    lock.close();
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /Another upgrade or rollback is running/);
+
+    // Never-ready releases are not confirmed, so pruning removes them before any confirmed one.
+    for (const version of ["1.1.0", "1.2.0", "1.3.0"]) {
+      const broken = await d.outpost(["upgrade", await d.release(`${version}-broken`, true), ...gate]);
+      assert.equal(broken.code, 1, broken.stderr);
+    }
+    // The ready timeout covers start-up and the settle period before the release confirms itself.
+    const healthy = await d.outpost([
+      "upgrade",
+      await d.release("1.4.0"),
+      ...gate.slice(0, -1),
+      "20",
+      "--keep",
+      "2",
     ]);
-    assert.equal(recovered.code, 0, recovered.stderr);
-    assert.equal(await healthName(d.url), "site-1-0-0");
-    assert.equal(await readingCount(d.url), 10);
+    assert.equal(healthy.code, 0, healthy.stderr);
+    const installed = [...Deno.readDirSync(join(d.root, "releases"))].map((entry) => entry.name).sort();
+    assert.deepEqual(installed, ["1.0.0", "1.4.0"], "only confirmed releases survive pruning");
+    assert.deepEqual(await confirmedVersions(d.root), ["1.0.0", "1.4.0"]);
+
+    // The PID file names a process by PID, start time and executable: a PID file whose start time
+    // does not match (PID reuse) is not signalled, even though kill(pid, 0) would succeed.
+    const pidFile = join(d.root, "outpost.pid");
+    const record = JSON.parse(await Deno.readTextFile(pidFile));
+    assert.equal(record.starttime, await startTime(record.pid));
+    assert.match(record.exe, /deno/);
+    const sleeper = new Deno.Command("sleep", { args: ["30"] }).spawn();
+    try {
+      await Deno.writeTextFile(pidFile, JSON.stringify({ ...record, pid: sleeper.pid, exe: record.exe }));
+      await d.outpost(["service", "stop", "--root", d.root]);
+      assert.equal(await startTime(sleeper.pid) !== null, true, "the unrelated process was not signalled");
+    } finally {
+      sleeper.kill("SIGKILL");
+      await sleeper.status;
+    }
+    await Deno.writeTextFile(pidFile, JSON.stringify(record));
+    const steps = (await d.history()).map((line) => line.step);
+    assert.ok(steps.includes("refused") && steps.includes("pruned") && steps.includes("stale_pid"), steps.join(","));
+    assert.equal(await readingCount(d.url), 0);
+    await sendReadings(d.url, 0, 1);
   });
 });

@@ -7,9 +7,11 @@ export type Command =
   | { name: "policy-show"; manifest: string }
   | { name: "audit-verify"; manifest: string; dataDir?: string; file?: string }
   | { name: "audit-export"; manifest: string; dataDir?: string; out: string }
-  | { name: "wait-ready"; manifest: string; timeoutSeconds: number }
+  | { name: "wait-ready"; manifest: string; timeoutSeconds: number; root?: string; pid?: number }
   | { name: "upgrade"; binary: string; release: ReleaseArgs }
   | { name: "rollback"; release: ReleaseArgs }
+  | { name: "resume"; release: ReleaseArgs }
+  | { name: "service"; action: "start" | "stop" | "status"; release: ReleaseArgs }
   | { name: "version" }
   | { name: "help"; text: string };
 
@@ -42,7 +44,9 @@ Commands:
   policy    "policy show": the egress allowlist and the network paths as a diagram
   wait-ready  Wait until the local /readyz answers 200 (systemd's start gate)
   upgrade   Install a new release binary, health-gated, rolling back by itself on failure
-  rollback  Return to the previous release, offline
+  rollback  Return to the previous confirmed release, offline
+  resume    Resume an interrupted upgrade before a start (systemd's ExecStartPre)
+  service   "service start|stop|status": run Outpost without systemd
   version   Print the version
 
 Run "outpost <command> --help" for a command's options.`,
@@ -67,9 +71,21 @@ the signed head file, and prints the result as JSON. Exit 0 when intact; 1 namin
 edited, recomputed, deleted, reordered, truncated, emptied, forged, head_missing, head_invalid,
 head_recreated, key_missing, key_wrong, table_missing, database_missing.
 export writes the rows, checkpoints and head to FILE (JSON lines) for an off-device archive.`,
-  "wait-ready": `Usage: outpost wait-ready [--manifest PATH] [--timeout SECONDS]
+  "wait-ready": `Usage: outpost wait-ready [--manifest PATH] [--timeout SECONDS] [--root DIR --pid PID]
 
-Polls the API's /readyz until it answers 200 (exit 0) or the timeout passes (exit 1, default 30 s).`,
+Polls the API's /readyz until it answers 200 (exit 0) or the timeout passes (exit 1, default 30 s).
+With --root (the unit's ExecStartPost): the answer must come from the release \`current\` points at (and
+from PID, systemd's $MAINPID), and a pending upgrade is confirmed once that instance confirms itself.`,
+  resume: `Usage: outpost resume [--root DIR] [--manifest PATH]
+
+Run before every start (the unit's ExecStartPre): resumes an interrupted upgrade. A candidate that has
+used up its starts or passed its deadline without confirming is switched back to the previous confirmed
+release; otherwise this start counts as one more attempt.`,
+  service: `Usage: outpost service start|stop|status [--root DIR] [--ready-url URL] [--ready-timeout S]
+
+Runs Outpost without systemd: start resumes the upgrade state machine, starts <root>/current/outpost in
+its own session (output in <root>/logs/<version>.log, PID with start time in <root>/outpost.pid), gates
+on /readyz and retries (bounded) as systemd would; stop stops the recorded process.`,
   upgrade:
     `Usage: outpost upgrade <new binary> [--root DIR] [--service UNIT] [--ready-url URL] [--ready-timeout S] [--keep N]
 
@@ -102,7 +118,17 @@ export function parseCommand(args: readonly string[] = Deno.args): Command {
   }
   if (!(name in USAGE) || name === "main") throw new UsageError(`Unknown command: ${name}`, USAGE.main);
   const usage = USAGE[name as keyof typeof USAGE];
-  if (name === "upgrade" || name === "rollback") return parseRelease(name, tail, usage);
+  if (name === "upgrade" || name === "rollback" || name === "resume") return parseRelease(name, tail, usage);
+  if (name === "service") {
+    const action = tail[0];
+    if (action === "--help" || action === "-h") return { name: "help", text: usage };
+    if (action !== "start" && action !== "stop" && action !== "status") {
+      throw new UsageError(`Unknown service action: ${action ?? "(none)"}`, usage);
+    }
+    const parsed = parseRelease("service", tail.slice(1), usage);
+    if (parsed.name === "help") return parsed;
+    return { name: "service", action, release: (parsed as { release: ReleaseArgs }).release };
+  }
   let options = tail;
   const subcommands = { audit: ["verify", "export"], policy: ["show"] }[name as string];
   if (subcommands) {
@@ -128,6 +154,7 @@ export function parseCommand(args: readonly string[] = Deno.args): Command {
         deployment: { type: "boolean" },
         root: { type: "string" },
         service: { type: "string" },
+        pid: { type: "string" },
       },
     });
   } catch (error) {
@@ -150,7 +177,9 @@ export function parseCommand(args: readonly string[] = Deno.args): Command {
   if (name === "wait-ready") {
     const timeoutSeconds = Number(values.timeout ?? 30);
     if (!(timeoutSeconds > 0)) throw new UsageError("--timeout must be a positive number of seconds", usage);
-    return { name: "wait-ready", manifest, timeoutSeconds };
+    const pid = values.pid === undefined ? undefined : Number(values.pid);
+    if (pid !== undefined && !(Number.isInteger(pid) && pid > 0)) throw new UsageError("--pid must be a PID", usage);
+    return { name: "wait-ready", manifest, timeoutSeconds, root: values.root, pid };
   }
   if (name === "check") {
     if (values["unsafe-broad-permissions"]) throw new UsageError("check takes no --unsafe-broad-permissions", usage);
@@ -166,7 +195,7 @@ export function parseCommand(args: readonly string[] = Deno.args): Command {
   return { name: "run", manifest, dataDir, unsafeBroadPermissions: values["unsafe-broad-permissions"] ?? false };
 }
 
-function parseRelease(name: "upgrade" | "rollback", args: string[], usage: string): Command {
+function parseRelease(name: "upgrade" | "rollback" | "resume" | "service", args: string[], usage: string): Command {
   let parsed;
   try {
     parsed = parseArgs({
@@ -200,7 +229,10 @@ function parseRelease(name: "upgrade" | "rollback", args: string[], usage: strin
     readyTimeoutSeconds,
     keep,
   };
-  if (name === "rollback") return { name, release };
+  if (name === "rollback" || name === "resume" || name === "service") {
+    if (parsed.positionals.length > 0) throw new UsageError(`${name} takes no positional arguments`, usage);
+    return name === "service" ? { name, action: "start", release } : { name, release };
+  }
   if (parsed.positionals.length !== 1) throw new UsageError("upgrade takes exactly one binary", usage);
   return { name, binary: parsed.positionals[0], release };
 }

@@ -1,14 +1,29 @@
 /**
- * Offline, health-gated upgrade and rollback. `upgrade` verifies the new binary against its
- * `.sha256` and `.release.json`, stages it under `releases/<version>`, switches `current`
- * atomically, restarts Outpost (systemd unit, or the process recorded in `outpost.pid`), waits for
- * /readyz, and switches back by itself when the new release does not become ready. `current`
- * always points at a complete release, so a crash at any step leaves a consistent install.
- * The embedded manifest (policy) and models travel inside the binary and roll back with it.
+ * Offline upgrade and rollback on top of the persisted state machine (`state.ts`). `upgrade`
+ * takes the upgrade lock, verifies the new binary against its `.sha256` and `.release.json`,
+ * stages it under `releases/<version>`, writes `pending` and switches `current`, restarts Outpost
+ * (systemd unit, or the process in `outpost.pid`, started in its own session) and gates on the
+ * candidate itself answering and confirming (`gate.ts`). It may be killed at any instant: the next
+ * start of the service resumes the state machine and ends on a confirmed release. Every refusal is
+ * recorded in `history.jsonl`.
  */
 import { basename, join } from "node:path";
 import { sha256File } from "../sha256.ts";
+import { CONFIRM_SETTLE_MS } from "./confirmation.ts";
+import { gate, type GateResult, systemdMainPid } from "./gate.ts";
 import { ReleaseLayout } from "./layout.ts";
+import { tryLock } from "./lock.ts";
+import { isSameProcess, logTail, pinExecutable, readPidFile, spawnDetached, stopRecorded } from "./process.ts";
+import {
+  beginPending,
+  confirm,
+  MAX_ATTEMPTS,
+  prune,
+  readState,
+  resolveConfirmation,
+  resumeAtStart,
+  rollBack,
+} from "./state.ts";
 
 export interface UpgradeOptions {
   root: string;
@@ -17,8 +32,9 @@ export interface UpgradeOptions {
   readyUrl: string;
   readyTimeoutMs: number;
   keep: number;
+  /** Where the release writes its confirmation (the manifest's data dir). */
+  dataDir: string;
 }
-
 export class UpgradeError extends Error {
   constructor(message: string, options?: ErrorOptions) {
     super(message, options);
@@ -57,42 +73,152 @@ export async function verifyRelease(binary: string): Promise<ReleaseManifest> {
 
 export async function upgrade(binary: string, options: UpgradeOptions): Promise<string> {
   const layout = new ReleaseLayout(options.root);
-  const manifest = await verifyRelease(binary);
+  using _lock = await lockOrRefuse(layout, "upgrade");
+  let manifest: ReleaseManifest;
+  try {
+    manifest = await verifyRelease(binary);
+  } catch (error) {
+    await refuse(layout, (error as Error).message, { binary });
+    throw error;
+  }
   const version = manifest.version;
   await layout.record("verified", { binary, version });
-  await stage(layout, binary, version);
-  const previous = await layout.currentVersion();
-  if (previous === version) throw new UpgradeError(`${version} is already current`);
-  await layout.switchTo(version);
-  await layout.record("switched", { from: previous, to: version });
-  if (await restartAndWait(layout, options)) {
-    await layout.record("live", { version });
-    await prune(layout, options.keep, previous);
+  try {
+    await stage(layout, binary, version);
+  } catch (error) {
+    if (error instanceof UpgradeError) await refuse(layout, error.message, { binary, version });
+    throw error;
+  }
+  const state = await resolveConfirmation(layout, options.dataDir);
+  if (state?.state === "confirmed" && state.version === version && await layout.currentVersion() === version) {
+    await refuse(layout, `${version} is already current`, { version });
+    throw new UpgradeError(`${version} is already current`);
+  }
+  return await transition(layout, version, await confirmedFallback(layout, state, version), options);
+}
+
+/** Returns to the newest confirmed release other than the current one, offline. */
+export async function rollback(options: UpgradeOptions): Promise<string> {
+  const layout = new ReleaseLayout(options.root);
+  using _lock = await lockOrRefuse(layout, "rollback");
+  const state = await resolveConfirmation(layout, options.dataDir);
+  const target = await layout.previousVersion();
+  if (target === null) {
+    await refuse(layout, "no confirmed release to roll back to", {});
+    throw new UpgradeError("No previous confirmed release is installed to roll back to");
+  }
+  await layout.record("rollback_requested", { to: target });
+  return await transition(layout, target, await confirmedFallback(layout, state, target), options);
+}
+
+/**
+ * Starts the service outside systemd the way the unit would: resume the state machine, start the
+ * release in its own session, gate; a start that fails counts as an attempt, and the state machine
+ * rolls a candidate back once its attempts are used up. Returns the version that runs.
+ */
+export async function startService(options: UpgradeOptions): Promise<string> {
+  const layout = new ReleaseLayout(options.root);
+  const running = await readPidFile(layout);
+  if (running !== null && running !== "unverifiable" && await isSameProcess(running)) {
+    throw new UpgradeError(`Outpost ${running.version} already runs as pid ${running.pid}`);
+  }
+  for (let start = 0; start <= MAX_ATTEMPTS; start++) {
+    const result = await startAndGate(layout, options);
+    if (result.gate.ok) return result.version;
+    await stopRecorded(layout);
+  }
+  throw new UpgradeError("Outpost did not become ready (see history.jsonl and logs/)");
+}
+
+export async function stopService(options: { root: string }): Promise<void> {
+  await stopRecorded(new ReleaseLayout(options.root));
+}
+
+async function transition(
+  layout: ReleaseLayout,
+  version: string,
+  previous: string | null,
+  options: UpgradeOptions,
+): Promise<string> {
+  const deadlineMs = (options.readyTimeoutMs + CONFIRM_SETTLE_MS) * MAX_ATTEMPTS + 60_000;
+  await beginPending(layout, version, { previous, deadlineMs });
+  if (await layout.lastGoodVersion() === null) await layout.markLastGood(version);
+  const started = await startAndGate(layout, options);
+  if (started.gate.ok && started.version === version) {
+    await layout.record("live", { version, instanceId: started.gate.instanceId, pid: started.gate.pid });
+    await prune(layout, options.keep);
     return version;
   }
-  await layout.record("not_ready", { version, timeoutMs: options.readyTimeoutMs });
-  if (previous === null) throw new UpgradeError(`${version} did not become ready and there is nothing to roll back to`);
-  await layout.switchTo(previous);
-  await layout.record("rolled_back", { from: version, to: previous });
-  if (await restartAndWait(layout, options)) await layout.record("live", { version: previous });
+  const reason = started.gate.ok ? `${started.version} started instead` : started.gate.reason;
+  const state = await readState(layout);
+  if (state?.state === "pending") await rollBack(layout, state, reason);
+  if (previous === null) {
+    throw new UpgradeError(`${version} failed: ${reason}; there is no confirmed release to roll back to`);
+  }
+  const back = await startAndGate(layout, options);
+  if (back.gate.ok) await layout.record("live", { version: back.version, instanceId: back.gate.instanceId });
   throw new UpgradeError(
-    `${version} did not become ready within ${options.readyTimeoutMs} ms: rolled back to ${previous}`,
+    `${version} failed: ${reason}: rolled back to ${previous}${back.gate.ok ? "" : ` (which is not ready either)`}`,
   );
 }
 
-export async function rollback(options: UpgradeOptions): Promise<string> {
-  const layout = new ReleaseLayout(options.root);
+/** The rollback target for a new candidate: the newest confirmed release that is not the candidate. */
+async function confirmedFallback(
+  layout: ReleaseLayout,
+  state: Awaited<ReturnType<typeof readState>>,
+  candidate: string,
+): Promise<string | null> {
+  if (state?.state === "pending" && state.previous !== candidate) return state.previous;
+  const confirmed = (await layout.confirmed()).filter((version) => version !== candidate);
   const current = await layout.currentVersion();
-  const previous = await layout.previousVersion();
-  if (previous === null) throw new UpgradeError("No previous release is installed to roll back to");
-  await layout.switchTo(previous);
-  await layout.record("switched", { from: current, to: previous, manual: true });
-  if (!(await restartAndWait(layout, options))) {
-    await layout.record("not_ready", { version: previous });
-    throw new UpgradeError(`${previous} did not become ready after the rollback`);
+  return confirmed.includes(current ?? "") ? current : confirmed.at(-1) ?? null;
+}
+
+/** One start of the service, state machine first, then the gate; a confirmed candidate is recorded. */
+async function startAndGate(
+  layout: ReleaseLayout,
+  options: UpgradeOptions,
+): Promise<{ version: string; gate: GateResult }> {
+  let version: string | null;
+  let result: GateResult;
+  const common = { readyUrl: options.readyUrl, dataDir: options.dataDir, timeoutMs: options.readyTimeoutMs };
+  if (options.service) {
+    // The unit's ExecStartPre resumes the state machine.
+    const restarted = await new Deno.Command("systemctl", { args: ["restart", options.service] }).output();
+    await layout.record("restarted", { service: options.service, ok: restarted.success });
+    version = await layout.currentVersion();
+    result = await gate({ ...common, version: version ?? "", mainPid: systemdMainPid(options.service) });
+  } else {
+    await stopRecorded(layout);
+    version = await resumeAtStart(layout, options.dataDir);
+    if (version === null) throw new UpgradeError("No release is installed");
+    const process = await spawnDetached(layout, version);
+    await layout.record("restarted", { version, pid: process.pid });
+    result = await gate({ ...common, version, process });
+    if (result.ok) await pinExecutable(layout, process);
   }
-  await layout.record("live", { version: previous });
-  return previous;
+  if (!result.ok) {
+    await layout.record("not_ready", {
+      version,
+      reason: result.reason,
+      ...(options.service ? {} : { log: await logTail(layout, version ?? "") }),
+    });
+  } else {
+    const state = await readState(layout);
+    if (state?.state === "pending" && state.candidate === version) await confirm(layout, version, result.instanceId);
+  }
+  return { version: version ?? "", gate: result };
+}
+
+async function lockOrRefuse(layout: ReleaseLayout, what: string): Promise<Disposable> {
+  const lock = await tryLock(layout);
+  if (lock !== null) return lock;
+  await refuse(layout, `another upgrade or rollback holds ${layout.lockFile}`, { command: what });
+  throw new UpgradeError(`Another upgrade or rollback is running (${layout.lockFile} is locked)`);
+}
+
+async function refuse(layout: ReleaseLayout, reason: string, fields: Record<string, unknown>): Promise<void> {
+  await layout.record("refused", { reason, ...fields });
 }
 
 /** Copies the binary into `releases/<version>` through a staging folder renamed at the end. */
@@ -113,72 +239,4 @@ async function stage(layout: ReleaseLayout, binary: string, version: string): Pr
   await Deno.copyFile(`${binary}.release.json`, join(staging, "release.json"));
   await Deno.rename(staging, target);
   await layout.record("staged", { version, path: target, from: basename(binary) });
-}
-
-async function restartAndWait(layout: ReleaseLayout, options: UpgradeOptions): Promise<boolean> {
-  if (options.service) {
-    const restarted = await new Deno.Command("systemctl", { args: ["restart", options.service] }).output();
-    await layout.record("restarted", { service: options.service, ok: restarted.success });
-  } else {
-    await stopProcess(layout);
-    const child = new Deno.Command(join(layout.current, "outpost"), {
-      args: ["run"],
-      stdin: "null",
-      stdout: "null",
-      stderr: "null",
-    }).spawn();
-    child.unref();
-    await Deno.writeTextFile(layout.pidFile, String(child.pid));
-    await layout.record("restarted", { pid: child.pid });
-  }
-  return await waitReady(options.readyUrl, options.readyTimeoutMs);
-}
-
-async function stopProcess(layout: ReleaseLayout): Promise<void> {
-  let pid: number;
-  try {
-    pid = Number(await Deno.readTextFile(layout.pidFile));
-  } catch {
-    return;
-  }
-  if (!alive(pid)) return;
-  Deno.kill(pid, "SIGTERM");
-  const deadline = Date.now() + 25_000;
-  while (alive(pid) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
-  if (alive(pid)) Deno.kill(pid, "SIGKILL");
-  await layout.record("stopped", { pid });
-}
-
-function alive(pid: number): boolean {
-  try {
-    Deno.kill(pid, "SIGCONT");
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-async function waitReady(url: string, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    try {
-      const response = await fetch(url, { signal: AbortSignal.timeout(1_000) });
-      await response.body?.cancel();
-      if (response.status === 200) return true;
-    } catch { /* not up yet */ }
-    await new Promise((resolve) => setTimeout(resolve, 200));
-  }
-  return false;
-}
-
-/** Keeps the newest `keep` releases, and always the current and the previous one. */
-async function prune(layout: ReleaseLayout, keep: number, previous: string | null): Promise<void> {
-  const current = await layout.currentVersion();
-  const versions = await layout.versions();
-  const removable = versions.slice(0, Math.max(0, versions.length - keep))
-    .filter((version) => version !== current && version !== previous);
-  for (const version of removable) {
-    await Deno.remove(layout.release(version), { recursive: true });
-    await layout.record("pruned", { version });
-  }
 }

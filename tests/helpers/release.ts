@@ -20,7 +20,12 @@ export async function buildRelease(
   const manifest = join(folder, "outpost.yaml");
   await Deno.copyFile(options.manifest, manifest);
   const config = await loadConfig(manifest);
-  const runFlags = runtimeFlags(config, { projectRoot: PROJECT_ROOT }).map(quote).join(" ");
+  // A compiled release reads release.json beside itself (its folder is readable); run from source it
+  // reads the one beside its manifest, so that single file is added to the read grant.
+  const identityFile = join(folder, "release.json");
+  const runFlags = runtimeFlags(config, { projectRoot: PROJECT_ROOT })
+    .map((flag) => flag.startsWith("--allow-read=") ? `${flag},${identityFile}` : flag)
+    .map(quote).join(" ");
   const adminFlags = [
     "--allow-read",
     `--allow-write=${options.root}`,
@@ -32,25 +37,30 @@ export async function buildRelease(
   const script = `#!/bin/sh
 # Stand-in for outpost ${version}: main.ts under the release's flags.
 case "$1" in
-  upgrade|rollback|wait-ready) exec ${deno} run --cached-only ${adminFlags} ${quote(MAIN)} "$@" --manifest ${
-    quote(manifest)
-  } ;;
+  upgrade|rollback|wait-ready|resume|service) exec ${deno} run --cached-only ${adminFlags} ${
+    quote(MAIN)
+  } "$@" --manifest ${quote(manifest)} ;;
   run) ${
     options.broken
-      ? "exec sleep 600"
+      ? `exec ${deno} run ${quote(join(folder, "hang.js"))}`
       : `exec ${deno} run --cached-only ${runFlags} ${quote(MAIN)} run --manifest ${quote(manifest)}`
   } ;;
   *) exec ${deno} run --cached-only ${runFlags} ${quote(MAIN)} "$@" ;;
 esac
 `;
+  // The broken release's process: never answers, and its command line names the drill's folder.
+  await Deno.writeTextFile(join(folder, "hang.js"), "setInterval(() => {}, 1 << 30);\n");
   const binary = join(folder, "outpost");
   await Deno.writeTextFile(binary, script, { mode: 0o755 });
   const sha256 = sha256Hex(script);
   await Deno.writeTextFile(`${binary}.sha256`, `${sha256}  outpost\n`);
-  await Deno.writeTextFile(
-    `${binary}.release.json`,
-    JSON.stringify({ version, target: `${Deno.build.arch}-unknown-linux-gnu`, binary: { file: "outpost", sha256 } }),
-  );
+  const release = JSON.stringify({
+    version,
+    target: `${Deno.build.arch}-unknown-linux-gnu`,
+    binary: { file: "outpost", sha256 },
+  });
+  await Deno.writeTextFile(`${binary}.release.json`, release);
+  await Deno.writeTextFile(identityFile, release);
   return binary;
 }
 
