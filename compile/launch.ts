@@ -16,7 +16,10 @@ async function launch(args: string[]): Promise<number> {
   let flags: string[] = [];
   try {
     const command = parseCommand(args);
-    if (command.name === "upgrade" || command.name === "rollback") {
+    if (
+      command.name === "upgrade" || command.name === "rollback" || command.name === "resume" ||
+      command.name === "service"
+    ) {
       console.error(`${command.name} runs from an installed release: <root>/current/outpost ${command.name} ...`);
       return 2;
     }
