@@ -1,4 +1,4 @@
-import { Counter, Gauge, type Registry } from "prom-client";
+import { Counter, Gauge, type Registry } from "../observability/prometheus.ts";
 import { limitKey } from "../limit_exceeded_error.ts";
 import type { Metrics } from "../observability/metrics.ts";
 import type { ScorerObserver } from "./scorer_observer.ts";

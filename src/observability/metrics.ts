@@ -1,9 +1,10 @@
-import { Counter, Gauge, Histogram, Registry, Summary } from "prom-client";
+import { Counter, Gauge, Histogram, Registry, Summary } from "./prometheus.ts";
 import type { StoreStats } from "../store/store.ts";
 
 /**
- * Outpost's Prometheus metrics. prom-client's default process metrics are not registered: they
- * read /proc, which Deno's permissions deny, and would report 0.
+ * Outpost's Prometheus metrics, exposed by `./prometheus.ts`. There are no default process
+ * metrics (they would read /proc, which Deno's permissions deny): the process gauges below come
+ * from `Deno.memoryUsage()`.
  */
 export class Metrics {
   readonly registry = new Registry();

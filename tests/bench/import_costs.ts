@@ -18,7 +18,8 @@ const PARTS: Record<string, string> = {
   "@hono/node-server + node:http": `await import("@hono/node-server"); await import("node:http");`,
   "zod": `await import("zod");`,
   "yaml": `await import("yaml");`,
-  "prom-client": `await import("prom-client");`,
+  "Prometheus exposition (src/observability/prometheus.ts, was prom-client)":
+    `await import("${ROOT}src/observability/prometheus.ts");`,
   "mqtt-packet": `await import("mqtt-packet");`,
   "@libsql/client (open a file)": `const { createClient } = await import("@libsql/client");
     const dir = await Deno.makeTempDir(); const c = createClient({ url: "file:" + dir + "/x.db" });
