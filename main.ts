@@ -1,3 +1,4 @@
+import { basename, dirname, join } from "node:path";
 import { type Command, parseCommand, UsageError } from "./src/config/cli.ts";
 import { type Config, loadConfig } from "./src/config/config.ts";
 import { ConfigError } from "./src/config/errors.ts";
@@ -264,7 +265,14 @@ async function run(manifest: string, dataDir: string | undefined, unsafeBroad: b
   const config = await loadOrReport(manifest, dataDir);
   if (!config) return 2;
   const log = createLogger(config.logLevel);
-  const executable = Deno.build.standalone ? Deno.execPath() : undefined;
+  // A release runs as a compiled binary, or (tests, and the launchers standing in for binaries)
+  // as main.ts under `deno run` from its release folder with the flags compile/plan.ts bakes in.
+  const inReleaseFolder = basename(dirname(PROJECT_ROOT)) === "releases";
+  const executable = Deno.build.standalone
+    ? Deno.execPath()
+    : inReleaseFolder
+    ? join(PROJECT_ROOT, "outpost")
+    : undefined;
   const broader = broaderPermissions(expectedPermissionFlags(config, { projectRoot: PROJECT_ROOT, executable }))
     .map(describeBroadening);
   if (broader.length > 0 && !unsafeBroad) {

@@ -73,7 +73,9 @@ Deno.test("the compile plan for both targets follows the manifest; the aarch64 p
       assert.deepEqual(plan.includes, ["models", "policies/outpost.yaml"]);
       assert.ok(plan.flags.includes(`--allow-net=127.0.0.1:${apiPort},${collector.destination}`), plan.flags.join(" "));
       assert.ok(plan.flags.includes(`--allow-write=${join(dir, "state")},${installRoot}`));
-      assert.ok(plan.flags.includes(`--allow-run=systemctl,ln,${join(installRoot, "current", "outpost")}`));
+      assert.ok(
+        plan.flags.includes(`--allow-run=systemctl,ln,setsid,ps,readlink,${join(installRoot, "current", "outpost")}`),
+      );
       assert.ok(plan.flags.includes(`--allow-ffi=${join(installRoot, "releases", plan.version)}`));
       assert.ok(!plan.flags.some((flag) => flag === "-A" || flag === "--allow-all" || flag === "--allow-net"));
       for (const flag of plan.flags) assert.ok(plan.argv.includes(flag), `${flag} is baked into the binary`);
@@ -97,7 +99,12 @@ Deno.test("the compile plan for both targets follows the manifest; the aarch64 p
       stderr: "piped",
     }).spawn();
     const url = `http://127.0.0.1:${apiPort}`;
-    await waitForReady(url, process.status);
+    const started = process;
+    await waitForReady(url, started.status).catch(async (error) => {
+      const stderr = await new Response(started.stderr).text();
+      process = null;
+      throw new Error(`${(error as Error).message}\n${stderr}`);
+    });
     const recording = simulateRecording({ seed: 77, fault: "step", calibration: 100, seconds: 160 });
     await replay(url, "smoke-1", recording.readings);
     await eventually(() => fetchReadings(url, "smoke-1"), (rows) => rows.length === 160 && rows[159].score !== null);

@@ -87,7 +87,8 @@ export function withReleasePermissions(flags: string[], installRoot: string): st
     ...flags.map((flag) =>
       flag.startsWith("--allow-read=") || flag.startsWith("--allow-write=") ? add(flag, installRoot) : flag
     ),
-    `--allow-run=systemctl,ln,${join(installRoot, "current", "outpost")}`,
+    // setsid starts a release outside systemd in its own session; ps and readlink check a PID file's process.
+    `--allow-run=systemctl,ln,setsid,ps,readlink,${join(installRoot, "current", "outpost")}`,
   ];
 }
 

@@ -1,39 +1,38 @@
 /**
  * Outpost as a process outside systemd: started in its own session (so Ctrl-C of whoever started
  * it does not reach it), its output appended to `<root>/logs/<version>.log`, and remembered in
- * `outpost.pid` as `{pid, starttime, exe}`. A PID is only trusted when /proc/<pid>/stat's start
- * time (and, once known, /proc/<pid>/exe) still match: after PID reuse an unrelated process is
- * never signalled. Deno refuses to read /proc/<pid>/ without --allow-all, so `cat` and `readlink`
- * read them.
+ * `outpost.pid` as `{pid, starttime, exe}`. A PID is only trusted when its start time (and, once
+ * known, /proc/<pid>/exe) still match: after PID reuse an unrelated process is never signalled.
+ * Deno refuses to read /proc/<pid>/ without --allow-all, so `ps` and `readlink` read them: neither
+ * can read a file's contents, so allowing them (a compiled release's --allow-run) opens no way
+ * around --allow-read, as `cat` would.
  */
 import { dirname, join } from "node:path";
 import { readJson, type ReleaseLayout, writeJsonAtomic } from "./layout.ts";
 
 export interface PidRecord {
   pid: number;
-  /** Field 22 of /proc/<pid>/stat: clock ticks after boot; survives exec, changes with PID reuse. */
+  /** `ps -o lstart`: when the process started, to the second; survives exec, changes with PID reuse. */
   starttime: string;
   /** /proc/<pid>/exe once the process runs the release (null right after spawn, while sh execs). */
   exe: string | null;
   version: string;
 }
 
-async function procText(program: "cat" | "readlink", path: string): Promise<string | null> {
+async function procText(program: "ps" | "readlink", args: string[]): Promise<string | null> {
   try {
-    const output = await new Deno.Command(program, { args: [path], stdout: "piped", stderr: "null" }).output();
+    const output = await new Deno.Command(program, { args, stdout: "piped", stderr: "null" }).output();
     return output.success ? new TextDecoder().decode(output.stdout).trim() : null;
   } catch {
     return null;
   }
 }
 
-/** State letter and start time from /proc/<pid>/stat, or null when there is no such process. */
+/** State letter and start time of a process, or null when there is no such process. */
 async function statOf(pid: number): Promise<{ state: string; starttime: string } | null> {
-  const stat = await procText("cat", `/proc/${pid}/stat`);
-  if (stat === null) return null;
-  // Fields after "(comm)" start at field 3 (state); starttime is field 22.
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return fields[19] === undefined ? null : { state: fields[0], starttime: fields[19] };
+  const line = await procText("ps", ["-o", "stat=,lstart=", "-p", String(pid)]);
+  const match = line === null ? null : /^(\S)\S*\s+(.+)$/.exec(line);
+  return match ? { state: match[1], starttime: match[2].replace(/\s+/g, " ") } : null;
 }
 
 export async function startTime(pid: number): Promise<string | null> {
@@ -41,7 +40,7 @@ export async function startTime(pid: number): Promise<string | null> {
 }
 
 export async function executable(pid: number): Promise<string | null> {
-  return await procText("readlink", `/proc/${pid}/exe`);
+  return await procText("readlink", [`/proc/${pid}/exe`]);
 }
 
 /** True only if `record.pid` is still the very process that was recorded (and has not exited). */
