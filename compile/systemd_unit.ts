@@ -8,6 +8,7 @@ import { parseArgs } from "node:util";
 import { type Config, loadConfig } from "../src/config/config.ts";
 import { ConfigError } from "../src/config/errors.ts";
 import { type NetworkRules, renderNetworkRules } from "../src/egress/os_rules.ts";
+import { SERVICE_ENV } from "../src/permissions/flags.ts";
 
 const STATE_ROOT = "/var/lib/";
 
@@ -52,6 +53,8 @@ export function renderUnit(config: Config, options: UnitOptions): string {
     `ExecStartPost=+${join(current, "outpost")} wait-ready --timeout 30 --root ${options.installRoot} --pid $MAINPID`,
     `WorkingDirectory=${current}`,
     "EnvironmentFile=-/etc/outpost/outpost.env",
+    // The environment `deno task start` and the tests give the service (src/permissions/flags.ts).
+    ...Object.entries(SERVICE_ENV).map(([name, value]) => `Environment=${name}=${value}`),
     "Restart=on-failure",
     "RestartSec=5s",
     "TimeoutStartSec=60s",
