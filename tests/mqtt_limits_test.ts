@@ -7,7 +7,7 @@ import { BROKER_KIND, startBroker } from "./helpers/broker.ts";
 import { query, storedReadings } from "./helpers/db.ts";
 import { eventually } from "./helpers/eventually.ts";
 import { connectPublisher, flood } from "./helpers/mqtt_publisher.ts";
-import { startOutpost, writeManifest } from "./helpers/outpost_process.ts";
+import { startOutpost, waitForMqttIngest, writeManifest } from "./helpers/outpost_process.ts";
 
 const MB = 1024 * 1024;
 const TS = 1_763_805_600_000;
@@ -116,6 +116,7 @@ Deno.test(`MQTT ingest (${BROKER_KIND}) dead-letters payloads over spec.limits.m
   const broker = await startBroker();
   const manifest = await writeManifest(dir, { mqttUrl: broker.url });
   let outpost = await startOutpost(manifest);
+  await waitForMqttIngest(outpost.url);
   const publisher = await connectPublisher(broker.url);
   try {
     const payloads = [ones(200_000), ones(1_000_000)];
@@ -144,6 +145,7 @@ Deno.test(`MQTT ingest (${BROKER_KIND}) dead-letters payloads over spec.limits.m
 
     assert.equal(await outpost.stop(), 0);
     outpost = await startOutpost(manifest);
+    await waitForMqttIngest(outpost.url);
     await publisher.publish("outpost/pump-1/readings", JSON.stringify({ ts: TS + 1, values: { a: 2 } }));
     await eventually(() => storedReadings(outpost.dataDir), (rows) => rows.length === 2);
     assert.equal((await query(outpost.dataDir, "SELECT id FROM dead_letters")).length, 2, "redelivered");
@@ -160,6 +162,7 @@ Deno.test(`MQTT ingest (${BROKER_KIND}) dead-letters a topic device id longer th
   const dir = await Deno.makeTempDir();
   const broker = await startBroker();
   const outpost = await startOutpost(await writeManifest(dir, { mqttUrl: broker.url }));
+  await waitForMqttIngest(outpost.url);
   const publisher = await connectPublisher(broker.url);
   try {
     const body = JSON.stringify({ ts: TS, values: { a: 1 } });
@@ -183,6 +186,7 @@ Deno.test(`MQTT ingest (${BROKER_KIND}) dead-letters a new device beyond spec.li
   const dir = await Deno.makeTempDir();
   const broker = await startBroker();
   const outpost = await startOutpost(await writeManifest(dir, { mqttUrl: broker.url, limits: ["devices: 1"] }));
+  await waitForMqttIngest(outpost.url);
   const publisher = await connectPublisher(broker.url);
   try {
     await publisher.publish("outpost/first/readings", JSON.stringify({ ts: TS, values: { a: 1 } }));
@@ -210,6 +214,7 @@ Deno.test(`MQTT ingest (${BROKER_KIND}) stops reading at SIGTERM during a flood:
   const broker = await startBroker();
   const manifest = await writeManifest(dir, { mqttUrl: broker.url });
   let outpost = await startOutpost(manifest);
+  await waitForMqttIngest(outpost.url);
   const publisher = await connectPublisher(broker.url);
   const messages = flood(publisher, "outpost/flood/readings", (i) => JSON.stringify({ ts: TS + i, values: { i } }));
   try {
@@ -226,6 +231,8 @@ Deno.test(`MQTT ingest (${BROKER_KIND}) stops reading at SIGTERM during a flood:
     assert.ok(published > storedByFirst, `flood still running at stop: ${published} published`);
 
     outpost = await startOutpost(manifest);
+
+    await waitForMqttIngest(outpost.url);
     const stored = await eventually(() => storedReadings(outpost.dataDir), (r) => r.length >= published, 30_000);
     assert.equal(stored.length, published);
     assert.equal(new Set(stored.map((row) => row.ts)).size, published);

@@ -163,3 +163,17 @@ export async function postJson(url: string, body: unknown, contentType = "applic
     body: typeof body === "string" ? body : JSON.stringify(body),
   });
 }
+
+/**
+ * Waits until Outpost's MQTT ingest is connected and subscribed (`/readyz` reports the broker
+ * "connected"): a QoS 1 message published before its first subscription is not kept for it.
+ */
+export async function waitForMqttIngest(url: string, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const body = await (await fetch(`${url}/readyz`)).json() as { checks: { name: string; detail: string }[] };
+    if (body.checks.some((check) => check.name === "mqtt_broker" && check.detail === "connected")) return;
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+  throw new Error(`MQTT ingest did not connect within ${timeoutMs} ms`);
+}
