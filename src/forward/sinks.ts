@@ -2,7 +2,6 @@ import { gzipSync } from "node:zlib";
 import type { ForwardingConfig } from "../config/config.ts";
 import { destinationOf, formatDestination } from "../egress/allowlist.ts";
 import type { Egress } from "../egress/egress.ts";
-import type { Logger } from "../observability/log.ts";
 import type { SinkName } from "../store/outbox.ts";
 
 /** A place batches go to; `send` resolves only once the receiver confirmed the batch. */
@@ -72,4 +71,3 @@ export class HttpSink implements Sink {
     return Promise.resolve();
   }
 }
-
