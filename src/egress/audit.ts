@@ -84,6 +84,8 @@ export interface AuditLogOptions {
   key?: AuditKey;
   /** The head file (src/egress/audit_head.ts); required with `key`. */
   headPath?: string;
+  /** The head file could not be written at start (e.g. a read-only data dir). */
+  onHeadError?: (error: Error) => void;
   /** Told when the log found at start does not match its head (the log keeps the evidence). */
   onTamper?: (problem: string, detail: Record<string, unknown>) => void;
 }
@@ -168,7 +170,13 @@ export class AuditLog {
     } else {
       await this.#adopt(key, newest, read.state);
     }
-    await this.#writeHead();
+    try {
+      await this.#writeHead();
+    } catch (error) {
+      // A read-only or full data dir must not stop the service from starting (and reporting
+      // itself not ready): appends fail until the head can be written, so egress stays closed.
+      this.#options.onHeadError?.(error as Error);
+    }
   }
 
   /**

@@ -44,6 +44,7 @@ export async function startForwarding(
     key: deps.auditKey,
     headPath: headPath(config.storage.dataDir),
     onTamper: (problem, detail) => log.error("audit.tamper_detected", { problem, ...detail }),
+    onHeadError: (error) => log.error("audit.head_write_failed", { error }),
   });
   const egress = new Egress(config.egress, {
     audit,
