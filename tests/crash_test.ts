@@ -3,7 +3,13 @@ import { BROKER_KIND, startBroker } from "./helpers/broker.ts";
 import { readingKey, storedReadings } from "./helpers/db.ts";
 import { eventually } from "./helpers/eventually.ts";
 import { connectPublisher } from "./helpers/mqtt_publisher.ts";
-import { type OutpostProcess, postJson, startOutpost, writeManifest } from "./helpers/outpost_process.ts";
+import {
+  type OutpostProcess,
+  postJson,
+  startOutpost,
+  waitForMqttIngest,
+  writeManifest,
+} from "./helpers/outpost_process.ts";
 
 const ROUNDS = 4;
 const BASE_TS = 1_763_805_600_000;
@@ -20,6 +26,8 @@ Deno.test(`SIGKILL during HTTP and MQTT ingest (${BROKER_KIND}) loses no acknowl
   try {
     for (let round = 0; round < ROUNDS; round++) {
       outpost = await startOutpost(manifest);
+      // Its persistent session must exist before the first message, or that message is not kept for it.
+      if (round === 0) await waitForMqttIngest(outpost.url);
       const target = outpost;
       let running = true;
       const httpWorker = async (worker: number) => {
