@@ -8,7 +8,7 @@ import { createLogger } from "../../src/observability/log.ts";
 import { startBroker } from "../helpers/broker.ts";
 import { query } from "../helpers/db.ts";
 import { connectPublisher } from "../helpers/mqtt_publisher.ts";
-import { startOutpost, waitForReady, writeManifest } from "../helpers/outpost_process.ts";
+import { startOutpost, waitForMqttIngest, waitForReady, writeManifest } from "../helpers/outpost_process.ts";
 import { mb, processMemory } from "./process_memory.ts";
 
 export interface IngestBenchOptions {
@@ -158,6 +158,7 @@ export async function benchIngest(options: IngestBenchOptions): Promise<void> {
         `(${((single.rate / raw) * 100).toFixed(1)}% of raw)`,
     );
     const afterSingle = await processMemory(outpost.process.pid);
+    await waitForMqttIngest(outpost.url);
     const mqtt = await mqttLoad(outpost.dataDir, broker.url, options.mqttMessages);
     console.log(
       `MQTT QoS 1 via ${broker.kind.padEnd(9)} (1 reading/msg) ${Math.round(mqtt).toLocaleString("en")} messages/s ` +

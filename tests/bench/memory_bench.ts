@@ -6,7 +6,13 @@
  */
 import { startBroker } from "../helpers/broker.ts";
 import { Collector } from "../helpers/collector.ts";
-import { type OutpostProcess, postJson, startOutpost, writeManifest } from "../helpers/outpost_process.ts";
+import {
+  type OutpostProcess,
+  postJson,
+  startOutpost,
+  waitForMqttIngest,
+  writeManifest,
+} from "../helpers/outpost_process.ts";
 import { httpLoad, makeReading, mqttLoad } from "./ingest_bench.ts";
 import { mb, processMemory } from "./process_memory.ts";
 
@@ -107,6 +113,7 @@ export async function benchMemory(options: MemoryBenchOptions): Promise<void> {
   const broker = await startBroker();
   try {
     await situation("MQTT QoS 1 at full speed", { mqttUrl: broker.url }, async (outpost) => {
+      await waitForMqttIngest(outpost.url);
       const rate = await mqttLoad(outpost.dataDir, broker.url, options.mqttMessages);
       return `${Math.round(rate)} msg/s`;
     });
