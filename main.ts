@@ -1,6 +1,7 @@
 import { basename, dirname, join } from "node:path";
 import { type Command, parseCommand, UsageError } from "./src/config/cli.ts";
 import { type Config, loadConfig } from "./src/config/config.ts";
+import { loopbackFetch } from "./src/egress/loopback_fetch.ts";
 import { ConfigError } from "./src/config/errors.ts";
 import { createLogger } from "./src/observability/log.ts";
 import { expectedPermissionFlags, netAllowlist, permissionFlags, V8_FLAGS } from "./src/permissions/flags.ts";
@@ -249,7 +250,7 @@ async function waitReady(manifest: string, timeoutSeconds: number): Promise<numb
   let last = "no answer";
   while (Date.now() < deadline) {
     try {
-      const response = await fetch(url, { signal: AbortSignal.timeout(2_000) });
+      const response = await loopbackFetch(url, { timeoutMs: 2_000, apiListen: config.api.listen });
       last = `${response.status} ${await response.text()}`;
       if (response.status === 200) return 0;
     } catch (error) {

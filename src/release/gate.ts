@@ -4,6 +4,7 @@
  * (its instance id) confirms itself in the data dir. A started process that exits fails the gate at
  * once; whatever else answers on the port (an older instance, another program) never passes it.
  */
+import { loopbackFetch } from "../egress/loopback_fetch.ts";
 import { readConfirmation } from "./confirmation.ts";
 import { isSameProcess, type PidRecord } from "./process.ts";
 
@@ -64,7 +65,10 @@ export async function gate(options: GateOptions): Promise<GateResult> {
 
 async function ask(url: string): Promise<{ status: number; body: Answer; error: string }> {
   try {
-    const response = await fetch(url, { signal: AbortSignal.timeout(1_000) });
+    // The ready URL is the API's own address (from the manifest, or --ready-url from the operator).
+    const { hostname, port } = new URL(url);
+    const apiListen = { host: hostname.replace(/^\[|\]$/g, ""), port: Number(port || 80) };
+    const response = await loopbackFetch(url, { timeoutMs: 1_000, apiListen });
     const text = await response.text();
     let body: Answer = {};
     try {
