@@ -236,7 +236,9 @@ async function waitConfirmed(manifest: string, root: string, timeoutSeconds: num
     return 1;
   }
   const state = await readState(layout);
-  if (state?.state === "pending" && state.candidate === version) await confirm(layout, version, result.instanceId);
+  if (state?.state === "pending" && state.candidate === version) {
+    await confirm(layout, version, { instanceId: result.instanceId, dataDir: config.storage.dataDir });
+  }
   await layout.record("live", { version, instanceId: result.instanceId, pid: result.pid });
   return 0;
 }

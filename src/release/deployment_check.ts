@@ -11,6 +11,7 @@ import { loopbackFetch } from "../egress/loopback_fetch.ts";
 import { netAllowlist } from "../permissions/flags.ts";
 import { broaderPermissions } from "../permissions/self_check.ts";
 import { ReleaseLayout } from "./layout.ts";
+import { readPin } from "./pin.ts";
 
 export interface Criterion {
   name: string;
@@ -76,6 +77,8 @@ export async function checkDeployment(
       : `no previous release under ${join(options.root, "releases")} (current: ${current ?? "none"})`,
   });
 
+  criteria.push(await whatRollsBack(layout, previous));
+
   const monitoring = healthz.status === 200 && metrics.status === 200 &&
     metrics.body.includes("outpost_readings_total");
   criteria.push({
@@ -119,4 +122,29 @@ async function systemdHardening(service: string, status: { status: number; body:
   } catch {
     return { name, pass: true, reason: `runs under systemd as ${service} (unit directives not readable from here)` };
   }
+}
+
+/** What a rollback to `previous` brings back (its pin) and what stays as it is. */
+async function whatRollsBack(layout: ReleaseLayout, previous: string | null): Promise<Criterion> {
+  const name = "what rolls back";
+  if (previous === null) return { name, pass: false, reason: "no confirmed release to roll back to" };
+  const pin = await readPin(layout, previous).catch(() => null);
+  const stays = "stays: readings, events, outbox and audit rows, and every model bundle in the data dir";
+  if (pin?.assignments == null) {
+    return {
+      name,
+      pass: false,
+      reason: `${previous}: binary with its embedded manifest and models; no pinned model assignments ` +
+        `(${pin?.problem ?? "no pin.json"}), so they would stay as they are; ${stays}`,
+    };
+  }
+  const short = (hash: string | null) => hash?.slice(0, 12) ?? "unknown";
+  const assigned = pin.assignments.map((each) => `${each.scope}=${each.name}@${short(each.modelSha256)}`);
+  return {
+    name,
+    pass: true,
+    reason: `${previous}: binary ${short(pin.binarySha256)}, manifest ${short(pin.manifestSha256)}, ` +
+      `${pin.shippedModels.length} shipped models, model assignments (${pin.pinnedWhen} ${pin.at}): ` +
+      `${assigned.length > 0 ? assigned.join(", ") : "none"}, other scopes unassigned; ${stays}`,
+  };
 }

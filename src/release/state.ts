@@ -17,9 +17,13 @@
  *   anything else runs when the candidate is out of attempts or past its deadline.
  * - A release is confirmed only by its own confirmation (`confirmation.ts`) from a run that answered
  *   as itself; only confirmed releases are rollback targets or kept by pruning.
+ * - A release's model assignments are pinned when it confirms and when a switch leaves it; before
+ *   the first start after a switch, the assignments of the release about to run are restored
+ *   (`pin.ts`). `pinStep` and `restored` make each step happen once, whatever crashes between.
  */
 import { readConfirmation } from "./confirmation.ts";
 import { readJson, type ReleaseLayout, writeJsonAtomic } from "./layout.ts";
+import { restorePin, writePin } from "./pin.ts";
 
 export type UpgradeState =
   | {
@@ -31,9 +35,19 @@ export type UpgradeState =
     /** Epoch ms: not confirmed by then means rolled back. */
     deadline: number;
     since: string;
+    /** `saved`: the previous release's assignments are pinned; `restored`: the candidate's are in place. */
+    pinStep?: "saved" | "restored";
   }
   | { state: "confirmed"; version: string; instanceId: string; at: string }
-  | { state: "rolled_back"; from: string; to: string | null; reason: string; at: string };
+  | {
+    state: "rolled_back";
+    from: string;
+    to: string | null;
+    reason: string;
+    at: string;
+    /** The assignments of `to` are in place again. */
+    restored?: boolean;
+  };
 
 export const MAX_ATTEMPTS = 3;
 
@@ -74,10 +88,19 @@ export async function resolveConfirmation(layout: ReleaseLayout, dataDir: string
     confirmation === null || confirmation.version !== state.candidate ||
     Date.parse(confirmation.confirmedAt) < Date.parse(state.since)
   ) return state;
-  return await confirm(layout, state.candidate, confirmation.instanceId);
+  return await confirm(layout, state.candidate, { instanceId: confirmation.instanceId, dataDir });
 }
 
-export async function confirm(layout: ReleaseLayout, version: string, instanceId: string): Promise<UpgradeState> {
+/** Confirms `version` and pins what it runs with (`pin.ts`). */
+export async function confirm(
+  layout: ReleaseLayout,
+  version: string,
+  options: { instanceId: string; dataDir: string },
+): Promise<UpgradeState> {
+  const { instanceId } = options;
+  await writePin(layout, version, { dataDir: options.dataDir, when: "confirmed" }).catch((error) =>
+    layout.record("pin_failed", { version, reason: (error as Error).message })
+  );
   const state: UpgradeState = { state: "confirmed", version, instanceId, at: new Date().toISOString() };
   await layout.addConfirmed(version);
   await layout.markLastGood(version);
@@ -98,6 +121,8 @@ export async function rollBack(
     to: pending.previous,
     reason,
     at: new Date().toISOString(),
+    // A candidate that never ran left the previous release's assignments as they were.
+    restored: pending.pinStep === undefined,
   };
   await writeJsonAtomic(layout.stateFile, state);
   if (pending.previous !== null) await layout.switchTo(pending.previous);
@@ -124,7 +149,13 @@ export async function resumeAtStart(layout: ReleaseLayout, dataDir: string): Pro
       state = { ...state, attempts: state.attempts + 1 };
       await writeJsonAtomic(layout.stateFile, state);
       await layout.record("attempt", { version: state.candidate, attempt: state.attempts, of: state.maxAttempts });
+      state = await pinAtSwitch(layout, state, dataDir);
     }
+  }
+  if (state?.state === "rolled_back" && !state.restored) {
+    if (state.to !== null) await restoreQuietly(layout, state.to, dataDir);
+    state = { ...state, restored: true };
+    await writeJsonAtomic(layout.stateFile, state);
   }
   const wanted = state === null
     ? null
@@ -138,6 +169,41 @@ export async function resumeAtStart(layout: ReleaseLayout, dataDir: string): Pro
     await layout.record("switched", { to: wanted, resumed: true });
   }
   return await layout.currentVersion();
+}
+
+/**
+ * Before a candidate's first run (the service is stopped): pins the assignments of the release it
+ * replaces, then restores the candidate's own (a release that was confirmed before, e.g. the target
+ * of a manual rollback). Each step is recorded in the state before the next one runs.
+ */
+async function pinAtSwitch(
+  layout: ReleaseLayout,
+  pending: Extract<UpgradeState, { state: "pending" }>,
+  dataDir: string,
+): Promise<UpgradeState> {
+  let state = pending;
+  if (state.pinStep === undefined) {
+    if (state.previous !== null) {
+      await writePin(layout, state.previous, { dataDir, when: "left" }).catch((error) =>
+        layout.record("pin_failed", { version: state.previous, reason: (error as Error).message })
+      );
+    }
+    state = { ...state, pinStep: "saved" };
+    await writeJsonAtomic(layout.stateFile, state);
+  }
+  if (state.pinStep === "saved") {
+    await restoreQuietly(layout, state.candidate, dataDir);
+    state = { ...state, pinStep: "restored" };
+    await writeJsonAtomic(layout.stateFile, state);
+  }
+  return state;
+}
+
+/** A restore that fails is recorded and the release starts with the assignments as they are. */
+async function restoreQuietly(layout: ReleaseLayout, version: string, dataDir: string): Promise<void> {
+  try {
+    await restorePin(layout, version, { dataDir });
+  } catch { /* recorded by restorePin */ }
 }
 
 /** Keeps the last `keep` confirmed releases and the current one; removes everything else. */

@@ -205,7 +205,9 @@ async function startAndGate(
     });
   } else {
     const state = await readState(layout);
-    if (state?.state === "pending" && state.candidate === version) await confirm(layout, version, result.instanceId);
+    if (state?.state === "pending" && state.candidate === version) {
+      await confirm(layout, version, { instanceId: result.instanceId, dataDir: options.dataDir });
+    }
   }
   return { version: version ?? "", gate: result };
 }

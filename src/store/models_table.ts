@@ -90,3 +90,69 @@ export async function countModelsNamed(client: Client, name: string): Promise<nu
   const result = await client.execute({ sql: "SELECT count(*) AS n FROM models WHERE name = ?", args: [name] });
   return Number(result.rows[0].n);
 }
+
+/** A scope's model with what identifies its bundle: what a release pins. */
+export interface AssignedModel {
+  scope: string;
+  modelId: number;
+  sha256: string;
+  name: string;
+  version: string;
+  source: string;
+  path: string;
+}
+
+/** Every scope's current model, with its bundle's hash, in scope order. */
+export async function snapshotAssignments(client: Client): Promise<AssignedModel[]> {
+  const result = await client.execute(
+    `SELECT a.scope, m.id, m.sha256, m.name, m.version, m.source, m.path
+       FROM model_assignments a JOIN models m ON m.id = a.model_id ORDER BY a.scope`,
+  );
+  return result.rows.map((row) => ({
+    scope: String(row.scope),
+    modelId: Number(row.id),
+    sha256: String(row.sha256),
+    name: String(row.name),
+    version: String(row.version),
+    source: String(row.source),
+    path: String(row.path),
+  }));
+}
+
+/** Stored models whose bundle has `sha256`, newest first. */
+export async function modelsWithSha256(client: Client, sha256: string): Promise<StoredModel[]> {
+  const result = await client.execute({
+    sql: "SELECT id, name, version, source, path FROM models WHERE sha256 = ? ORDER BY id DESC",
+    args: [sha256],
+  });
+  return result.rows.map((row) => ({
+    id: Number(row.id),
+    name: String(row.name),
+    version: String(row.version),
+    source: String(row.source),
+    path: String(row.path),
+  }));
+}
+
+/**
+ * Sets every scope in `assign` to its model (the scope's model until then becomes its previous,
+ * so that a model rollback can return to it) and drops the assignments of `unassign`, in one
+ * transaction.
+ */
+export async function restoreAssignments(
+  client: Client,
+  change: { assign: { scope: string; modelId: number }[]; unassign: string[] },
+  nowMs: number,
+): Promise<void> {
+  const statements: InStatement[] = [
+    ...change.assign.map(({ scope, modelId }) => ({
+      sql: `INSERT INTO model_assignments (scope, model_id, previous_model_id, updated_ms) VALUES (?, ?, NULL, ?)
+            ON CONFLICT (scope) DO UPDATE SET
+              previous_model_id = CASE WHEN model_id = excluded.model_id THEN previous_model_id ELSE model_id END,
+              model_id = excluded.model_id, updated_ms = excluded.updated_ms`,
+      args: [scope, modelId, nowMs],
+    })),
+    ...change.unassign.map((scope) => ({ sql: "DELETE FROM model_assignments WHERE scope = ?", args: [scope] })),
+  ];
+  if (statements.length > 0) await client.batch(statements, "write");
+}

@@ -23,12 +23,16 @@ export async function buildRelease(
   // A compiled release reads release.json beside itself (its folder is readable); run from source it
   // reads the one beside its manifest, so that single file is added to the read grant.
   const identityFile = join(folder, "release.json");
-  const runFlags = runtimeFlags(config, { projectRoot: PROJECT_ROOT })
+  const releaseFlags = runtimeFlags(config, { projectRoot: PROJECT_ROOT });
+  const runFlags = releaseFlags
     .map((flag) => flag.startsWith("--allow-read=") ? `${flag},${identityFile}` : flag)
     .map(quote).join(" ");
   const adminFlags = [
     "--allow-read",
-    `--allow-write=${options.root}`,
+    // The data dir too: a switch restores the model assignments of the release about to run.
+    `--allow-write=${options.root},${config.storage.dataDir}`,
+    "--allow-ffi",
+    ...releaseFlags.filter((flag) => flag.startsWith("--allow-sys")),
     "--allow-run",
     "--allow-net=127.0.0.1",
     "--ignore-env",
@@ -58,6 +62,8 @@ esac
     version,
     target: `${Deno.build.arch}-unknown-linux-gnu`,
     binary: { file: "outpost", sha256 },
+    manifest: { path: "policies/outpost.yaml", sha256: sha256Hex(await Deno.readTextFile(manifest)) },
+    models: [],
   });
   await Deno.writeTextFile(`${binary}.release.json`, release);
   await Deno.writeTextFile(identityFile, release);
