@@ -27,8 +27,10 @@ async function main(): Promise<number> {
       console.log(command.text);
       return 0;
     case "version":
-      console.log(JSON.stringify({ outpost: VERSION, deno: Deno.version.deno, schema: SCHEMA_VERSION }));
-      return 0;
+      return await printVersion(command.manifest);
+    case "sign":
+    case "keygen":
+      return await signing(command);
     case "check":
       return command.deployment
         ? await checkDeploymentCommand(command)
@@ -165,6 +167,7 @@ async function release(command: Extract<Command, { name: "upgrade" | "rollback" 
     readyTimeoutMs: args.readyTimeoutSeconds * 1000,
     keep: args.keep,
     dataDir: config.storage.dataDir,
+    signatures: { trustedKeys: config.release.trustedKeys, allowUnsigned: args.allowUnsigned },
   };
   try {
     if (command.name === "resume") {
@@ -192,6 +195,50 @@ async function release(command: Extract<Command, { name: "upgrade" | "rollback" 
     console.error(error.message);
     return 1;
   }
+}
+
+/** The versions, and the running release's signature checked against the manifest's trusted keys. */
+async function printVersion(manifest: string): Promise<number> {
+  const { releaseIdentity } = await import("./src/version.ts");
+  const config = await loadConfig(manifest).catch(() => null);
+  const identity = await releaseIdentity(manifest, config?.release.trustedKeys ?? []);
+  console.log(JSON.stringify({
+    outpost: VERSION,
+    release: identity.version,
+    deno: Deno.version.deno,
+    schema: SCHEMA_VERSION,
+    signature: identity.signature,
+  }));
+  return 0;
+}
+
+/** `sign` and `keygen`: the build side of signed releases (src/release/signature.ts). */
+async function signing(command: Extract<Command, { name: "sign" | "keygen" }>): Promise<number> {
+  const { generateKeyPair, readPrivateKey, signFile } = await import("./src/release/signature.ts");
+  if (command.name === "keygen") {
+    const pair = await generateKeyPair();
+    await Deno.writeTextFile(command.out, pair.privateKeyPem, { mode: 0o600, createNew: true });
+    console.log(`# ${command.out}: private key (keep it off devices). For the policy:
+spec:
+  release:
+    trustedKeys:
+      - { id: ${pair.keyId}, publicKey: ${pair.publicKey} }`);
+    return 0;
+  }
+  let signer;
+  try {
+    signer = await readPrivateKey(command.key);
+  } catch (error) {
+    console.error((error as Error).message);
+    return 2;
+  }
+  for (const file of command.files) {
+    const written = await signFile(file, signer, { kind: command.kind });
+    console.log(
+      JSON.stringify({ file: `${file}.sig`, kind: written.kind, sha256: written.sha256, keyId: written.keyId }),
+    );
+  }
+  return 0;
 }
 
 async function printServiceStatus(root: string): Promise<void> {

@@ -1,15 +1,17 @@
 /**
- * `deno task compile [--dry-run] [--target T] [--manifest P] [--install-root DIR] [--out DIR]`
+ * `deno task compile [--dry-run] [--target T] [--manifest P] [--install-root DIR] [--out DIR] [--sign-key KEY]`
  *
  * Stages the sources and the target's npm packages in `<out>/build-<target>`, then builds
  * `<out>/outpost-<version>-<target>` with `deno compile` (flags from the manifest, foreign native
- * binaries excluded) and writes a `.sha256` and a `.release.json` next to it. `--dry-run` prints
+ * binaries excluded) and writes a `.sha256` and a `.release.json` next to it, and with `--sign-key`
+ * (PKCS#8 Ed25519) their signatures `.sig` and `.release.json.sig`. `--dry-run` prints
  * the plan as JSON instead of building. Air-gapped: the denort base binary comes from DENORT_BIN
  * or a zip staged in $DENO_DIR; its ELF machine must match the target.
  */
 import { basename, isAbsolute, join, resolve } from "node:path";
 import { parse } from "yaml";
 import { parseArgs } from "node:util";
+import { readPrivateKey, signFile } from "../src/release/signature.ts";
 import { loadConfig } from "../src/config/config.ts";
 import { sha256File, sha256Hex } from "../src/sha256.ts";
 import { ConfigError } from "../src/config/errors.ts";
@@ -30,6 +32,7 @@ async function main(): Promise<number> {
       manifest: { type: "string" },
       "install-root": { type: "string" },
       out: { type: "string" },
+      "sign-key": { type: "string" },
     },
   });
   const targets = values.target ?? Object.keys(TARGETS);
@@ -55,6 +58,16 @@ async function main(): Promise<number> {
       return 2;
     }
     throw error;
+  }
+  let signer: Signer | undefined;
+  if (values["sign-key"] && !values["dry-run"]) {
+    // Fail before building when the key cannot sign.
+    try {
+      signer = await readPrivateKey(values["sign-key"]);
+    } catch (error) {
+      console.error((error as Error).message);
+      return 2;
+    }
   }
   const outDir = resolve(values.out ?? join(PROJECT_ROOT, "dist"));
   const denorts = new Map<Target, Record<string, string>>();
@@ -90,7 +103,7 @@ async function main(): Promise<number> {
     return 0;
   }
   for (const plan of plans) {
-    const code = await build(plan, denorts.get(plan.target)!);
+    const code = await build(plan, denorts.get(plan.target)!, signer);
     if (code !== 0) return code;
   }
   return 0;
@@ -177,7 +190,9 @@ async function findDenort(target: Target): Promise<{ env: Record<string, string>
   };
 }
 
-async function build(plan: CompilePlan, denortEnv: Record<string, string>): Promise<number> {
+type Signer = Awaited<ReturnType<typeof readPrivateKey>>;
+
+async function build(plan: CompilePlan, denortEnv: Record<string, string>, signer?: Signer): Promise<number> {
   const compiled = await new Deno.Command(Deno.execPath(), {
     args: plan.argv.slice(1),
     cwd: plan.buildDir,
@@ -194,6 +209,13 @@ async function build(plan: CompilePlan, denortEnv: Record<string, string>): Prom
     JSON.stringify(await releaseManifest(plan, sha256), null, 2) + "\n",
   );
   console.error(`${plan.output}: ${(binary.length / 1e6).toFixed(1)} MB, sha256 ${sha256}`);
+  if (signer) {
+    const signed = await signFile(plan.output, signer, { kind: "binary" });
+    await signFile(`${plan.output}.release.json`, signer, { kind: "release" });
+    console.error(`${plan.output}: signed with key ${signed.keyId} (.sig, .release.json.sig)`);
+  } else {
+    console.error(`${plan.output}: unsigned (--sign-key KEY, or outpost sign): devices refuse unsigned releases`);
+  }
   return 0;
 }
 

@@ -23,7 +23,12 @@ async function launch(args: string[]): Promise<number> {
       console.error(`${command.name} runs from an installed release: <root>/current/outpost ${command.name} ...`);
       return 2;
     }
-    if (command.name !== "help" && command.name !== "version") {
+    if (command.name === "sign" || command.name === "keygen") {
+      // The build side: reads the key and the files, writes the .sig files (or the new key).
+      flags = ["--allow-read", "--allow-write"];
+    } else if (command.name === "version") {
+      flags = ["--allow-read"];
+    } else if (command.name !== "help") {
       const config = await loadConfig(command.manifest, {
         dataDir: "dataDir" in command ? command.dataDir : undefined,
       });

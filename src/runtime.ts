@@ -94,7 +94,7 @@ export async function startRuntime(config: Config, log: Logger, signal: AbortSig
     return checks;
   };
 
-  const identity = await releaseIdentity(config.manifestPath);
+  const identity = await releaseIdentity(config.manifestPath, config.release.trustedKeys);
   const separateMetrics = config.metrics.enabled && config.metrics.port !== config.api.listen.port;
   const api = createApi({
     identity: { name: config.name, ...identity },

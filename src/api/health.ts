@@ -1,5 +1,6 @@
 import { Hono } from "hono";
 import type { Metrics } from "../observability/metrics.ts";
+import type { ReleaseSignature } from "../version.ts";
 
 /** One component's part in readiness: `ok: false` fails /readyz; `degraded` only reports. */
 export interface ReadinessCheck {
@@ -17,7 +18,15 @@ export interface HealthRouteOptions {
    * instance id and PID, so that an upgrade's gate can tell the candidate from whatever else holds
    * the port.
    */
-  identity: { name: string; version: string; instanceId?: string; pid?: number; source?: string };
+  identity: {
+    name: string;
+    version: string;
+    instanceId?: string;
+    pid?: number;
+    source?: string;
+    /** The release's signature as checked at start (`src/version.ts`): verified, unsigned or invalid. */
+    signature?: ReleaseSignature | null;
+  };
   readiness: ReadinessProbe;
   metrics: Metrics | null;
 }

@@ -12,7 +12,9 @@ export type Command =
   | { name: "rollback"; release: ReleaseArgs }
   | { name: "resume"; release: ReleaseArgs }
   | { name: "service"; action: "start" | "stop" | "status"; release: ReleaseArgs }
-  | { name: "version" }
+  | { name: "version"; manifest: string }
+  | { name: "sign"; key: string; files: string[]; kind?: "binary" | "release" | "policy" | "model" }
+  | { name: "keygen"; out: string }
   | { name: "help"; text: string };
 
 export interface ReleaseArgs {
@@ -22,6 +24,8 @@ export interface ReleaseArgs {
   readyUrl?: string;
   readyTimeoutSeconds: number;
   keep: number;
+  /** upgrade only: accept an unsigned release when the policy trusts no key. */
+  allowUnsigned: boolean;
 }
 
 /** Bad command-line usage; main prints the message and the usage and exits 2. */
@@ -47,7 +51,9 @@ Commands:
   rollback  Return to the previous confirmed release, offline
   resume    Resume an interrupted upgrade before a start (systemd's ExecStartPre)
   service   "service start|stop|status": run Outpost without systemd
-  version   Print the version
+  sign      Sign release bundles (binary, release.json, policy, model) with an Ed25519 key
+  keygen    Create an Ed25519 signing key and print its public key for spec.release.trustedKeys
+  version   Print the version and the release's signature
 
 Run "outpost <command> --help" for a command's options.`,
   run: `Usage: outpost run [--manifest PATH] [--data-dir DIR] [--unsafe-broad-permissions]
@@ -94,8 +100,12 @@ on /readyz and retries (bounded) as systemd would; stop stops the recorded proce
   --ready-url URL    Health gate (default: /readyz of the manifest's spec.api.listen)
   --ready-timeout S  Seconds the new release has to become ready (default 60)
   --keep N           Releases kept (default 3; the current and previous are always kept)
+  --allow-unsigned   Install a release without signatures; only when the policy trusts no key
 
-The binary needs <binary>.sha256 and <binary>.release.json beside it (deno task compile writes both).`,
+The binary needs <binary>.sha256 and <binary>.release.json beside it (deno task compile writes both),
+and <binary>.sig and <binary>.release.json.sig by a key in the installed policy's
+spec.release.trustedKeys (outpost sign, or deno task compile --sign-key). Unsigned or wrongly signed
+releases are refused before anything changes.`,
   rollback: `Usage: outpost rollback [--root DIR] [--service UNIT] [--ready-url URL] [--ready-timeout S] [--keep N]
 
   --root DIR         Install root holding releases/ and current (default /opt/outpost)
@@ -103,9 +113,22 @@ The binary needs <binary>.sha256 and <binary>.release.json beside it (deno task 
   --ready-url URL    Health gate (default: /readyz of the manifest's spec.api.listen)
   --ready-timeout S  Seconds the new release has to become ready (default 60)
   --keep N           Releases kept (default 3; the current and previous are always kept)`,
-  version: `Usage: outpost version
+  version: `Usage: outpost version [--manifest PATH]
 
-Prints the Outpost version, the Deno version and the schema version.`,
+Prints the Outpost version, the release version, the Deno version, the schema version and the
+release's signature (verified against the manifest's spec.release.trustedKeys).`,
+  sign: `Usage: outpost sign --key PRIVATE_KEY [--kind binary|release|policy|model] FILE...
+
+Writes FILE.sig for each FILE: an Ed25519 signature (WebCrypto) over the file's SHA-256, its kind
+and its name. The kind defaults from the name: *.release.json release, *.yaml policy, *.onnx or
+*.model.json model, anything else binary. PRIVATE_KEY is PKCS#8, PEM or DER:
+  openssl genpkey -algorithm ed25519 -out outpost-signing.pem   (or: outpost keygen --out FILE)
+The public key for spec.release.trustedKeys: base64 of the raw key (printed by keygen) or
+  openssl pkey -in outpost-signing.pem -pubout -outform DER | base64 -w0`,
+  keygen: `Usage: outpost keygen --out PRIVATE_KEY
+
+Creates an Ed25519 key pair, writes the private key (PKCS#8 PEM, mode 0600) to PRIVATE_KEY and prints
+the entry for spec.release.trustedKeys. Keep the private key off devices.`,
 } as const;
 
 /** Parses `Deno.args` (or the given list) into one command. */
@@ -119,6 +142,7 @@ export function parseCommand(args: readonly string[] = Deno.args): Command {
   if (!(name in USAGE) || name === "main") throw new UsageError(`Unknown command: ${name}`, USAGE.main);
   const usage = USAGE[name as keyof typeof USAGE];
   if (name === "upgrade" || name === "rollback" || name === "resume") return parseRelease(name, tail, usage);
+  if (name === "sign" || name === "keygen") return parseSigning(name, tail, usage);
   if (name === "service") {
     const action = tail[0];
     if (action === "--help" || action === "-h") return { name: "help", text: usage };
@@ -165,8 +189,10 @@ export function parseCommand(args: readonly string[] = Deno.args): Command {
   const manifest = values.manifest ?? DEFAULT_MANIFEST;
   const dataDir = values["data-dir"];
   if (name === "version") {
-    if (options.length > 0) throw new UsageError("version takes no options", usage);
-    return { name: "version" };
+    if (Object.keys(values).some((key) => key !== "manifest")) {
+      throw new UsageError("version takes only --manifest", usage);
+    }
+    return { name: "version", manifest };
   }
   if (name === "audit" && tail[0] === "export") {
     if (!values.out) throw new UsageError("audit export needs --out FILE", usage);
@@ -210,6 +236,7 @@ function parseRelease(name: "upgrade" | "rollback" | "resume" | "service", args:
         "ready-url": { type: "string" },
         "ready-timeout": { type: "string" },
         keep: { type: "string" },
+        "allow-unsigned": { type: "boolean" },
       },
     });
   } catch (error) {
@@ -228,11 +255,46 @@ function parseRelease(name: "upgrade" | "rollback" | "resume" | "service", args:
     readyUrl: values["ready-url"],
     readyTimeoutSeconds,
     keep,
+    allowUnsigned: values["allow-unsigned"] ?? false,
   };
+  if (name !== "upgrade" && release.allowUnsigned) throw new UsageError(`${name} takes no --allow-unsigned`, usage);
   if (name === "rollback" || name === "resume" || name === "service") {
     if (parsed.positionals.length > 0) throw new UsageError(`${name} takes no positional arguments`, usage);
     return name === "service" ? { name, action: "start", release } : { name, release };
   }
   if (parsed.positionals.length !== 1) throw new UsageError("upgrade takes exactly one binary", usage);
   return { name, binary: parsed.positionals[0], release };
+}
+
+function parseSigning(name: "sign" | "keygen", args: string[], usage: string): Command {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args,
+      strict: true,
+      allowPositionals: name === "sign",
+      options: {
+        help: { type: "boolean", short: "h" },
+        key: { type: "string" },
+        kind: { type: "string" },
+        out: { type: "string" },
+      },
+    });
+  } catch (error) {
+    throw new UsageError((error as Error).message, usage);
+  }
+  const values = parsed.values;
+  if (values.help) return { name: "help", text: usage };
+  if (name === "keygen") {
+    if (!values.out || values.key || values.kind) throw new UsageError("keygen takes only --out FILE", usage);
+    return { name, out: values.out };
+  }
+  if (!values.key) throw new UsageError("sign needs --key PRIVATE_KEY", usage);
+  if (values.out) throw new UsageError("sign takes no --out", usage);
+  if (parsed.positionals.length === 0) throw new UsageError("sign needs at least one file", usage);
+  const kind = values.kind;
+  if (kind !== undefined && kind !== "binary" && kind !== "release" && kind !== "policy" && kind !== "model") {
+    throw new UsageError(`--kind must be binary, release, policy or model, not ${kind}`, usage);
+  }
+  return { name, key: values.key, files: parsed.positionals, kind };
 }

@@ -113,6 +113,8 @@ export interface Config {
     readonly auditKey: AuditKeyLocation;
   };
   readonly limits: LimitsConfig;
+  /** Keys whose signatures an upgrade accepts (src/release/signature.ts); a list, so keys rotate. */
+  readonly release: { readonly trustedKeys: readonly { readonly id: string; readonly publicKey: string }[] };
 }
 
 /** Retention of the tables besides readings and the outbox, in hours. */
@@ -231,6 +233,7 @@ function resolveConfig(manifest: Manifest, text: string, manifestPath: string, o
       auditKey: auditKeyLocation(spec.storage.auditKeyFile, resolve(overrides.dataDir ?? spec.storage.dataDir)),
     },
     limits: spec.limits,
+    release: { trustedKeys: spec.release.trustedKeys },
   };
 }
 

@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { rawPublicKey } from "../release/signature.ts";
 
 const HOST = String
   .raw`(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\])`;
@@ -237,6 +238,24 @@ export const manifestSchema = z.object({
     detection: detectionSchema.prefault({}),
     forwarding: forwardingSchema.prefault({}),
     limits: limitsSchema.prefault({}),
+    release: z.object({
+      /** Ed25519 public keys whose signatures `upgrade` accepts (src/release/signature.ts). */
+      trustedKeys: z.array(
+        z.object({
+          id: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, "must be letters, digits, dots, dashes, underscores"),
+          publicKey: z.string().refine((value) => {
+            try {
+              rawPublicKey(value);
+              return true;
+            } catch {
+              return false;
+            }
+          }, { error: "must be an Ed25519 public key: base64 of its 32 raw bytes or of its SPKI DER" }),
+        }).strict(),
+      ).default([]).refine((keys) => new Set(keys.map((key) => key.id)).size === keys.length, {
+        error: "key ids must be unique",
+      }),
+    }).strict().prefault({}),
   }).strict().prefault({}),
 }).strict();
 

@@ -9,6 +9,7 @@
  */
 import { basename, join } from "node:path";
 import { sha256File } from "../sha256.ts";
+import { type SignaturePolicy, verifyReleaseSignatures } from "./signature.ts";
 import { CONFIRM_SETTLE_MS } from "./confirmation.ts";
 import { gate, type GateResult, systemdMainPid } from "./gate.ts";
 import { ReleaseLayout } from "./layout.ts";
@@ -34,6 +35,8 @@ export interface UpgradeOptions {
   keep: number;
   /** Where the release writes its confirmation (the manifest's data dir). */
   dataDir: string;
+  /** The installed policy's trusted keys; without it no unsigned release is accepted (`signature.ts`). */
+  signatures?: SignaturePolicy;
 }
 export class UpgradeError extends Error {
   constructor(message: string, options?: ErrorOptions) {
@@ -77,6 +80,8 @@ export async function upgrade(binary: string, options: UpgradeOptions): Promise<
   let manifest: ReleaseManifest;
   try {
     manifest = await verifyRelease(binary);
+    await verifyReleaseSignatures(binary, options.signatures ?? { trustedKeys: [], allowUnsigned: false })
+      .catch((error) => Promise.reject(new UpgradeError(error.message, { cause: error })));
   } catch (error) {
     await refuse(layout, (error as Error).message, { binary });
     throw error;
@@ -239,6 +244,11 @@ async function stage(layout: ReleaseLayout, binary: string, version: string): Pr
   await Deno.copyFile(binary, join(staging, "outpost"));
   await Deno.chmod(join(staging, "outpost"), 0o755);
   await Deno.copyFile(`${binary}.release.json`, join(staging, "release.json"));
+  for (const [from, to] of [[`${binary}.sig`, "outpost.sig"], [`${binary}.release.json.sig`, "release.json.sig"]]) {
+    await Deno.copyFile(from, join(staging, to)).catch((error) => {
+      if (!(error instanceof Deno.errors.NotFound)) throw error;
+    });
+  }
   await Deno.rename(staging, target);
   await layout.record("staged", { version, path: target, from: basename(binary) });
 }
