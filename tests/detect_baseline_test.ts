@@ -252,3 +252,54 @@ function manifestFor(sensors: string[], params: ReturnType<typeof fitBaseline>) 
     },
   };
 }
+
+Deno.test("a sensor that never moved in calibration is judged by site limits only, not by an infinitely small scale", () => {
+  const { recording, sensors, rows } = recordingRows(49, "step");
+  const withFlag = rows.map((row) => [...row, 0]);
+  const names = [...sensors, "door_open"];
+  const timestamps = recording.readings.slice(0, 400).map((r) => r.ts);
+  const params = fitBaseline(names, withFlag.slice(0, 400), timestamps, FIT);
+  assert.deepEqual(params.flatSensors, ["door_open"]);
+  const window = withFlag.slice(420 - WINDOW, 420).map((row) => [...row.slice(0, -1), 1]);
+  const scored = referenceScore(windowFeatures(window, params.floor), params);
+  assert.equal(scored.contributions[names.length - 1], 0, "the flag moving alone does not alarm");
+});
+
+Deno.test("a short calibration of white noise does not alarm at noise: feature scales are floored by sampling noise", () => {
+  let seed = 11;
+  const random = () => (seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31) / 2 ** 31;
+  const gauss = () => Math.sqrt(-2 * Math.log(Math.max(random(), 1e-12))) * Math.cos(2 * Math.PI * random());
+  let over = 0;
+  let total = 0;
+  for (let repeat = 0; repeat < 10; repeat++) {
+    const rows = Array.from({ length: 620 }, () => Array.from({ length: 8 }, () => 50 + gauss()));
+    const params = fitBaseline([..."abcdefgh"], rows.slice(0, 20), rows.slice(0, 20).map((_, i) => i * 1000), FIT);
+    for (let i = 40; i < rows.length; i++) {
+      total++;
+      if (referenceScore(windowFeatures(rows.slice(i - WINDOW + 1, i + 1), params.floor), params).score > 1) over++;
+    }
+  }
+  assert.ok(
+    over / total < 0.02,
+    `${((over / total) * 100).toFixed(1)}% of normal readings over 1 after a 20-reading calibration`,
+  );
+});
+
+Deno.test("an extreme reading (1e20, a PLC's 3.4e38) scores as a huge finite deviation: the model is not deactivated", async () => {
+  const { rows, params } = recordingRows(50, "step");
+  const window = rows.slice(500 - WINDOW, 500).map((row) => [...row]);
+  window[WINDOW - 1][0] = 3.4e38;
+  window[WINDOW - 2][0] = 1e20;
+  const inference = new Inference(1);
+  const model = await inference.load(1, { onnx: baselineGraph(), manifest: manifestFor(Object.keys(rows[0]), params) });
+  try {
+    const [result] = await scoreBaseline(inference, model.session, [{
+      rows: window,
+      params: { ...params },
+      center: params.center,
+    }], 8);
+    assert.ok(Number.isFinite(result.score) && result.score > 1, `score ${result.score}`);
+  } finally {
+    await inference.release();
+  }
+});

@@ -123,9 +123,10 @@ const detectionSchema = z.object({
     z.string().min(1).max(128),
     z.object({
       role: z.enum(["fast", "slow"]).optional(),
-      min: z.number().finite().optional(),
-      max: z.number().finite().optional(),
-      maxRisePerMinute: z.number().finite().positive().optional(),
+      // Bounded so that the float32 parameters the graph receives stay finite.
+      min: z.number().min(-1e15).max(1e15).optional(),
+      max: z.number().min(-1e15).max(1e15).optional(),
+      maxRisePerMinute: z.number().min(1e-9).max(1e15).optional(),
     }).strict().refine((s) => s.min === undefined || s.max === undefined || s.min < s.max, {
       error: "min must be below max",
       path: ["min"],

@@ -18,7 +18,9 @@ import {
   ADAPTIVE_TERMS,
   FEATURES,
   LEVEL,
+  LEVEL_READINGS,
   RATE,
+  RATE_READINGS,
   SITE_BOUNDS,
   SITE_RISE,
   SPREAD,
@@ -57,6 +59,8 @@ export interface BaselineParams extends TermParams {
   scale: number[];
   /** Median seconds between calibration readings. */
   intervalSeconds: number;
+  /** Sensors that never changed during calibration: judged by site limits only. */
+  flatSensors: string[];
 }
 
 export function fitBaseline(
@@ -80,6 +84,7 @@ export function fitBaseline(
   const z = Z_LIMIT / options.sensitivity;
   const roles: SensorRole[] = [];
   const roleSource: (number | "manifest")[] = [];
+  const flat: string[] = [];
   for (let j = 0; j < s; j++) {
     const values = rows.map((row) => row[j]);
     const site = options.sensors[sensors[j]] ?? {};
@@ -87,14 +92,19 @@ export function fitBaseline(
     const role: SensorRole = site.role ?? (ratio < SLOW_RATIO ? "slow" : "fast");
     roles.push(role);
     roleSource.push(site.role ? "manifest" : round(ratio));
+    const noise = samplingNoise(values);
     for (let f = 0; f < ADAPTIVE_TERMS; f++) {
       const series = features.map((row) => row[f * s + j]);
       const typical = median(series);
       center[f * s + j] = typical;
-      scale[f * s + j] = Math.max(std(series), 1e-6 * Math.max(1, Math.abs(typical)));
+      scale[f * s + j] = Math.max(std(series), noise.bounds[f], 1e-6 * Math.max(1, Math.abs(typical)));
     }
     const gain = (f: number, tolerance = 1) => 1 / (scale[f * s + j] * z * tolerance);
-    if (role === "fast") {
+    // A sensor that never moved during calibration (a flag, a setpoint) has no scale: any change
+    // would look infinitely far. Only site limits judge it; recalibrate once it moves.
+    if (noise.flat) {
+      flat.push(sensors[j]);
+    } else if (role === "fast") {
       up[LEVEL * s + j] = down[LEVEL * s + j] = gain(LEVEL);
       up[SPREAD * s + j] = down[SPREAD * s + j] = gain(SPREAD);
     } else {
@@ -108,7 +118,7 @@ export function fitBaseline(
     const rise = options.sensors[sensors[j]]?.maxRisePerMinute;
     if (rise !== undefined) up[SITE_RISE * s + j] = 1 / (rise * intervalSeconds / 60);
   }
-  return { sensors, roles, roleSource, floor, scale, intervalSeconds, center, up, down };
+  return { sensors, roles, roleSource, floor, scale, intervalSeconds, center, up, down, flatSensors: flat };
 }
 
 /** Absolute bounds: z reaches 1 exactly at a bound (one-sided when only one is given). */
@@ -127,6 +137,30 @@ function fitSiteBounds(site: SiteLimits, index: number, params: TermParams): voi
     params.center[index] = min + span;
     params.down[index] = 1 / span;
   }
+}
+
+/**
+ * Lower bounds on each feature's scale: what sampling noise alone gives a window of white noise
+ * with the sensor's spread (level: σ/√15; spread: the sampling error of a log standard deviation
+ * over 20 readings; rate: σ·√(2/10)/10), with σ at least half the sensor's resolution (its
+ * smallest change) for quantised sensors. Overlapping windows of a short calibration underestimate a
+ * feature's spread; these keep such a model from alarming at noise. `flat`: no change at all.
+ */
+function samplingNoise(values: readonly number[]): { bounds: [number, number, number]; flat: boolean } {
+  const sigma = std(values);
+  let resolution = Infinity;
+  for (let i = 1; i < values.length; i++) {
+    const change = Math.abs(values[i] - values[i - 1]);
+    if (change > 0) resolution = Math.min(resolution, change);
+  }
+  const flat = resolution === Infinity;
+  const quantum = flat ? 0 : resolution / 2;
+  const bounds: [number, number, number] = [
+    Math.max(sigma, quantum) / Math.sqrt(LEVEL_READINGS),
+    1 / Math.sqrt(2 * (WINDOW - 1)),
+    (Math.max(sigma, quantum) * Math.sqrt(2 / RATE_READINGS)) / (WINDOW - RATE_READINGS),
+  ];
+  return { bounds, flat };
 }
 
 /** A twentieth of the typical one-window spread: what a stuck sensor falls to. */

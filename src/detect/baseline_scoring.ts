@@ -83,7 +83,7 @@ export function baselineFeeds(items: readonly BaselineItem[]): { feeds: Feeds; w
     for (let r = 0; r < WINDOW; r++) {
       const row = rows[Math.max(0, rows.length - WINDOW + r)];
       const at = (i * WINDOW + r) * width;
-      for (let j = 0; j < sensors; j++) window[at + j] = row[j] - fixed.offsets[j];
+      for (let j = 0; j < sensors; j++) window[at + j] = clampLevel(row[j] - fixed.offsets[j]);
     }
     let device = rowOf.get(item.center);
     if (device === undefined || devices[device].params !== item.params) {
@@ -136,6 +136,18 @@ export async function testBaseline(
 ): Promise<void> {
   const params = manifest.baseline!;
   await scoreBaseline(inference, session, windows.map((rows) => ({ rows, params, center: params.center })), 64);
+}
+
+/**
+ * Largest distance from the calibration level fed to the graph. float32 overflows when such
+ * values are squared for the spread (about 4e18 and up): a reading of 1e20 or a PLC's 3.4e38
+ * "bad value" would then make the run non-finite and deactivate the model. Clamped, it scores as
+ * the huge deviation it is.
+ */
+const MAX_LEVEL_DISTANCE = 1e15;
+
+function clampLevel(distance: number): number {
+  return Math.max(-MAX_LEVEL_DISTANCE, Math.min(MAX_LEVEL_DISTANCE, distance));
 }
 
 interface PackedParams {

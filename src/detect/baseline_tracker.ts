@@ -61,6 +61,8 @@ export interface BaselineState {
   faded: Period | null;
   /** ...and since when no sensor's level has moved. */
   steady: Period | null;
+  /** The reading after which the debouncer was last settled (a rebaseline or an operator action). */
+  settledAfterId?: number;
   /** Until then (reading time), the baseline adapts at the faster `settleSeconds` (after an episode). */
   recoverUntilTs?: number;
 }
@@ -105,6 +107,7 @@ export function copyBaseline(state: BaselineState): BaselineState {
     faded: copyPeriod(state.faded),
     steady: copyPeriod(state.steady),
     recoverUntilTs: state.recoverUntilTs,
+    settledAfterId: state.settledAfterId,
   };
 }
 

@@ -77,7 +77,7 @@ export function calibrate(
   if (sensors.length === 0) throw new RangeError(`No sensor is present in every calibration reading of ${device}`);
   const started = performance.now();
   const rows = readings.map((reading) => sensors.map((sensor) => reading.values[sensor]));
-  const { sensors: _, ...params } = fitBaseline(sensors, rows, readings.map((reading) => reading.ts), {
+  const { sensors: _, flatSensors, ...params } = fitBaseline(sensors, rows, readings.map((reading) => reading.ts), {
     sensitivity: config.sensitivity,
     slowLevelTolerance: config.baseline.slowLevelTolerance,
     sensors: config.sensors,
@@ -107,6 +107,7 @@ export function calibrate(
         createdAt: new Date().toISOString(),
         sensitivity: config.sensitivity,
         slowSensors: sensors.filter((_, j) => params.roles[j] === "slow"),
+        flatSensors,
         fitMs: Math.round((performance.now() - started) * 100) / 100,
       },
     },

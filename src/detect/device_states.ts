@@ -98,8 +98,14 @@ export class DeviceStates {
       .map((values) => features.map((sensor) => values[sensor]));
     state.window = complete.slice(-(window - 1) || complete.length);
     if (window === 1) state.window = [];
+    // The debouncer resumes from the readings this model scored since the baseline last moved at
+    // once (a rebaseline or an operator's word settled it then); a new model starts afresh.
+    const modelChanged = state.windowModelId !== null;
     state.windowModelId = model.id;
-    const recent = rows.flatMap((row) => row.score === null ? [] : [row.score > threshold]);
+    const settledAfter = state.baselineModelId === model.id ? state.baseline?.settledAfterId ?? 0 : 0;
+    const recent = modelChanged
+      ? []
+      : rows.flatMap((row) => row.score === null || row.id <= settledAfter ? [] : [row.score > threshold]);
     state.debouncer = new Debouncer(this.#config.debounce, { anomaly: state.anomaly, recent });
     const params = model.manifest.baseline;
     if (!params) state.baseline = null;

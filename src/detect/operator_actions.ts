@@ -64,9 +64,12 @@ async function acceptPresentState(
     await commitDerived(deps.client, statements);
     return { device, endedEvent: null, baselineAccepted: false, alerts: [] };
   }
-  const baselineAccepted = await acceptBaseline(deps, state);
-  const alerts: AlertMessage[] = [];
   const episode = eventId === null || state.episode?.id === eventId ? state.episode : null;
+  // A verdict on an old event while another episode is open records the verdict only: the
+  // present state is that other episode's, not a normal one to learn.
+  const otherEpisodeOpen = state.episode !== null && episode === null;
+  const baselineAccepted = otherEpisodeOpen ? false : await acceptBaseline(deps, state);
+  const alerts: AlertMessage[] = [];
   if (episode) {
     // Events are in reading time: the episode ends at the device's latest scored reading.
     const endTs = state.baseline?.lastTs ?? Date.now();
@@ -77,6 +80,7 @@ async function acceptPresentState(
   }
   if (!state.episode) {
     state.debouncer?.settle();
+    if (state.baseline) state.baseline.settledAfterId = state.lastReadingId;
     state.anomaly = false;
   }
   statements.push(...devices.statements([state]));

@@ -235,6 +235,7 @@ export async function planPass(deps: PassDeps, rows: readonly PassRow[]): Promis
         record("end", state, state.episode, item.ts, "rebaselined");
         state.episode = null;
         state.debouncer!.settle();
+        state.baseline.settledAfterId = item.id;
         anomaly = false;
       }
     }

@@ -57,12 +57,13 @@ export async function scoresBefore(
   device: string,
   beforeId: number,
   limit: number,
-): Promise<{ valuesJson: string; score: number | null }[]> {
+): Promise<{ id: number; valuesJson: string; score: number | null }[]> {
   const result = await client.execute({
-    sql: "SELECT values_json, score FROM readings WHERE device = ? AND id < ? ORDER BY id DESC LIMIT ?",
+    sql: "SELECT id, values_json, score FROM readings WHERE device = ? AND id < ? ORDER BY id DESC LIMIT ?",
     args: [device, beforeId, limit],
   });
   return result.rows.map((row) => ({
+    id: Number(row.id),
     valuesJson: String(row.values_json),
     score: row.score === null ? null : Number(row.score),
   })).reverse();
