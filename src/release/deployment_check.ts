@@ -11,7 +11,8 @@ import { loopbackFetch } from "../egress/loopback_fetch.ts";
 import { netAllowlist } from "../permissions/flags.ts";
 import { broaderPermissions } from "../permissions/self_check.ts";
 import { ReleaseLayout } from "./layout.ts";
-import { readPin } from "./pin.ts";
+import { pinFile, readPin } from "./pin.ts";
+import { executable, isSameProcess, readPidFile } from "./process.ts";
 
 export interface Criterion {
   name: string;
@@ -44,14 +45,23 @@ export async function checkDeployment(
       ? "; MQTT broker on loopback (not egress)"
       : `; MQTT broker ${config.mqtt.broker.host}:${config.mqtt.broker.port} is an egress destination`
     : "";
+  const layout = new ReleaseLayout(options.root);
+  const flags = await serviceNetFlags(layout, options.service, config.api.listen.host);
+  const flagsOk = egressOff ? flags.reaches !== null && flags.reaches.length === 0 : flags.reaches !== null;
   criteria.push({
     name: "operates with egress disabled",
-    pass: readyz.status === 200,
-    reason: readyz.status === 200
-      ? egressOff
-        ? `egress is disabled and the instance is ready (forwarding paused${broker})`
-        : `readiness never depends on the uplink: forwarding failures show as degraded, not unready${broker}`
-      : `instance not ready: ${readyz.status} ${readyz.body.slice(0, 200)}`,
+    pass: readyz.status === 200 && flagsOk,
+    reason: readyz.status !== 200
+      ? `instance not ready: ${readyz.status} ${readyz.body.slice(0, 200)}`
+      : flags.reaches === null
+      ? flags.detail
+      : egressOff
+      ? flags.reaches.length === 0
+        ? `egress is disabled, the instance is ready (forwarding paused${broker}) and ${flags.detail}`
+        : `egress is disabled in the manifest but the running service can reach ${flags.reaches.join(", ")} ` +
+          `(${flags.detail})`
+      : `readiness never depends on the uplink: forwarding failures show as degraded, not unready${broker}; ` +
+        flags.detail,
   });
 
   const audit = await verifyAuditFile(config.storage.dataDir, config.storage.auditKey).catch((error) => ({
@@ -66,18 +76,19 @@ export async function checkDeployment(
       : `audit chain broken: ${"reason" in audit ? audit.reason : ""}`,
   });
 
-  const layout = new ReleaseLayout(options.root);
+  const denied = await deniedReading([layout.root, layout.releases, layout.confirmedFile, layout.current]);
   const current = await layout.currentVersion();
-  const previous = await layout.previousVersion();
+  const previous = denied ? null : await layout.previousVersion();
   criteria.push({
     name: "rollback possible offline",
     pass: previous !== null,
-    reason: previous !== null
-      ? `previous release ${previous} (with its embedded policy and models) is installed beside ${current}`
-      : `no previous release under ${join(options.root, "releases")} (current: ${current ?? "none"})`,
+    reason: denied ??
+      (previous !== null
+        ? `previous release ${previous} (with its embedded policy and models) is installed beside ${current}`
+        : `no previous release under ${join(options.root, "releases")} (current: ${current ?? "none"})`),
   });
 
-  criteria.push(await whatRollsBack(layout, previous));
+  criteria.push(await whatRollsBack(layout, previous, denied));
 
   const monitoring = healthz.status === 200 && metrics.status === 200 &&
     metrics.body.includes("outpost_readings_total");
@@ -125,9 +136,16 @@ async function systemdHardening(service: string, status: { status: number; body:
 }
 
 /** What a rollback to `previous` brings back (its pin) and what stays as it is. */
-async function whatRollsBack(layout: ReleaseLayout, previous: string | null): Promise<Criterion> {
+async function whatRollsBack(
+  layout: ReleaseLayout,
+  previous: string | null,
+  denied: string | null,
+): Promise<Criterion> {
   const name = "what rolls back";
+  if (denied) return { name, pass: false, reason: denied };
   if (previous === null) return { name, pass: false, reason: "no confirmed release to roll back to" };
+  const pinDenied = await deniedReading([pinFile(layout, previous)]);
+  if (pinDenied) return { name, pass: false, reason: pinDenied };
   const pin = await readPin(layout, previous).catch(() => null);
   const stays = "stays: readings, events, outbox and audit rows, and every model bundle in the data dir";
   if (pin?.assignments == null) {
@@ -146,5 +164,90 @@ async function whatRollsBack(layout: ReleaseLayout, previous: string | null): Pr
     reason: `${previous}: binary ${short(pin.binarySha256)}, manifest ${short(pin.manifestSha256)}, ` +
       `${pin.shippedModels.length} shipped models, model assignments (${pin.pinnedWhen} ${pin.at}): ` +
       `${assigned.length > 0 ? assigned.join(", ") : "none"}, other scopes unassigned; ${stays}`,
+  };
+}
+
+function isDenied(error: unknown): boolean {
+  return error instanceof Deno.errors.PermissionDenied || error instanceof Deno.errors.NotCapable;
+}
+
+/**
+ * "permission denied reading <path>" for the first path this process may not read, else null. A
+ * missing path is not an error here: the callers report absence themselves.
+ */
+async function deniedReading(paths: string[]): Promise<string | null> {
+  for (const path of paths) {
+    try {
+      const info = await Deno.lstat(path);
+      if (info.isDirectory) { for await (const _ of Deno.readDir(path)) break; }
+      else if (info.isFile) (await Deno.open(path, { read: true })).close();
+    } catch (error) {
+      if (isDenied(error)) return `permission denied reading ${path}`;
+      // NotFound (and anything else) is left to the caller's own reading.
+    }
+  }
+  return null;
+}
+
+async function commandText(program: string, args: string[]): Promise<string | null> {
+  try {
+    const output = await new Deno.Command(program, { args, stdout: "piped", stderr: "null" }).output();
+    const text = new TextDecoder().decode(output.stdout).trim();
+    return output.success && text !== "" ? text : null;
+  } catch {
+    return null;
+  }
+}
+
+/** The running service's PID: the install root's PID file (if still that process), else systemd's MainPID. */
+async function servicePid(layout: ReleaseLayout, service: string): Promise<number | null> {
+  const record = await readPidFile(layout);
+  if (record !== null && record !== "unverifiable" && await isSameProcess(record)) return record.pid;
+  const main = Number(await commandText("systemctl", ["show", "-p", "MainPID", "--value", service]));
+  return Number.isInteger(main) && main > 0 ? main : null;
+}
+
+/** `host` of `host`, `host:port`, `[v6]:port` or a bare IPv6 address. */
+function hostOf(entry: string): string {
+  if (entry.startsWith("[")) return entry.slice(0, entry.indexOf("]") + 1);
+  return (entry.match(/:/g) ?? []).length === 1 ? entry.slice(0, entry.indexOf(":")) : entry;
+}
+
+/**
+ * What the running service's `--allow-net` lets it reach beyond loopback and the API's own listen
+ * address (`reaches`), or `reaches: null` when that cannot be told, with `detail` saying why.
+ */
+export async function serviceNetFlags(
+  layout: ReleaseLayout,
+  service: string,
+  listenHost: string,
+): Promise<{ reaches: string[] | null; detail: string }> {
+  const denied = await deniedReading([layout.pidFile]);
+  const pid = await servicePid(layout, service);
+  if (pid === null && denied) return { reaches: null, detail: `${denied}: cannot check the service's flags` };
+  if (pid === null) return { reaches: null, detail: "service not running: cannot check its flags" };
+  const args = (await commandText("ps", ["-o", "args=", "-p", String(pid)]))?.split(/\s+/);
+  if (!args) return { reaches: null, detail: `cannot read the command line of PID ${pid}: cannot check its flags` };
+  if (args.includes("-A") || args.includes("--allow-all") || args.includes("--allow-net")) {
+    return { reaches: ["any host"], detail: `PID ${pid} runs with unrestricted network access` };
+  }
+  const flag = args.find((arg) => arg.startsWith("--allow-net="));
+  if (flag === undefined) {
+    // A compiled release carries its flags baked in: the same binary as this one has this one's.
+    const exe = await executable(pid);
+    return exe !== null && exe === Deno.execPath()
+      ? { reaches: [], detail: `PID ${pid} runs this binary, whose baked --allow-net is checked below` }
+      : {
+        reaches: null,
+        detail: `PID ${pid} (${exe ?? args[0]}) has no --allow-net on its command line: cannot check its flags`,
+      };
+  }
+  const hosts = flag.slice("--allow-net=".length).split(",").filter((entry) => entry !== "");
+  const reaches = [...new Set(hosts.filter((entry) => !isLoopback(hostOf(entry)) && hostOf(entry) !== listenHost))];
+  return {
+    reaches,
+    detail: reaches.length === 0
+      ? `PID ${pid}'s --allow-net reaches only loopback${hosts.length > 0 ? ` (${hosts.join(", ")})` : ""}`
+      : `PID ${pid}'s --allow-net=${hosts.join(",")}`,
   };
 }
