@@ -107,6 +107,7 @@ export async function startRuntime(config: Config, log: Logger, signal: AbortSig
     readiness,
     bodyLimitBytes: config.api.bodyLimitBytes,
     limits: config.limits,
+    trustedKeys: config.release.trustedKeys,
     serveMetrics: config.metrics.enabled && !separateMetrics,
   });
   const servers: HttpServer[] = [];

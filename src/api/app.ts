@@ -1,6 +1,7 @@
 import { Hono } from "hono";
 import { HTTPException } from "hono/http-exception";
 import { type LimitsConfig, readAdminToken } from "../config/config.ts";
+import type { TrustedKey } from "../release/signature.ts";
 import type { Logger } from "../observability/log.ts";
 import type { Metrics } from "../observability/metrics.ts";
 import type { Store } from "../store/store.ts";
@@ -24,6 +25,8 @@ export interface ApiOptions {
   readiness: ReadinessProbe;
   bodyLimitBytes: number;
   limits: LimitsConfig;
+  /** `spec.release.trustedKeys`: uploaded models must be signed by one of them when not empty. */
+  trustedKeys?: readonly TrustedKey[];
   /** Serve /metrics on this app (false when a separate metrics port serves it). */
   serveMetrics: boolean;
 }
@@ -57,6 +60,7 @@ export function createApi(options: ApiOptions): Hono {
       detection: options.detection,
       adminToken: readAdminToken(),
       now: () => options.store.now(),
+      trustedKeys: options.trustedKeys ?? [],
     }),
   );
   app.route(

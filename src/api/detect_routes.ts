@@ -6,7 +6,9 @@ import { z } from "zod";
 import type { Detection } from "../detect/detection.ts";
 import { devicePage } from "../detect/device_listing.ts";
 import { checkBundle } from "../detect/model_bundle.ts";
+import { checkModelSignature } from "../detect/model_signature.ts";
 import { readModelUpload, UploadInProgressError } from "../detect/model_upload.ts";
+import type { TrustedKey } from "../release/signature.ts";
 import { decodeUtf8, readBoundedBody } from "./bounded_body.ts";
 import { GLOBAL_SCOPE } from "../detect/registry.ts";
 import { eventsPage } from "../store/events_table.ts";
@@ -30,6 +32,8 @@ export function detectRoutes(
     adminToken: string | undefined;
     /** The store's clock, which arrival times (`received_ms`) are on. */
     now: () => number;
+    /** `spec.release.trustedKeys`: when not empty, uploaded models must be signed by one of them. */
+    trustedKeys?: readonly TrustedKey[];
   },
 ): Hono {
   const { client, detection } = options;
@@ -161,12 +165,14 @@ export function detectRoutes(
     uploading = true;
     try {
       const upload = await readModelUpload(c.req.raw, detection.limits);
+      // Before anything is checked further or stored: refused here, nothing changes.
+      const signature = await checkModelSignature(upload.onnx, upload.signature, options.trustedKeys ?? []);
       const bundle = checkBundle(upload.manifest, upload.onnx);
       const scope = upload.device ?? GLOBAL_SCOPE;
       const samples = await detection.samples(scope, bundle.manifest.features);
       const model = await detection.registry.activate(bundle, scope, "uploaded", { samples });
       void detection.scorer.catchUp();
-      return c.json({ model, scope: scopeLabel(scope) }, 201);
+      return c.json({ model, scope: scopeLabel(scope), signature }, 201);
     } finally {
       uploading = false;
     }

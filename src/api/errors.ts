@@ -2,6 +2,7 @@ import type { Context } from "hono";
 import { HTTPException } from "hono/http-exception";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import { ModelBundleError } from "../detect/model_bundle.ts";
+import { ModelSignatureError } from "../detect/model_signature.ts";
 import { ModelUploadError, UploadInProgressError } from "../detect/model_upload.ts";
 import { NoPreviousModelError } from "../detect/registry.ts";
 import { UnknownDeviceError, UnknownEventError } from "../detect/scorer.ts";
@@ -39,6 +40,9 @@ export function errorHandler(log: Logger, metrics: Metrics) {
     }
     if (error instanceof ModelBundleError) {
       return c.json({ error: "invalid_model", message: error.message, issues: error.issues }, 400);
+    }
+    if (error instanceof ModelSignatureError) {
+      return c.json({ error: error.code, reason: error.reason, message: error.message }, 403);
     }
     if (error instanceof ModelUploadError) return c.json({ error: "invalid_upload", message: error.message }, 400);
     if (error instanceof UploadInProgressError) {

@@ -1,9 +1,9 @@
 /**
- * `POST /v1/models` bodies: `{"manifest":{...},"onnx":"<base64>","device"?:"..."}`, read and
+ * `POST /v1/models` bodies: `{"manifest":{...},"onnx":"<base64>","device"?:"...","signature"?:...}`, read and
  * decoded within a fixed budget. The body is read as bytes up to `spec.limits.modelUploadBytes`
  * (refused from its Content-Length before reading, and again as soon as more has arrived); the
  * envelope is scanned in place, so the base64 text never becomes a JS string, and decoded
- * straight into the model's bytes. Only the small fields (`manifest`, `device`) go through
+ * straight into the model's bytes. Only the small fields (`manifest`, `device`, `signature`) go through
  * JSON.parse. V8 heap use is therefore independent of the model's size.
  */
 import { z } from "zod";
@@ -32,6 +32,8 @@ export interface ModelUpload {
   manifest: Record<string, unknown>;
   onnx: Uint8Array;
   device?: string;
+  /** The `.sig` of the model as `model.onnx` (src/detect/model_signature.ts): its text or its object. */
+  signature?: string | Record<string, unknown>;
 }
 
 /** Bytes of JSON around the model (`manifest`, `device`) at most. */
@@ -47,6 +49,7 @@ export async function readModelUpload(
   const schema = z.object({
     manifest: z.record(z.string(), z.unknown()),
     device: z.string().min(1).max(limits.nameLength).optional(),
+    signature: z.union([z.string().min(1), z.record(z.string(), z.unknown())]).optional(),
   }).strict();
   const parsed = schema.safeParse(fields.small);
   if (!parsed.success) {

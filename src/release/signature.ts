@@ -173,6 +173,27 @@ export async function verifyFile(
     if (error instanceof Deno.errors.NotFound) throw new SignatureError(path, "unsigned", `no signature (${sigPath})`);
     throw error;
   }
+  return await verifySignatureText(path, text, kind, await sha256File(path), trusted, {
+    name: options.anyName ? undefined : basename(path),
+    source: sigPath,
+  });
+}
+
+/**
+ * Checks the text of a `.sig` against content whose SHA-256 is `sha256` (a file, or bytes received
+ * over the API) and the trusted keys. `options.name`: the name the signature must be for (any name
+ * when absent). `label` names the content in errors. Throws `SignatureError` naming the reason.
+ */
+export async function verifySignatureText(
+  label: string,
+  text: string,
+  kind: SignedKind,
+  sha256: string,
+  trusted: readonly TrustedKey[],
+  options: { name?: string; source?: string } = {},
+): Promise<VerifiedSignature> {
+  const path = label;
+  const sigPath = options.source ?? "signature";
   let sig: SignatureFile;
   try {
     sig = JSON.parse(text);
@@ -183,10 +204,9 @@ export async function verifyFile(
     throw new SignatureError(path, "malformed", `unreadable signature ${sigPath}: ${(error as Error).message}`);
   }
   if (sig.kind !== kind) throw new SignatureError(path, "wrong_kind", `signature is for a ${sig.kind}, not a ${kind}`);
-  if (!options.anyName && sig.name !== basename(path)) {
+  if (options.name !== undefined && sig.name !== options.name) {
     throw new SignatureError(path, "wrong_name", `signature is for ${JSON.stringify(sig.name)}`);
   }
-  const sha256 = await sha256File(path);
   if (sig.sha256 !== sha256) {
     throw new SignatureError(path, "tampered", `SHA-256 is ${sha256}, the signature covers ${sig.sha256}`);
   }
