@@ -1,8 +1,10 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
+import { signFile } from "../src/release/signature.ts";
 import { withDatabaseFile } from "../src/store/database.ts";
 import { snapshotAssignments } from "../src/store/models_table.ts";
 import { encodeBase64 } from "./helpers/base64.ts";
+import { testKey } from "./helpers/release.ts";
 import { drill } from "./helpers/upgrade_drill.ts";
 import { install } from "./helpers/upgrade_drill.ts";
 import { linearRegressionOnnx } from "./fixtures/external_model.ts";
@@ -10,13 +12,19 @@ import { tinyBundle } from "./fixtures/tiny_models.ts";
 
 const TOKEN = "pin-token";
 
+/** Uploads a model signed with the test releases' key (they trust it, so unsigned uploads are refused). */
 async function upload(url: string, name: string, intercept: number, device?: string): Promise<string> {
   const onnx = linearRegressionOnnx([1], intercept);
   const manifest = { ...tinyBundle(onnx, ["a"], name), input: "float_input", output: "variable" };
+  const dir = await Deno.makeTempDir();
+  const file = join(dir, "model.onnx");
+  await Deno.writeFile(file, onnx);
+  const signature = await signFile(file, await testKey(), { kind: "model" });
+  await Deno.remove(dir, { recursive: true });
   const response = await fetch(`${url}/v1/models`, {
     method: "POST",
     headers: { authorization: `Bearer ${TOKEN}`, "content-type": "application/json" },
-    body: JSON.stringify({ manifest, onnx: encodeBase64(onnx), ...(device ? { device } : {}) }),
+    body: JSON.stringify({ manifest, onnx: encodeBase64(onnx), signature, ...(device ? { device } : {}) }),
   });
   assert.equal(response.status, 201, await response.text());
   return manifest.sha256;
