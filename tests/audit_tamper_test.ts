@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { loadConfig } from "../src/config/config.ts";
 import { rowHash } from "../src/egress/audit.ts";
 import { runtimeFlags } from "../src/permissions/flags.ts";
+import type { StoredAuditRow } from "../src/store/audit_table.ts";
 import { Collector } from "./helpers/collector.ts";
 import { eventually } from "./helpers/eventually.ts";
 import { MAIN, postJson, PROJECT_ROOT, startOutpost, writeManifest } from "./helpers/outpost_process.ts";
@@ -65,18 +66,7 @@ async function withClient<T>(dataDir: string, fn: (client: Client) => Promise<T>
   }
 }
 
-type Row = {
-  id: number;
-  tsMs: number;
-  destination: string;
-  purpose: string;
-  bytesOut: number;
-  bytesIn: number;
-  outcome: string;
-  error?: string;
-  prevHash: string;
-  hash: string;
-};
+type Row = StoredAuditRow;
 
 async function rows(client: Client): Promise<Row[]> {
   const result = await client.execute("SELECT * FROM egress_audit ORDER BY id");

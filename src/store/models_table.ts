@@ -16,13 +16,7 @@ export interface StoredModel {
 
 export async function allModels(client: Client): Promise<StoredModel[]> {
   const result = await client.execute("SELECT id, name, version, source, path FROM models");
-  return result.rows.map((row) => ({
-    id: Number(row.id),
-    name: String(row.name),
-    version: String(row.version),
-    source: String(row.source),
-    path: String(row.path),
-  }));
+  return result.rows.map(toStoredModel);
 }
 
 /** Every scope's current model. */
@@ -125,13 +119,7 @@ export async function modelsWithSha256(client: Client, sha256: string): Promise<
     sql: "SELECT id, name, version, source, path FROM models WHERE sha256 = ? ORDER BY id DESC",
     args: [sha256],
   });
-  return result.rows.map((row) => ({
-    id: Number(row.id),
-    name: String(row.name),
-    version: String(row.version),
-    source: String(row.source),
-    path: String(row.path),
-  }));
+  return result.rows.map(toStoredModel);
 }
 
 /**
@@ -155,4 +143,14 @@ export async function restoreAssignments(
     ...change.unassign.map((scope) => ({ sql: "DELETE FROM model_assignments WHERE scope = ?", args: [scope] })),
   ];
   if (statements.length > 0) await client.batch(statements, "write");
+}
+
+function toStoredModel(row: Record<string, unknown>): StoredModel {
+  return {
+    id: Number(row.id),
+    name: String(row.name),
+    version: String(row.version),
+    source: String(row.source),
+    path: String(row.path),
+  };
 }
