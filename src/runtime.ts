@@ -108,6 +108,7 @@ export async function startRuntime(config: Config, log: Logger, signal: AbortSig
     bodyLimitBytes: config.api.bodyLimitBytes,
     limits: config.limits,
     trustedKeys: config.release.trustedKeys,
+    adminTokenFile: config.adminTokenFile,
     serveMetrics: config.metrics.enabled && !separateMetrics,
   });
   const servers: HttpServer[] = [];

@@ -27,6 +27,8 @@ export interface ApiOptions {
   limits: LimitsConfig;
   /** `spec.release.trustedKeys`: uploaded models must be signed by one of them when not empty. */
   trustedKeys?: readonly TrustedKey[];
+  /** The admin token's file (src/config/config.ts readAdminToken), besides OUTPOST_ADMIN_TOKEN. */
+  adminTokenFile?: string | null;
   /** Serve /metrics on this app (false when a separate metrics port serves it). */
   serveMetrics: boolean;
 }
@@ -58,7 +60,7 @@ export function createApi(options: ApiOptions): Hono {
     detectRoutes({
       client: options.store.client,
       detection: options.detection,
-      adminToken: readAdminToken(),
+      adminToken: readAdminToken(options.adminTokenFile ?? null),
       now: () => options.store.now(),
       trustedKeys: options.trustedKeys ?? [],
     }),

@@ -16,8 +16,16 @@ export const OUTPOST_ENV_VARS = [
   "OUTPOST_SINK_TOKEN",
   "INVOCATION_ID",
   "OUTPOST_AUDIT_KEY_FILE",
+  "OUTPOST_ADMIN_TOKEN_FILE",
+  "OUTPOST_DB_KEY_FILE",
   "CREDENTIALS_DIRECTORY",
 ] as const;
+
+/** A secret's file, and which setting named it. */
+export interface SecretLocation {
+  readonly path: string;
+  readonly source: "env" | "credentials" | "manifest" | "default";
+}
 
 export interface HostPort {
   readonly host: string;
@@ -30,6 +38,21 @@ export interface MqttIngestConfig {
   readonly topics: readonly string[];
   readonly clientId: string;
   readonly keepaliveSeconds: number;
+  /** `mqtts://`: the connection is TLS. */
+  readonly tls: boolean;
+  readonly username?: string;
+  readonly passwordFile?: string;
+  readonly caFile?: string;
+  readonly certFile?: string;
+  readonly keyFile?: string;
+}
+
+export interface ApiConfig {
+  readonly listen: HostPort;
+  readonly bodyLimitBytes: number;
+  readonly tls: { readonly certFile: string; readonly keyFile: string } | null;
+  readonly ingestAuth: "none" | "token";
+  readonly insecureListen: boolean;
 }
 
 /** Priority classes of the outbox, highest first. */
@@ -100,7 +123,9 @@ export interface Config {
   readonly egress: EgressConfig;
   readonly forwarding: ForwardingConfig;
   readonly detection: DetectionConfig;
-  readonly api: { readonly listen: HostPort; readonly bodyLimitBytes: number };
+  readonly api: ApiConfig;
+  /** The admin token's file (OUTPOST_ADMIN_TOKEN_FILE or systemd's credential `admin-token`), if any. */
+  readonly adminTokenFile: string | null;
   readonly metrics: { readonly enabled: boolean; readonly port: number };
   readonly logLevel: "debug" | "info" | "warn" | "error";
   readonly mqtt: MqttIngestConfig | null;
@@ -111,6 +136,8 @@ export interface Config {
     readonly keepHours: KeepHours;
     /** Where the audit log's HMAC key is (src/egress/audit_key.ts); never in the database. */
     readonly auditKey: AuditKeyLocation;
+    /** The database encryption key's file when `spec.storage.encryption.enabled` (never in the data dir). */
+    readonly encryptionKey: SecretLocation | null;
   };
   readonly limits: LimitsConfig;
   /** Keys whose signatures an upgrade accepts (src/release/signature.ts); a list, so keys rotate. */
@@ -157,9 +184,50 @@ export function parseConfig(text: string, manifestPath: string, overrides: Confi
   }
   const result = manifestSchema.safeParse(document.toJS() ?? {});
   if (!result.success) throw new ConfigError(manifestPath, result.error.issues.map(toConfigIssue));
-  const issues = egressIssues(result.data);
+  const issues = [...egressIssues(result.data), ...listenIssues(result.data)];
   if (issues.length > 0) throw new ConfigError(manifestPath, issues);
-  return deepFreeze(resolveConfig(result.data, text, manifestPath, overrides));
+  const config = resolveConfig(result.data, text, manifestPath, overrides);
+  const keyIssues = encryptionKeyIssues(config);
+  if (keyIssues.length > 0) throw new ConfigError(manifestPath, keyIssues);
+  return deepFreeze(config);
+}
+
+/**
+ * An API reachable from the network must authenticate who writes and encrypt what crosses the
+ * wire: beyond loopback, TLS and ingest tokens are required unless `insecureListen` says otherwise.
+ */
+function listenIssues(manifest: Manifest): ConfigIssue[] {
+  const api = manifest.spec.api;
+  const { host } = splitHostPort(api.listen);
+  if (isLoopback(host) || api.insecureListen) return [];
+  const missing = [
+    ...(api.tls === undefined ? ["TLS (spec.api.tls)"] : []),
+    ...(api.ingestAuth !== "token" ? ["ingest tokens (spec.api.ingestAuth: token)"] : []),
+  ];
+  if (missing.length === 0) return [];
+  return [{
+    path: "spec.api.listen",
+    message: `${api.listen} is beyond loopback without ${missing.join(" and ")}; ` +
+      "set them, or spec.api.insecureListen: true to accept readings and tokens in clear from anyone who can reach it",
+  }];
+}
+
+function encryptionKeyIssues(config: Config): ConfigIssue[] {
+  const key = config.storage.encryptionKey;
+  if (key === null) return [];
+  if (key.source === "default") {
+    return [{
+      path: "spec.storage.encryption.enabled",
+      message: "needs a key: OUTPOST_DB_KEY_FILE, systemd's credential db-key, or spec.storage.encryption.keyFile",
+    }];
+  }
+  if (key.path.startsWith(`${config.storage.dataDir}/`)) {
+    return [{
+      path: "spec.storage.encryption.keyFile",
+      message: `${key.path} is inside the data dir: a stolen disk would carry its own key`,
+    }];
+  }
+  return [];
 }
 
 /**
@@ -212,7 +280,14 @@ function resolveConfig(manifest: Manifest, text: string, manifestPath: string, o
     },
     forwarding: resolveForwarding(manifest),
     detection: spec.detection,
-    api: { listen, bodyLimitBytes: spec.api.bodyLimitBytes },
+    api: {
+      listen,
+      bodyLimitBytes: spec.api.bodyLimitBytes,
+      tls: spec.api.tls ? { certFile: resolve(spec.api.tls.certFile), keyFile: resolve(spec.api.tls.keyFile) } : null,
+      ingestAuth: spec.api.ingestAuth,
+      insecureListen: spec.api.insecureListen,
+    },
+    adminTokenFile: secretLocation("OUTPOST_ADMIN_TOKEN_FILE", "admin-token", undefined, "")?.path ?? null,
     metrics: {
       enabled: spec.observability.metricsEnabled,
       port: spec.observability.metricsPort ?? listen.port,
@@ -224,6 +299,12 @@ function resolveConfig(manifest: Manifest, text: string, manifestPath: string, o
       topics: mqtt.topics,
       clientId: mqtt.clientId ?? `outpost-${manifest.metadata.name}`,
       keepaliveSeconds: mqtt.keepaliveSeconds,
+      tls: mqtt.url.startsWith("mqtts:"),
+      ...(mqtt.username === undefined ? {} : { username: mqtt.username }),
+      ...(mqtt.passwordFile === undefined ? {} : { passwordFile: resolve(mqtt.passwordFile) }),
+      ...(mqtt.tls?.caFile === undefined ? {} : { caFile: resolve(mqtt.tls.caFile) }),
+      ...(mqtt.tls?.certFile === undefined ? {} : { certFile: resolve(mqtt.tls.certFile) }),
+      ...(mqtt.tls?.keyFile === undefined ? {} : { keyFile: resolve(mqtt.tls.keyFile) }),
     },
     storage: {
       dataDir: resolve(overrides.dataDir ?? spec.storage.dataDir),
@@ -231,6 +312,10 @@ function resolveConfig(manifest: Manifest, text: string, manifestPath: string, o
       maxSizeBytes: Math.round(spec.storage.maxSizeMB * 1024 * 1024),
       keepHours: spec.storage.keepHours,
       auditKey: auditKeyLocation(spec.storage.auditKeyFile, resolve(overrides.dataDir ?? spec.storage.dataDir)),
+      encryptionKey: spec.storage.encryption.enabled
+        ? secretLocation("OUTPOST_DB_KEY_FILE", "db-key", spec.storage.encryption.keyFile, "") ??
+          { path: "", source: "default" }
+        : null,
     },
     limits: spec.limits,
     release: { trustedKeys: spec.release.trustedKeys },
@@ -305,6 +390,58 @@ function auditKeyLocation(manifestPath: string | undefined, dataDir: string): Au
   return { path: join(dataDir, "keys", "audit.key"), source: "default" };
 }
 
+/**
+ * A secret file named by `envName`, else systemd's credential `credential`, else the manifest's
+ * path, else `fallback` (no file when empty).
+ */
+function secretLocation(
+  envName: string,
+  credential: string,
+  manifestPath: string | undefined,
+  fallback: string,
+): SecretLocation | null {
+  const fromEnv = readEnv(envName);
+  if (fromEnv) return { path: resolve(fromEnv), source: "env" };
+  const credentials = readEnv("CREDENTIALS_DIRECTORY");
+  if (credentials) {
+    const path = join(credentials, credential);
+    try {
+      Deno.statSync(path);
+      return { path, source: "credentials" };
+    } catch (error) {
+      if (!(error instanceof Deno.errors.NotFound)) return { path, source: "credentials" };
+    }
+  }
+  if (manifestPath) return { path: resolve(manifestPath), source: "manifest" };
+  return fallback === "" ? null : { path: fallback, source: "default" };
+}
+
+/**
+ * Files outside the data dir the service reads secrets and certificates from: the permission
+ * flags allow reading exactly these.
+ */
+export function secretFiles(config: Config): string[] {
+  const mqtt = config.mqtt;
+  const files = [
+    config.storage.auditKey.path,
+    config.storage.encryptionKey?.path,
+    config.adminTokenFile ?? undefined,
+    config.api.tls?.certFile,
+    config.api.tls?.keyFile,
+    mqtt?.passwordFile,
+    mqtt?.caFile,
+    mqtt?.certFile,
+    mqtt?.keyFile,
+  ];
+  return [
+    ...new Set(
+      files.filter((file): file is string =>
+        file !== undefined && file !== "" && !file.startsWith(`${config.storage.dataDir}/`)
+      ),
+    ),
+  ];
+}
+
 function readEnv(name: string): string | undefined {
   try {
     const value = Deno.env.get(name);
@@ -325,8 +462,16 @@ export function underSystemd(): boolean {
   return (Deno.env.get("INVOCATION_ID") ?? "") !== "";
 }
 
-/** The admin API token, from the environment only (never the manifest). */
-export function readAdminToken(): string | undefined {
+/**
+ * The admin API token: `OUTPOST_ADMIN_TOKEN`, or the file `config.adminTokenFile` names
+ * (OUTPOST_ADMIN_TOKEN_FILE, systemd's `LoadCredential=admin-token:...`); never the manifest.
+ * Trailing whitespace of the file is ignored; an unreadable file is an error, not "no token".
+ */
+export function readAdminToken(tokenFile: string | null = null): string | undefined {
   const token = Deno.env.get("OUTPOST_ADMIN_TOKEN");
-  return token === undefined || token === "" ? undefined : token;
+  if (token !== undefined && token !== "") return token;
+  if (tokenFile === null) return undefined;
+  const text = Deno.readTextFileSync(tokenFile).trimEnd();
+  if (text === "") throw new Error(`The admin token file ${tokenFile} is empty`);
+  return text;
 }

@@ -27,11 +27,19 @@ export const listenAddress = z.string().refine(
 const mqttUrl = z.string().refine((value) => {
   try {
     const url = new URL(value);
-    return (url.protocol === "mqtt:" || url.protocol === "tcp:") && url.hostname !== "";
+    return ["mqtt:", "tcp:", "mqtts:"].includes(url.protocol) && url.hostname !== "" && url.username === "" &&
+      url.password === "";
   } catch {
     return false;
   }
-}, { error: (issue) => `${JSON.stringify(issue.input)} is not an mqtt://host[:port] URL` });
+}, {
+  error: (issue) =>
+    `${JSON.stringify(issue.input)} is not an mqtt://host[:port] or mqtts://host[:port] URL (credentials go in ` +
+    "username and passwordFile, never in the URL)",
+});
+
+/** A file path the service reads a secret or certificate from. */
+const filePath = z.string().min(1).max(4096);
 
 const topicFilter = z.string().min(1).max(256).refine(
   (value) => !/\+[^/]|[^/]\+|#./.test(value),
@@ -212,6 +220,12 @@ export const manifestSchema = z.object({
     api: z.object({
       listen: listenAddress.default("127.0.0.1:8080"),
       bodyLimitBytes: z.number().int().min(1024).max(64 * 1024 * 1024).default(256 * 1024),
+      /** Serve the API over TLS with these PEM files (re-read when they change). */
+      tls: z.object({ certFile: filePath, keyFile: filePath }).strict().optional(),
+      /** `token`: ingest needs a bearer token bound to the devices it may write (README "Ingest tokens"). */
+      ingestAuth: z.enum(["none", "token"]).default("none"),
+      /** Listen beyond loopback without TLS or without ingest tokens. Refused otherwise. */
+      insecureListen: z.boolean().default(false),
     }).strict().prefault({}),
     ingest: z.object({
       mqtt: z.object({
@@ -219,7 +233,22 @@ export const manifestSchema = z.object({
         topics: z.array(topicFilter).min(1).default(["outpost/+/readings"]),
         clientId: z.string().min(1).max(64).optional(),
         keepaliveSeconds: z.number().int().min(5).max(3600).default(30),
-      }).strict().prefault({}),
+        /** Broker login; the password is read from `passwordFile`, never from the manifest. */
+        username: z.string().min(1).max(256).optional(),
+        passwordFile: filePath.optional(),
+        /** For mqtts:// brokers: a CA to trust instead of the system's, and a client certificate. */
+        tls: z.object({ caFile: filePath.optional(), certFile: filePath.optional(), keyFile: filePath.optional() })
+          .strict().refine((tls) => (tls.certFile === undefined) === (tls.keyFile === undefined), {
+            error: "certFile and keyFile go together",
+            path: ["certFile"],
+          }).optional(),
+      }).strict().prefault({}).refine((mqtt) => mqtt.passwordFile === undefined || mqtt.username !== undefined, {
+        error: "passwordFile needs username",
+        path: ["passwordFile"],
+      }).refine((mqtt) => mqtt.tls === undefined || mqtt.url?.startsWith("mqtts:"), {
+        error: "tls needs an mqtts:// url",
+        path: ["tls"],
+      }),
     }).strict().prefault({}),
     storage: z.object({
       dataDir: z.string().min(1).default("./data"),
@@ -235,6 +264,12 @@ export const manifestSchema = z.object({
       }).strict().prefault({}),
       /** The audit log's HMAC key file (OUTPOST_AUDIT_KEY_FILE and systemd's credential win over it). */
       auditKeyFile: z.string().min(1).optional(),
+      /**
+       * Encrypt the database at rest (libSQL encryption). The key comes from OUTPOST_DB_KEY_FILE,
+       * systemd's credential `db-key`, or `keyFile`; never from the data dir. README "Encryption at rest".
+       */
+      encryption: z.object({ enabled: z.boolean().default(false), keyFile: filePath.optional() }).strict()
+        .prefault({}),
     }).strict().prefault({}),
     detection: detectionSchema.prefault({}),
     forwarding: forwardingSchema.prefault({}),

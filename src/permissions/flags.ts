@@ -1,5 +1,5 @@
 import { dirname, join } from "node:path";
-import { type Config, OUTPOST_ENV_VARS } from "../config/config.ts";
+import { type Config, OUTPOST_ENV_VARS, secretFiles } from "../config/config.ts";
 import { formatDestination } from "../egress/allowlist.ts";
 import { HOST_TARGET, nativeAddonPaths, type NativeTarget, resolvedNativeAddonPaths } from "./native_addons.ts";
 
@@ -66,7 +66,7 @@ export function permissionFlags(config: Config, options: PermissionOptions): str
   return [
     "--no-prompt",
     `--allow-net=${netAllowlist(config).join(",")}`,
-    `--allow-read=${unique([...readPaths, ...auditKeyOutsideDataDir(config)]).join(",")}`,
+    `--allow-read=${unique([...readPaths, ...secretFiles(config)]).join(",")}`,
     `--allow-write=${config.storage.dataDir}`,
     `--allow-ffi=${addons.join(",")}`,
     `--allow-env=${[...OUTPOST_ENV_VARS, ...LIBRARY_ENV_VARS].join(",")}`,
@@ -113,12 +113,6 @@ export function expectedPermissionFlags(config: Config, options: ExpectedOptions
   const releaseDir = dirname(options.executable);
   const installRoot = dirname(dirname(releaseDir));
   return withReleasePermissions(permissionFlags(config, { projectRoot: options.projectRoot, releaseDir }), installRoot);
-}
-
-/** The audit key file, when it is kept off the data dir (the stronger setup: src/egress/audit_key.ts). */
-function auditKeyOutsideDataDir(config: Config): string[] {
-  const { path } = config.storage.auditKey;
-  return path.startsWith(`${config.storage.dataDir}/`) ? [] : [path];
 }
 
 function unique(values: string[]): string[] {
