@@ -1,7 +1,7 @@
 import { basename, dirname, join } from "node:path";
 import { type Command, parseCommand, UsageError } from "./src/config/cli.ts";
 import { type Config, loadConfig } from "./src/config/config.ts";
-import { loopbackFetch } from "./src/egress/loopback_fetch.ts";
+import { loopbackFetch, ownApiUrl } from "./src/egress/loopback_fetch.ts";
 import { ConfigError } from "./src/config/errors.ts";
 import { createLogger } from "./src/observability/log.ts";
 import { expectedPermissionFlags, netAllowlist, permissionFlags, V8_FLAGS } from "./src/permissions/flags.ts";
@@ -44,6 +44,8 @@ async function main(): Promise<number> {
     }
     case "run":
       return await run(command.manifest, command.dataDir, command.unsafeBroadPermissions);
+    case "tokens":
+      return await tokens(command);
     case "audit-verify":
       return await auditVerify(command);
     case "audit-export":
@@ -111,6 +113,14 @@ async function check(manifest: string, dataDir?: string): Promise<number> {
   return 0;
 }
 
+/** `outpost tokens ...` on the data dir's token file (a running service picks the change up). */
+async function tokens(command: Extract<Command, { name: "tokens" }>): Promise<number> {
+  const config = await loadOrReport(command.manifest, command.dataDir);
+  if (!config) return 2;
+  const { runTokenCommand } = await import("./src/api/token_cli.ts");
+  return runTokenCommand(config, command.request);
+}
+
 /** Prints the result as JSON and the problem by name on stderr; exit 0 intact, 1 not. Never throws. */
 async function auditVerify(command: Extract<Command, { name: "audit-verify" }>): Promise<number> {
   const config = await loadOrReport(command.manifest, command.dataDir);
@@ -157,13 +167,13 @@ async function release(command: Extract<Command, { name: "upgrade" | "rollback" 
   const args = command.release;
   const config = await loadOrReport(args.manifest);
   if (!config) return 2;
-  const { host, port } = config.api.listen;
-  const readyUrl = args.readyUrl ?? `http://${host.includes(":") ? `[${host}]` : host}:${port}/readyz`;
+  const readyUrl = args.readyUrl ?? ownApiUrl(config.api, "/readyz");
   const { rollback, startService, stopService, upgrade, UpgradeError } = await import("./src/release/upgrade.ts");
   const options = {
     root: args.root,
     service: args.service,
     readyUrl,
+    readyTls: config.api.tls,
     readyTimeoutMs: args.readyTimeoutSeconds * 1000,
     keep: args.keep,
     dataDir: config.storage.dataDir,
@@ -262,7 +272,6 @@ async function printServiceStatus(root: string): Promise<void> {
 async function waitConfirmed(manifest: string, root: string, timeoutSeconds: number, pid?: number) {
   const config = await loadOrReport(manifest);
   if (!config) return 2;
-  const { host, port } = config.api.listen;
   const { ReleaseLayout } = await import("./src/release/layout.ts");
   const { gate } = await import("./src/release/gate.ts");
   const { startTime } = await import("./src/release/process.ts");
@@ -271,7 +280,8 @@ async function waitConfirmed(manifest: string, root: string, timeoutSeconds: num
   const version = await layout.currentVersion();
   const starttime = pid === undefined ? null : await startTime(pid);
   const result = await gate({
-    readyUrl: `http://${host.includes(":") ? `[${host}]` : host}:${port}/readyz`,
+    readyUrl: ownApiUrl(config.api, "/readyz"),
+    readyTls: config.api.tls,
     version: version ?? "",
     dataDir: config.storage.dataDir,
     timeoutMs: timeoutSeconds * 1000,
@@ -293,13 +303,16 @@ async function waitConfirmed(manifest: string, root: string, timeoutSeconds: num
 async function waitReady(manifest: string, timeoutSeconds: number): Promise<number> {
   const config = await loadOrReport(manifest);
   if (!config) return 2;
-  const { host, port } = config.api.listen;
-  const url = `http://${host.includes(":") ? `[${host}]` : host}:${port}/readyz`;
+  const url = ownApiUrl(config.api, "/readyz");
   const deadline = Date.now() + timeoutSeconds * 1000;
   let last = "no answer";
   while (Date.now() < deadline) {
     try {
-      const response = await loopbackFetch(url, { timeoutMs: 2_000, apiListen: config.api.listen });
+      const response = await loopbackFetch(url, {
+        timeoutMs: 2_000,
+        apiListen: config.api.listen,
+        tls: config.api.tls,
+      });
       last = `${response.status} ${await response.text()}`;
       if (response.status === 200) return 0;
     } catch (error) {

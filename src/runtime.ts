@@ -1,3 +1,4 @@
+import { IngestTokens } from "./api/ingest_tokens.ts";
 import { createApi } from "./api/app.ts";
 import { type HttpServer, serveHttp } from "./api/http_server.ts";
 import { metricsRoutes, type ReadinessCheck } from "./api/health.ts";
@@ -109,10 +110,12 @@ export async function startRuntime(config: Config, log: Logger, signal: AbortSig
     limits: config.limits,
     trustedKeys: config.release.trustedKeys,
     adminTokenFile: config.adminTokenFile,
+    ingestTokens: new IngestTokens(config.storage.dataDir, config.limits),
+    ingestAuth: config.api.ingestAuth === "token",
     serveMetrics: config.metrics.enabled && !separateMetrics,
   });
   const servers: HttpServer[] = [];
-  const serverOptions = { host: config.api.listen.host, limits: config.limits, log, metrics };
+  const serverOptions = { host: config.api.listen.host, limits: config.limits, log, metrics, tls: config.api.tls };
   try {
     servers.push(
       await serveHttp(api.fetch, {

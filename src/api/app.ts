@@ -11,7 +11,9 @@ import { detectRoutes } from "./detect_routes.ts";
 import { egressRoutes } from "./egress_routes.ts";
 import { errorHandler } from "./errors.ts";
 import { healthRoutes, type ReadinessProbe } from "./health.ts";
+import type { IngestTokens } from "./ingest_tokens.ts";
 import { readingsRoutes } from "./readings.ts";
+import { tokenRoutes } from "./token_routes.ts";
 
 export interface ApiOptions {
   identity: { name: string; version: string };
@@ -27,6 +29,10 @@ export interface ApiOptions {
   limits: LimitsConfig;
   /** `spec.release.trustedKeys`: uploaded models must be signed by one of them when not empty. */
   trustedKeys?: readonly TrustedKey[];
+  /** The ingest tokens (managed by admin routes either way)... */
+  ingestTokens: IngestTokens;
+  /** ...and whether ingest requires one (`spec.api.ingestAuth: token`). */
+  ingestAuth: boolean;
   /** The admin token's file (src/config/config.ts readAdminToken), besides OUTPOST_ADMIN_TOKEN. */
   adminTokenFile?: string | null;
   /** Serve /metrics on this app (false when a separate metrics port serves it). */
@@ -54,13 +60,15 @@ export function createApi(options: ApiOptions): Hono {
       metrics: options.serveMetrics ? metrics : null,
     }),
   );
-  app.route("/", readingsRoutes(options));
+  const adminToken = readAdminToken(options.adminTokenFile ?? null);
+  app.route("/", readingsRoutes({ ...options, tokens: options.ingestAuth ? options.ingestTokens : null }));
+  app.route("/", tokenRoutes({ tokens: options.ingestTokens, adminToken, limits: options.limits }));
   app.route(
     "/",
     detectRoutes({
       client: options.store.client,
       detection: options.detection,
-      adminToken: readAdminToken(options.adminTokenFile ?? null),
+      adminToken,
       now: () => options.store.now(),
       trustedKeys: options.trustedKeys ?? [],
     }),

@@ -10,7 +10,8 @@ import { LimitExceededError } from "../limit_exceeded_error.ts";
 import type { Logger } from "../observability/log.ts";
 import type { Metrics } from "../observability/metrics.ts";
 import { StoreFullError, StoreUnavailableError } from "../store/errors.ts";
-import { AdminAuthError, InvalidJsonError, InvalidReadingsError } from "./request_errors.ts";
+import { TokenRequestError, TokenStoreError, UnknownTokenError } from "./ingest_tokens.ts";
+import { AdminAuthError, IngestAuthError, InvalidJsonError, InvalidReadingsError } from "./request_errors.ts";
 
 /** Seconds a client should wait before retrying when the store refuses data. */
 export const RETRY_AFTER_SECONDS = 5;
@@ -37,6 +38,26 @@ export function errorHandler(log: Logger, metrics: Metrics) {
       if (error.disabled) return c.json({ error: "admin_disabled", message: error.message }, 403);
       c.header("WWW-Authenticate", "Bearer");
       return c.json({ error: "unauthorized", message: error.message }, 401);
+    }
+    if (error instanceof IngestAuthError) {
+      metrics.ingestAuthRefusals.inc({ reason: error.reason });
+      if (error.reason === "device_not_allowed") {
+        return c.json({ error: error.reason, device: error.device, token: error.tokenId, message: error.message }, 403);
+      }
+      if (error.reason === "store_unreadable") {
+        log.error("api.ingest_tokens_unreadable", {});
+        return c.json({ error: "ingest_tokens_unreadable", message: error.message }, 503);
+      }
+      c.header("WWW-Authenticate", 'Bearer realm="outpost-ingest"');
+      return c.json({ error: "unauthorized", reason: error.reason, message: error.message }, 401);
+    }
+    if (error instanceof TokenRequestError) {
+      return c.json({ error: "invalid_token_request", message: error.message }, 400);
+    }
+    if (error instanceof UnknownTokenError) return c.json({ error: "unknown_token", message: error.message }, 404);
+    if (error instanceof TokenStoreError) {
+      log.error("api.ingest_tokens_unreadable", { error });
+      return c.json({ error: "ingest_tokens_unreadable", message: error.message }, 503);
     }
     if (error instanceof ModelBundleError) {
       return c.json({ error: "invalid_model", message: error.message, issues: error.issues }, 400);

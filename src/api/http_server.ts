@@ -12,15 +12,19 @@
  * - Running out of file descriptors refuses connections (the accept loop retries) instead of
  *   ending the process.
  * - A body is read as it arrives: memory per slow connection is what it has actually sent.
+ * - With `tls`, it is node:https with the same bounds; a socket over the cap is closed before
+ *   its handshake (it cannot be answered in clear), and the certificate is reloaded on change.
  */
 import { getRequestListener } from "@hono/node-server";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { createServer as createTlsServer } from "node:https";
 import type { Socket } from "node:net";
 import type { LimitsConfig } from "../config/config.ts";
 import { limitKey } from "../limit_exceeded_error.ts";
 import type { Logger } from "../observability/log.ts";
 import { RateLimitedLog } from "../observability/rate_limited_log.ts";
 import type { Metrics } from "../observability/metrics.ts";
+import { readTlsPair, type TlsFiles, watchTlsFiles } from "./tls_files.ts";
 
 export type ConnectionLimits = Pick<
   LimitsConfig,
@@ -36,6 +40,8 @@ export interface HttpServerOptions {
   limits: ConnectionLimits;
   log: Logger;
   metrics: Metrics;
+  /** Serve HTTPS with these files (`spec.api.tls`), reloaded when they change. */
+  tls?: TlsFiles | null;
 }
 
 export interface HttpServer {
@@ -47,13 +53,17 @@ export interface HttpServer {
 /** Binds `options.host:port` and serves `fetch`; rejects naming the address when it cannot bind. */
 export function serveHttp(fetch: (request: Request) => Response | Promise<Response>, options: HttpServerOptions) {
   const { limits, log, metrics } = options;
-  const server = createServer({
+  const bounds = {
     headersTimeout: limits.headersTimeoutMs,
     requestTimeout: limits.requestTimeoutMs,
     keepAliveTimeout: limits.keepAliveTimeoutMs,
     connectionsCheckingInterval: Math.min(1_000, limits.headersTimeoutMs),
     maxHeaderSize: 16 * 1024,
-  });
+  };
+  const tls = options.tls ?? null;
+  // Throws naming spec.api.tls.* when the files cannot be used: the service does not start in clear.
+  const pair = tls === null ? null : readTlsPair(tls);
+  const server: Server = pair === null ? createServer(bounds) : createTlsServer({ ...bounds, ...pair }) as Server;
   const listener = getRequestListener(fetch, { overrideGlobalObjects: false, hostname: options.host });
   // Sockets over the cap: answered 503 and closing; a request already parsed on one is not served.
   const refused = new WeakSet<Socket>();
@@ -66,6 +76,8 @@ export function serveHttp(fetch: (request: Request) => Response | Promise<Respon
     open++;
     socket.once("close", () => open--);
     if (open > limits.connections) {
+      metrics.limitRefusals.inc({ limit: limitKey("connections") });
+      if (tls !== null) return void socket.destroy();
       refused.add(socket);
       refuse(socket, 503, {
         error: "limit_exceeded",
@@ -73,7 +85,6 @@ export function serveHttp(fetch: (request: Request) => Response | Promise<Respon
         max: limits.connections,
         message: `More than ${limits.connections} connections are open; retry later`,
       });
-      metrics.limitRefusals.inc({ limit: limitKey("connections") });
     }
   });
   server.on("clientError", (error: Error & { code?: string }, socket: Socket) => {
@@ -82,6 +93,23 @@ export function serveHttp(fetch: (request: Request) => Response | Promise<Respon
     refuse(socket, status, body);
   });
   const refusals = new RateLimitedLog(log, 5_000);
+  let stopWatching = () => {};
+  if (tls !== null && pair !== null) {
+    log.info("http.tls", { server: options.name, certificate: pair.fingerprint256, validTo: pair.validTo });
+    server.on("tlsClientError", (error: Error & { code?: string }, socket: Socket) => {
+      metrics.tlsHandshakeFailures.inc({ server: options.name });
+      refusals.warn("http.tls_handshake_failed", { server: options.name, error: error.message });
+      socket.destroy();
+    });
+    stopWatching = watchTlsFiles(tls, (next) => {
+      (server as unknown as { setSecureContext(pair: { cert: string; key: string }): void }).setSecureContext(next);
+      metrics.tlsReloads.inc({ server: options.name, result: "loaded" });
+      log.info("http.tls_reloaded", { server: options.name, certificate: next.fingerprint256, validTo: next.validTo });
+    }, (error) => {
+      metrics.tlsReloads.inc({ server: options.name, result: "failed" });
+      log.error("http.tls_reload_failed", { server: options.name, error: error.message, kept: "the current pair" });
+    });
+  }
   server.on("error", (error: Error & { code?: string }) => {
     // Accept failures (EMFILE, ENFILE) are reported here while the server keeps listening.
     refusals.warn("http.accept_failed", { server: options.name, code: error.code, error: error.message });
@@ -98,7 +126,13 @@ export function serveHttp(fetch: (request: Request) => Response | Promise<Respon
       const address = server.address();
       const port = typeof address === "object" && address ? address.port : options.port;
       log.info("http.listening", { server: options.name, address: `${options.host}:${port}` });
-      resolve({ port, close: (graceMs) => closeServer(server, graceMs) });
+      resolve({
+        port,
+        close: (graceMs) => {
+          stopWatching();
+          return closeServer(server, graceMs);
+        },
+      });
     });
   });
 }

@@ -5,7 +5,8 @@ import { type ReadingLimits, readingParser } from "../ingest/reading_schema.ts";
 import type { Metrics } from "../observability/metrics.ts";
 import type { Store } from "../store/store.ts";
 import { Admission } from "./admission.ts";
-import { InvalidJsonError, InvalidReadingsError } from "./request_errors.ts";
+import type { IngestTokens, TokenScope } from "./ingest_tokens.ts";
+import { IngestAuthError, InvalidJsonError, InvalidReadingsError } from "./request_errors.ts";
 import { decodeUtf8, MAX_JSON_DEPTH, nestsDeeperThan, readBoundedBody } from "./bounded_body.ts";
 
 export interface ReadingsRouteOptions {
@@ -13,6 +14,8 @@ export interface ReadingsRouteOptions {
   metrics: Metrics;
   bodyLimitBytes: number;
   limits: ReadingLimits & ConstructorParameters<typeof Admission>[0] & Pick<LimitsConfig, "readingsPerRequest">;
+  /** With `spec.api.ingestAuth: token`: every request needs a token naming each device it writes. */
+  tokens: IngestTokens | null;
 }
 
 /**
@@ -25,9 +28,19 @@ export function readingsRoutes(options: ReadingsRouteOptions): Hono {
   const parse = readingParser(options.limits);
   const admission = new Admission(options.limits);
   const invalid = () => metrics.readings.inc({ source: "http", result: "invalid" });
+  const scopes = new WeakMap<Request, TokenScope>();
   const app = new Hono();
   app.post(
     "/v1/readings",
+    async function authenticate(c, next) {
+      // Before admission: a client without a token takes no queue slot and no body is read.
+      if (options.tokens !== null) {
+        const result = options.tokens.authenticate(c.req.header("authorization"));
+        if (!result.ok) throw new IngestAuthError(result.reason);
+        scopes.set(c.req.raw, result.scope);
+      }
+      await next();
+    },
     async function admit(_c, next) {
       const release = await admission.acquire();
       try {
@@ -66,6 +79,8 @@ export function readingsRoutes(options: ReadingsRouteOptions): Hono {
         for (const key of parsed.limitKeys ?? []) metrics.limitRefusals.inc({ limit: key });
         throw parsed.limit ?? new InvalidReadingsError(parsed.issues);
       }
+      const scope = scopes.get(c.req.raw);
+      if (scope !== undefined) refuseForeignDevices(scope, parsed.readings);
       try {
         const result = await store.write(parsed.readings, "http");
         metrics.readings.inc({ source: "http", result: "stored" }, result.inserted);
@@ -78,4 +93,14 @@ export function readingsRoutes(options: ReadingsRouteOptions): Hono {
     },
   );
   return app;
+}
+
+/** Throws naming the first device of `readings` that `scope` may not write (one check per distinct device). */
+function refuseForeignDevices(scope: TokenScope, readings: readonly { device: string }[]): void {
+  const checked = new Set<string>();
+  for (const { device } of readings) {
+    if (checked.has(device)) continue;
+    if (!scope.allows(device)) throw new IngestAuthError("device_not_allowed", { device, tokenId: scope.id });
+    checked.add(device);
+  }
 }

@@ -15,7 +15,14 @@ export type Command =
   | { name: "version"; manifest: string }
   | { name: "sign"; key: string; files: string[]; kind?: "binary" | "release" | "policy" | "model" }
   | { name: "keygen"; out: string }
+  | { name: "tokens"; manifest: string; dataDir?: string; request: TokenRequest }
   | { name: "help"; text: string };
+
+export type TokenRequest =
+  | { action: "list" }
+  | { action: "issue"; devices: string[]; label?: string }
+  | { action: "rotate"; id: string; graceSeconds: number }
+  | { action: "revoke"; id: string };
 
 export interface ReleaseArgs {
   manifest: string;
@@ -51,6 +58,7 @@ Commands:
   rollback  Return to the previous confirmed release, offline
   resume    Resume an interrupted upgrade before a start (systemd's ExecStartPre)
   service   "service start|stop|status": run Outpost without systemd
+  tokens    "tokens list|issue|rotate|revoke": ingest tokens bound to devices
   sign      Sign release bundles (binary, release.json, policy, model) with an Ed25519 key
   keygen    Create an Ed25519 signing key and print its public key for spec.release.trustedKeys
   version   Print the version and the release's signature
@@ -125,6 +133,15 @@ and its name. The kind defaults from the name: *.release.json release, *.yaml po
   openssl genpkey -algorithm ed25519 -out outpost-signing.pem   (or: outpost keygen --out FILE)
 The public key for spec.release.trustedKeys: base64 of the raw key (printed by keygen) or
   openssl pkey -in outpost-signing.pem -pubout -outform DER | base64 -w0`,
+  tokens: `Usage: outpost tokens list [--manifest PATH] [--data-dir DIR]
+       outpost tokens issue --devices ID[,ID...] [--label TEXT] [--manifest PATH] [--data-dir DIR]
+       outpost tokens rotate ID [--grace-seconds N] [--manifest PATH] [--data-dir DIR]
+       outpost tokens revoke ID [--manifest PATH] [--data-dir DIR]
+
+Ingest tokens (spec.api.ingestAuth: token): each may write only the devices it names (ids, or
+prefixes ending in *). issue and rotate print the token once; only its hash is kept, in
+<dataDir>/ingest-tokens.json. A running service picks changes up within a second. rotate keeps the
+old secret valid for --grace-seconds (default 3600) so senders can move over.`,
   keygen: `Usage: outpost keygen --out PRIVATE_KEY
 
 Creates an Ed25519 key pair, writes the private key (PKCS#8 PEM, mode 0600) to PRIVATE_KEY and prints
@@ -143,6 +160,7 @@ export function parseCommand(args: readonly string[] = Deno.args): Command {
   const usage = USAGE[name as keyof typeof USAGE];
   if (name === "upgrade" || name === "rollback" || name === "resume") return parseRelease(name, tail, usage);
   if (name === "sign" || name === "keygen") return parseSigning(name, tail, usage);
+  if (name === "tokens") return parseTokens(tail, usage);
   if (name === "service") {
     const action = tail[0];
     if (action === "--help" || action === "-h") return { name: "help", text: usage };
@@ -297,4 +315,63 @@ function parseSigning(name: "sign" | "keygen", args: string[], usage: string): C
     throw new UsageError(`--kind must be binary, release, policy or model, not ${kind}`, usage);
   }
   return { name, key: values.key, files: parsed.positionals, kind };
+}
+
+function parseTokens(args: string[], usage: string): Command {
+  const [action, ...rest] = args;
+  if (action === "--help" || action === "-h") return { name: "help", text: usage };
+  if (action !== "list" && action !== "issue" && action !== "rotate" && action !== "revoke") {
+    throw new UsageError(`Unknown tokens subcommand: ${action ?? "(none)"}`, usage);
+  }
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: rest,
+      strict: true,
+      allowPositionals: action === "rotate" || action === "revoke",
+      options: {
+        help: { type: "boolean", short: "h" },
+        manifest: { type: "string" },
+        "data-dir": { type: "string" },
+        devices: { type: "string" },
+        label: { type: "string" },
+        "grace-seconds": { type: "string" },
+      },
+    });
+  } catch (error) {
+    throw new UsageError((error as Error).message, usage);
+  }
+  const values = parsed.values;
+  if (values.help) return { name: "help", text: usage };
+  const common = {
+    name: "tokens" as const,
+    manifest: values.manifest ?? DEFAULT_MANIFEST,
+    dataDir: values["data-dir"],
+  };
+  const only = (allowed: string[]) => {
+    const extra = Object.keys(values).filter((key) => !["manifest", "data-dir", ...allowed].includes(key));
+    if (extra.length > 0) throw new UsageError(`tokens ${action} takes no --${extra[0]}`, usage);
+  };
+  if (action === "list") {
+    only([]);
+    return { ...common, request: { action } };
+  }
+  if (action === "issue") {
+    only(["devices", "label"]);
+    const devices = (values.devices ?? "").split(",").map((device) => device.trim()).filter((d) => d !== "");
+    if (devices.length === 0) throw new UsageError("tokens issue needs --devices ID[,ID...]", usage);
+    return { ...common, request: { action, devices, ...(values.label === undefined ? {} : { label: values.label }) } };
+  }
+  if (parsed.positionals.length !== 1) throw new UsageError(`tokens ${action} takes exactly one token id`, usage);
+  const id = parsed.positionals[0];
+  if (action === "revoke") {
+    only([]);
+    return { ...common, request: { action, id } };
+  }
+  only(["grace-seconds"]);
+  const graceSeconds = Number(values["grace-seconds"] ?? 3600);
+  if (!Number.isInteger(graceSeconds) || graceSeconds < 0) {
+    throw new UsageError("--grace-seconds must be a whole number of seconds", usage);
+  }
+  return { ...common, request: { action, id, graceSeconds } };
 }

@@ -124,7 +124,10 @@ export interface Config {
   readonly forwarding: ForwardingConfig;
   readonly detection: DetectionConfig;
   readonly api: ApiConfig;
-  /** The admin token's file (OUTPOST_ADMIN_TOKEN_FILE or systemd's credential `admin-token`), if any. */
+  /**
+   * The admin token's file, if any: OUTPOST_ADMIN_TOKEN_FILE, systemd's credential `admin-token`,
+   * or `spec.api.adminTokenFile` (OUTPOST_ADMIN_TOKEN itself wins over all).
+   */
   readonly adminTokenFile: string | null;
   readonly metrics: { readonly enabled: boolean; readonly port: number };
   readonly logLevel: "debug" | "info" | "warn" | "error";
@@ -287,7 +290,8 @@ function resolveConfig(manifest: Manifest, text: string, manifestPath: string, o
       ingestAuth: spec.api.ingestAuth,
       insecureListen: spec.api.insecureListen,
     },
-    adminTokenFile: secretLocation("OUTPOST_ADMIN_TOKEN_FILE", "admin-token", undefined, "")?.path ?? null,
+    adminTokenFile: secretLocation("OUTPOST_ADMIN_TOKEN_FILE", "admin-token", spec.api.adminTokenFile, "")?.path ??
+      null,
     metrics: {
       enabled: spec.observability.metricsEnabled,
       port: spec.observability.metricsPort ?? listen.port,

@@ -191,6 +191,10 @@ const limitsSchema = z.object({
   /** Whole request, headers and body, must arrive within this. */
   requestTimeoutMs: z.number().int().min(100).max(3_600_000).default(30_000),
   keepAliveTimeoutMs: z.number().int().min(100).max(600_000).default(5_000),
+  /** Ingest tokens that exist at once (spec.api.ingestAuth: token). */
+  ingestTokens: z.number().int().min(1).max(100_000).default(1_000),
+  /** Device ids or prefixes one ingest token may name. */
+  devicesPerToken: z.number().int().min(1).max(100_000).default(1_000),
 }).strict();
 
 export const manifestSchema = z.object({
@@ -226,6 +230,8 @@ export const manifestSchema = z.object({
       ingestAuth: z.enum(["none", "token"]).default("none"),
       /** Listen beyond loopback without TLS or without ingest tokens. Refused otherwise. */
       insecureListen: z.boolean().default(false),
+      /** The admin token's file (OUTPOST_ADMIN_TOKEN and OUTPOST_ADMIN_TOKEN_FILE win over it). */
+      adminTokenFile: filePath.optional(),
     }).strict().prefault({}),
     ingest: z.object({
       mqtt: z.object({

@@ -26,6 +26,25 @@ export class Metrics {
     labelNames: ["limit"] as const,
     registers: [this.registry],
   });
+  readonly ingestAuthRefusals = new Counter({
+    name: "outpost_ingest_auth_refusals_total",
+    help:
+      "Ingest requests refused for their token, by reason (missing, malformed, unknown, expired, device_not_allowed, ...)",
+    labelNames: ["reason"] as const,
+    registers: [this.registry],
+  });
+  readonly tlsHandshakeFailures = new Counter({
+    name: "outpost_tls_handshake_failures_total",
+    help: "TLS handshakes with API clients that failed (clients speaking clear HTTP, untrusted certificates)",
+    labelNames: ["server"] as const,
+    registers: [this.registry],
+  });
+  readonly tlsReloads = new Counter({
+    name: "outpost_tls_reloads_total",
+    help: "Reloads of spec.api.tls files after they changed, by result (loaded, failed: the old pair stays)",
+    labelNames: ["server", "result"] as const,
+    registers: [this.registry],
+  });
   readonly httpDuration = new Histogram({
     name: "outpost_http_request_duration_seconds",
     help: "Local API request latency by route, method and status",

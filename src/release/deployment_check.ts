@@ -7,7 +7,7 @@ import { join } from "node:path";
 import type { Config } from "../config/config.ts";
 import { isLoopback } from "../egress/allowlist.ts";
 import { verifyAuditFile } from "../egress/audit_file.ts";
-import { loopbackFetch } from "../egress/loopback_fetch.ts";
+import { loopbackFetch, ownApiUrl } from "../egress/loopback_fetch.ts";
 import { netAllowlist } from "../permissions/flags.ts";
 import { broaderPermissions } from "../permissions/self_check.ts";
 import { ReleaseLayout } from "./layout.ts";
@@ -26,10 +26,14 @@ export async function checkDeployment(
   config: Config,
   options: { root: string; service: string },
 ): Promise<Criterion[]> {
-  const base = `http://${config.api.listen.host}:${config.api.listen.port}`;
+  const base = ownApiUrl(config.api, "");
   const get = async (path: string) => {
     try {
-      const response = await loopbackFetch(`${base}${path}`, { timeoutMs: 3_000, apiListen: config.api.listen });
+      const response = await loopbackFetch(`${base}${path}`, {
+        timeoutMs: 3_000,
+        apiListen: config.api.listen,
+        tls: config.api.tls,
+      });
       return { status: response.status, body: await response.text() };
     } catch (error) {
       return { status: 0, body: (error as Error).message };
@@ -100,6 +104,8 @@ export async function checkDeployment(
       : `healthz ${healthz.status}, metrics ${metrics.status}`,
   });
 
+  criteria.push(apiExposure(config));
+
   const broader = await broaderPermissions(netAllowlist(config));
   criteria.push({
     name: "permissions no broader than the policy",
@@ -109,6 +115,28 @@ export async function checkDeployment(
 
   criteria.push(await systemdHardening(options.service, await get("/v1/status")));
   return criteria;
+}
+
+/** Who can write data: loopback only, or beyond it with TLS and device-bound ingest tokens. */
+export function apiExposure(config: Config): Criterion {
+  const name = "ingest authenticated and encrypted beyond loopback";
+  const { listen, tls, ingestAuth } = config.api;
+  const address = `${listen.host}:${listen.port}`;
+  const protections = `${tls ? "TLS" : "no TLS"}, ${
+    ingestAuth === "token" ? "device-bound ingest tokens" : "no ingest tokens"
+  }`;
+  if (isLoopback(listen.host)) {
+    return { name, pass: true, reason: `the API listens on ${address} only (loopback; ${protections})` };
+  }
+  if (tls && ingestAuth === "token") {
+    return { name, pass: true, reason: `the API listens on ${address} with ${protections}` };
+  }
+  return {
+    name,
+    pass: false,
+    reason: `the API listens on ${address} beyond loopback with ${protections} (spec.api.insecureListen): ` +
+      "anyone who can reach it can write readings and read tokens in clear",
+  };
 }
 
 /**

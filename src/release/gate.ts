@@ -10,6 +10,8 @@ import { isSameProcess, type PidRecord } from "./process.ts";
 
 export interface GateOptions {
   readyUrl: string;
+  /** The API's TLS files when it serves HTTPS: the gate pins its certificate. */
+  readyTls?: { readonly certFile: string } | null;
   version: string;
   dataDir: string;
   timeoutMs: number;
@@ -38,7 +40,7 @@ export async function gate(options: GateOptions): Promise<GateResult> {
     if (options.process && !(await isSameProcess(options.process))) {
       return { ok: false, exited: true, reason: `process ${options.process.pid} exited before it was ready` };
     }
-    const answer = await ask(options.readyUrl);
+    const answer = await ask(options.readyUrl, options.readyTls ?? null);
     if (answer.status === 200) {
       const body = answer.body;
       const expectedPid = options.process?.pid ?? await options.mainPid?.() ?? null;
@@ -63,12 +65,15 @@ export async function gate(options: GateOptions): Promise<GateResult> {
   return { ok: false, exited: false, reason: `not confirmed within ${options.timeoutMs} ms: ${last}` };
 }
 
-async function ask(url: string): Promise<{ status: number; body: Answer; error: string }> {
+async function ask(
+  url: string,
+  tls: { readonly certFile: string } | null,
+): Promise<{ status: number; body: Answer; error: string }> {
   try {
     // The ready URL is the API's own address (from the manifest, or --ready-url from the operator).
     const { hostname, port } = new URL(url);
-    const apiListen = { host: hostname.replace(/^\[|\]$/g, ""), port: Number(port || 80) };
-    const response = await loopbackFetch(url, { timeoutMs: 1_000, apiListen });
+    const apiListen = { host: hostname.replace(/^\[|\]$/g, ""), port: Number(port || (tls ? 443 : 80)) };
+    const response = await loopbackFetch(url, { timeoutMs: 1_000, apiListen, tls });
     const text = await response.text();
     let body: Answer = {};
     try {

@@ -8,7 +8,9 @@ export function policyDiagram(config: Config): string {
     `Outpost "${config.name}" network policy (${config.manifestPath})`,
     "",
     "  inbound (local)",
-    `    sensors, operators ──HTTP──▶ ${api}  /v1/readings, /healthz, /readyz, /v1/*` +
+    `    sensors, operators ──${config.api.tls ? "HTTPS" : "HTTP"}──▶ ${api}  /v1/readings${
+      config.api.ingestAuth === "token" ? " (device-bound ingest tokens)" : ""
+    }, /healthz, /readyz, /v1/*` +
     (config.metrics.enabled
       ? `, /metrics${config.metrics.port !== config.api.listen.port ? ` (also :${config.metrics.port})` : ""}`
       : ""),

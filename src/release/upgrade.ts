@@ -31,6 +31,8 @@ export interface UpgradeOptions {
   /** systemd unit to restart; without it the process in `outpost.pid` is replaced. */
   service?: string;
   readyUrl: string;
+  /** The API's TLS files when it serves HTTPS (the gate pins its certificate). */
+  readyTls?: { readonly certFile: string } | null;
   readyTimeoutMs: number;
   keep: number;
   /** Where the release writes its confirmation (the manifest's data dir). */
@@ -186,7 +188,12 @@ async function startAndGate(
 ): Promise<{ version: string; gate: GateResult }> {
   let version: string | null;
   let result: GateResult;
-  const common = { readyUrl: options.readyUrl, dataDir: options.dataDir, timeoutMs: options.readyTimeoutMs };
+  const common = {
+    readyUrl: options.readyUrl,
+    readyTls: options.readyTls ?? null,
+    dataDir: options.dataDir,
+    timeoutMs: options.readyTimeoutMs,
+  };
   if (options.service) {
     // The unit's ExecStartPre resumes the state machine.
     const restarted = await new Deno.Command("systemctl", { args: ["restart", options.service] }).output();
