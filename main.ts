@@ -128,7 +128,7 @@ async function auditVerify(command: Extract<Command, { name: "audit-verify" }>):
   const { verifyAuditFile, verifyExportFile } = await import("./src/egress/audit_file.ts");
   const result = command.file
     ? await verifyExportFile(command.file, config.storage.auditKey)
-    : await verifyAuditFile(config.storage.dataDir, config.storage.auditKey);
+    : await verifyAuditFile(config.storage, config.storage.auditKey);
   console.log(JSON.stringify(result, null, 2));
   if (result.ok) return 0;
   console.error(`Audit log not intact: ${result.problem}: ${result.reason}`);
@@ -140,7 +140,7 @@ async function auditExport(command: Extract<Command, { name: "audit-export" }>):
   if (!config) return 2;
   const { exportAudit } = await import("./src/egress/audit_file.ts");
   try {
-    const written = await exportAudit(config.storage.dataDir, command.out);
+    const written = await exportAudit(config.storage, command.out);
     console.error(JSON.stringify({ ok: true, out: command.out, ...written }));
     return 0;
   } catch (error) {
@@ -177,6 +177,7 @@ async function release(command: Extract<Command, { name: "upgrade" | "rollback" 
     readyTimeoutMs: args.readyTimeoutSeconds * 1000,
     keep: args.keep,
     dataDir: config.storage.dataDir,
+    encryptionKey: config.storage.encryptionKey,
     signatures: { trustedKeys: config.release.trustedKeys, allowUnsigned: args.allowUnsigned },
   };
   try {
@@ -184,7 +185,7 @@ async function release(command: Extract<Command, { name: "upgrade" | "rollback" 
       const { ReleaseLayout } = await import("./src/release/layout.ts");
       const { resumeAtStart } = await import("./src/release/state.ts");
       console.log(
-        JSON.stringify({ ok: true, start: await resumeAtStart(new ReleaseLayout(args.root), options.dataDir) }),
+        JSON.stringify({ ok: true, start: await resumeAtStart(new ReleaseLayout(args.root), options) }),
       );
       return 0;
     }
@@ -294,7 +295,7 @@ async function waitConfirmed(manifest: string, root: string, timeoutSeconds: num
   }
   const state = await readState(layout);
   if (state?.state === "pending" && state.candidate === version) {
-    await confirm(layout, version, { instanceId: result.instanceId, dataDir: config.storage.dataDir });
+    await confirm(layout, version, { instanceId: result.instanceId, store: config.storage });
   }
   await layout.record("live", { version, instanceId: result.instanceId, pid: result.pid });
   return 0;

@@ -31,7 +31,7 @@ async function upload(url: string, name: string, intercept: number, device?: str
 }
 
 async function assignments(dataDir: string): Promise<Record<string, string>> {
-  const rows = await withDatabaseFile(dataDir, snapshotAssignments);
+  const rows = await withDatabaseFile({ dataDir, encryptionKey: null }, snapshotAssignments);
   return Object.fromEntries(rows.map((row) => [row.scope, `${row.name}:${row.path}`]));
 }
 

@@ -198,7 +198,7 @@ Deno.test("retention prunes dead letters, events, alerts and the audit log; audi
       [0, 1, 0, 1],
     );
     await (await AuditLog.open(store.client, keyed)).append(entry);
-    const intact = await verifyAuditFile(dir, keyLocation);
+    const intact = await verifyAuditFile({ dataDir: dir, encryptionKey: null }, keyLocation);
     assert.equal(intact.ok, true, JSON.stringify(intact));
     assert.equal(intact.ok && intact.rows, 2);
     assert.equal(
@@ -206,7 +206,7 @@ Deno.test("retention prunes dead letters, events, alerts and the audit log; audi
       String((await store.client.execute("SELECT hash FROM egress_audit WHERE id = 6")).rows[0].hash),
     );
     await store.client.execute("DELETE FROM audit_checkpoints");
-    const broken = await verifyAuditFile(dir, keyLocation);
+    const broken = await verifyAuditFile({ dataDir: dir, encryptionKey: null }, keyLocation);
     assert.equal(broken.ok, false);
   } finally {
     await store.close();

@@ -10,7 +10,7 @@
  */
 import { join } from "node:path";
 import type { Client } from "@libsql/client";
-import { DATABASE_FILE, withDatabaseFile } from "../store/database.ts";
+import { DATABASE_FILE, type StoreLocation, withDatabaseFile } from "../store/database.ts";
 import {
   auditCheckpoint,
   auditCheckpoints,
@@ -30,8 +30,9 @@ const EXPORT_PAGE_ROWS = 1_000;
 
 type Located = VerifyResult & { database?: string; file?: string; keyId?: string; keySource?: string };
 
-/** Verifies the audit log of the store in `dataDir` with the key at `keyLocation`. */
-export async function verifyAuditFile(dataDir: string, keyLocation: AuditKeyLocation): Promise<Located> {
+/** Verifies the audit log of the store at `store` with the key at `keyLocation`. */
+export async function verifyAuditFile(store: StoreLocation, keyLocation: AuditKeyLocation): Promise<Located> {
+  const dataDir = store.dataDir;
   const database = join(dataDir, DATABASE_FILE);
   const { key, keyError } = await loadKey(keyLocation);
   try {
@@ -48,7 +49,7 @@ export async function verifyAuditFile(dataDir: string, keyLocation: AuditKeyLoca
   try {
     const head: HeadRead = key ? await readHead(headPath(dataDir), key) : { state: "missing" };
     const result = await withDatabaseFile(
-      dataDir,
+      store,
       (client) => verifyAudit(databaseSource(client), { key, keyError, head }),
     );
     return { database, ...result, ...keyFields(key, keyLocation) };
@@ -61,7 +62,11 @@ export async function verifyAuditFile(dataDir: string, keyLocation: AuditKeyLoca
  * Writes the log (head, checkpoints, rows) to `out` ("-": standard output, for a process whose
  * write permission covers only its data dir); returns what it wrote.
  */
-export async function exportAudit(dataDir: string, out: string): Promise<{ rows: number; checkpoints: number }> {
+export async function exportAudit(
+  store: StoreLocation,
+  out: string,
+): Promise<{ rows: number; checkpoints: number }> {
+  const dataDir = store.dataDir;
   let head: unknown = null;
   try {
     head = JSON.parse(await Deno.readTextFile(headPath(dataDir)));
@@ -78,7 +83,7 @@ export async function exportAudit(dataDir: string, out: string): Promise<{ rows:
     for (let written = 0; written < bytes.length;) written += await file.write(bytes.subarray(written));
   };
   try {
-    return await withDatabaseFile(dataDir, async (client) => {
+    return await withDatabaseFile(store, async (client) => {
       await write({ format: EXPORT_FORMAT, version: 1, exportedMs: Date.now(), head });
       const checkpoints = await auditCheckpoints(client);
       for (const checkpoint of checkpoints) await write({ checkpoint });

@@ -68,7 +68,7 @@ export async function checkDeployment(
         flags.detail,
   });
 
-  const audit = await verifyAuditFile(config.storage.dataDir, config.storage.auditKey).catch((error) => ({
+  const audit = await verifyAuditFile(config.storage, config.storage.auditKey).catch((error) => ({
     ok: false as const,
     reason: String(error),
   }));

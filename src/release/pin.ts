@@ -15,7 +15,7 @@
  */
 import { join } from "node:path";
 import { readBundle } from "../detect/model_bundle.ts";
-import { withDatabaseFile } from "../store/database.ts";
+import { type StoreLocation, withDatabaseFile } from "../store/database.ts";
 import { modelsWithSha256, restoreAssignments, snapshotAssignments } from "../store/models_table.ts";
 import { readJson, type ReleaseLayout, writeJsonAtomic } from "./layout.ts";
 
@@ -59,7 +59,7 @@ export async function readPin(layout: ReleaseLayout, version: string): Promise<R
 export async function writePin(
   layout: ReleaseLayout,
   version: string,
-  options: { dataDir: string; when: ReleasePin["pinnedWhen"] },
+  options: { store: StoreLocation; when: ReleasePin["pinnedWhen"] },
 ): Promise<ReleasePin | null> {
   const folder = layout.release(version);
   if (!await Deno.stat(folder).then(() => true, () => false)) return null;
@@ -71,7 +71,7 @@ export async function writePin(
   let assignments: PinnedAssignment[] | null = null;
   let problem: string | undefined;
   try {
-    assignments = (await withDatabaseFile(options.dataDir, snapshotAssignments)).map((each) => ({
+    assignments = (await withDatabaseFile(options.store, snapshotAssignments)).map((each) => ({
       scope: each.scope,
       modelSha256: each.sha256,
       name: each.name,
@@ -109,7 +109,7 @@ export async function writePin(
 export async function restorePin(
   layout: ReleaseLayout,
   version: string,
-  options: { dataDir: string },
+  options: { store: StoreLocation },
 ): Promise<RestoreReport | null> {
   const pin = await readPin(layout, version);
   if (pin?.assignments == null) {
@@ -122,7 +122,7 @@ export async function restorePin(
   const pinned = pin.assignments;
   const report: RestoreReport = { version, restored: [], unassigned: [], missing: [] };
   try {
-    await withDatabaseFile(options.dataDir, async (client) => {
+    await withDatabaseFile(options.store, async (client) => {
       const current = new Map((await snapshotAssignments(client)).map((each) => [each.scope, each]));
       const assign: { scope: string; modelId: number }[] = [];
       for (const { scope, modelSha256 } of pinned) {

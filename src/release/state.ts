@@ -21,6 +21,7 @@
  *   the first start after a switch, the assignments of the release about to run are restored
  *   (`pin.ts`). `pinStep` and `restored` make each step happen once, whatever crashes between.
  */
+import type { StoreLocation } from "../store/database.ts";
 import { readConfirmation } from "./confirmation.ts";
 import { readJson, type ReleaseLayout, writeJsonAtomic } from "./layout.ts";
 import { restorePin, writePin } from "./pin.ts";
@@ -80,25 +81,25 @@ export async function beginPending(
  * Confirms a pending candidate if its confirmation is in the data dir (written by the candidate
  * after `pending` began). Returns the state after.
  */
-export async function resolveConfirmation(layout: ReleaseLayout, dataDir: string): Promise<UpgradeState | null> {
+export async function resolveConfirmation(layout: ReleaseLayout, store: StoreLocation): Promise<UpgradeState | null> {
   const state = await readState(layout);
   if (state?.state !== "pending") return state;
-  const confirmation = await readConfirmation(dataDir);
+  const confirmation = await readConfirmation(store.dataDir);
   if (
     confirmation === null || confirmation.version !== state.candidate ||
     Date.parse(confirmation.confirmedAt) < Date.parse(state.since)
   ) return state;
-  return await confirm(layout, state.candidate, { instanceId: confirmation.instanceId, dataDir });
+  return await confirm(layout, state.candidate, { instanceId: confirmation.instanceId, store });
 }
 
 /** Confirms `version` and pins what it runs with (`pin.ts`). */
 export async function confirm(
   layout: ReleaseLayout,
   version: string,
-  options: { instanceId: string; dataDir: string },
+  options: { instanceId: string; store: StoreLocation },
 ): Promise<UpgradeState> {
   const { instanceId } = options;
-  await writePin(layout, version, { dataDir: options.dataDir, when: "confirmed" }).catch((error) =>
+  await writePin(layout, version, { store: options.store, when: "confirmed" }).catch((error) =>
     layout.record("pin_failed", { version, reason: (error as Error).message })
   );
   const state: UpgradeState = { state: "confirmed", version, instanceId, at: new Date().toISOString() };
@@ -135,8 +136,8 @@ export async function rollBack(
  * that is out of attempts or time, otherwise counts this start as one more attempt. Finishes a move
  * of `current` that a crash interrupted. Returns the version that is to start.
  */
-export async function resumeAtStart(layout: ReleaseLayout, dataDir: string): Promise<string | null> {
-  let state = await resolveConfirmation(layout, dataDir);
+export async function resumeAtStart(layout: ReleaseLayout, store: StoreLocation): Promise<string | null> {
+  let state = await resolveConfirmation(layout, store);
   if (state?.state === "pending") {
     const outOfAttempts = state.attempts >= state.maxAttempts;
     const late = Date.now() > state.deadline;
@@ -149,11 +150,11 @@ export async function resumeAtStart(layout: ReleaseLayout, dataDir: string): Pro
       state = { ...state, attempts: state.attempts + 1 };
       await writeJsonAtomic(layout.stateFile, state);
       await layout.record("attempt", { version: state.candidate, attempt: state.attempts, of: state.maxAttempts });
-      state = await pinAtSwitch(layout, state, dataDir);
+      state = await pinAtSwitch(layout, state, store);
     }
   }
   if (state?.state === "rolled_back" && !state.restored) {
-    if (state.to !== null) await restoreQuietly(layout, state.to, dataDir);
+    if (state.to !== null) await restoreQuietly(layout, state.to, store);
     state = { ...state, restored: true };
     await writeJsonAtomic(layout.stateFile, state);
   }
@@ -179,12 +180,12 @@ export async function resumeAtStart(layout: ReleaseLayout, dataDir: string): Pro
 async function pinAtSwitch(
   layout: ReleaseLayout,
   pending: Extract<UpgradeState, { state: "pending" }>,
-  dataDir: string,
+  store: StoreLocation,
 ): Promise<UpgradeState> {
   let state = pending;
   if (state.pinStep === undefined) {
     if (state.previous !== null) {
-      await writePin(layout, state.previous, { dataDir, when: "left" }).catch((error) =>
+      await writePin(layout, state.previous, { store, when: "left" }).catch((error) =>
         layout.record("pin_failed", { version: state.previous, reason: (error as Error).message })
       );
     }
@@ -192,7 +193,7 @@ async function pinAtSwitch(
     await writeJsonAtomic(layout.stateFile, state);
   }
   if (state.pinStep === "saved") {
-    await restoreQuietly(layout, state.candidate, dataDir);
+    await restoreQuietly(layout, state.candidate, store);
     state = { ...state, pinStep: "restored" };
     await writeJsonAtomic(layout.stateFile, state);
   }
@@ -200,9 +201,9 @@ async function pinAtSwitch(
 }
 
 /** A restore that fails is recorded and the release starts with the assignments as they are. */
-async function restoreQuietly(layout: ReleaseLayout, version: string, dataDir: string): Promise<void> {
+async function restoreQuietly(layout: ReleaseLayout, version: string, store: StoreLocation): Promise<void> {
   try {
-    await restorePin(layout, version, { dataDir });
+    await restorePin(layout, version, { store });
   } catch { /* recorded by restorePin */ }
 }
 

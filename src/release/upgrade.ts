@@ -8,6 +8,7 @@
  * recorded in `history.jsonl`.
  */
 import { basename, join } from "node:path";
+import type { SecretLocation } from "../config/config.ts";
 import { sha256File } from "../sha256.ts";
 import { type SignaturePolicy, verifyReleaseSignatures } from "./signature.ts";
 import { CONFIRM_SETTLE_MS } from "./confirmation.ts";
@@ -37,6 +38,8 @@ export interface UpgradeOptions {
   keep: number;
   /** Where the release writes its confirmation (the manifest's data dir). */
   dataDir: string;
+  /** The store's key when it is encrypted: model assignments are pinned from the store (`pin.ts`). */
+  encryptionKey: SecretLocation | null;
   /** The installed policy's trusted keys; without it no unsigned release is accepted (`signature.ts`). */
   signatures?: SignaturePolicy;
 }
@@ -96,7 +99,7 @@ export async function upgrade(binary: string, options: UpgradeOptions): Promise<
     if (error instanceof UpgradeError) await refuse(layout, error.message, { binary, version });
     throw error;
   }
-  const state = await resolveConfirmation(layout, options.dataDir);
+  const state = await resolveConfirmation(layout, options);
   if (state?.state === "confirmed" && state.version === version && await layout.currentVersion() === version) {
     await refuse(layout, `${version} is already current`, { version });
     throw new UpgradeError(`${version} is already current`);
@@ -108,7 +111,7 @@ export async function upgrade(binary: string, options: UpgradeOptions): Promise<
 export async function rollback(options: UpgradeOptions): Promise<string> {
   const layout = new ReleaseLayout(options.root);
   using _lock = await lockOrRefuse(layout, "rollback");
-  const state = await resolveConfirmation(layout, options.dataDir);
+  const state = await resolveConfirmation(layout, options);
   const target = await layout.previousVersion();
   if (target === null) {
     await refuse(layout, "no confirmed release to roll back to", {});
@@ -202,7 +205,7 @@ async function startAndGate(
     result = await gate({ ...common, version: version ?? "", mainPid: systemdMainPid(options.service) });
   } else {
     await stopRecorded(layout);
-    version = await resumeAtStart(layout, options.dataDir);
+    version = await resumeAtStart(layout, options);
     if (version === null) throw new UpgradeError("No release is installed");
     const process = await spawnDetached(layout, version);
     await layout.record("restarted", { version, pid: process.pid });
@@ -218,7 +221,7 @@ async function startAndGate(
   } else {
     const state = await readState(layout);
     if (state?.state === "pending" && state.candidate === version) {
-      await confirm(layout, version, { instanceId: result.instanceId, dataDir: options.dataDir });
+      await confirm(layout, version, { instanceId: result.instanceId, store: options });
     }
   }
   return { version: version ?? "", gate: result };

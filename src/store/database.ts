@@ -1,8 +1,11 @@
 import { type Client, createClient } from "@libsql/client";
 import { join } from "node:path";
+import type { SecretLocation } from "../config/config.ts";
 import type { Logger } from "../observability/log.ts";
 import { databaseUrl } from "../permissions/native_addons.ts";
 import { DataDirLock } from "./data_dir_lock.ts";
+import { DatabaseKey, describeKeyLocation } from "./encryption_key.ts";
+import { StoreEncryptionError } from "./errors.ts";
 import { MIGRATIONS, SCHEMA_VERSION } from "./migrations.ts";
 
 export const DATABASE_FILE = "outpost.db";
@@ -32,6 +35,18 @@ const SHARED_PRAGMAS = [
 ];
 const INGEST_PRAGMAS = [...SHARED_PRAGMAS, "PRAGMA synchronous=FULL"];
 const DERIVED_PRAGMAS = [...SHARED_PRAGMAS, "PRAGMA synchronous=NORMAL"];
+/**
+ * An encrypted database keeps SQLite's temporary files (sorts, statement journals, VACUUM) in
+ * memory: they would otherwise go to the temp folder outside the encrypted file.
+ */
+const ENCRYPTED_PRAGMAS = ["PRAGMA temp_store=MEMORY"];
+
+/** Where a store is and how it opens: the fields of `config.storage` the store needs. */
+export interface StoreLocation {
+  readonly dataDir: string;
+  /** The key's file when the database is encrypted at rest (src/store/encryption_key.ts). */
+  readonly encryptionKey: SecretLocation | null;
+}
 
 export interface Database {
   /** Derived data and reads (`synchronous=NORMAL`). */
@@ -46,8 +61,15 @@ export interface Database {
 /**
  * Opens (creating if needed) the libSQL file in `dataDir` and applies pending migrations, after
  * taking the data dir's lock: a second process on the same data dir fails here, naming the first.
+ * With `encryptionKey` the file is encrypted with that key (a new file is created encrypted); a
+ * file that does not match the configuration throws StoreEncryptionError and is left untouched.
  */
-export async function openDatabase(dataDir: string, log: Logger): Promise<Database> {
+export async function openDatabase(
+  dataDir: string,
+  log: Logger,
+  options: { encryptionKey?: SecretLocation | null } = {},
+): Promise<Database> {
+  const key = options.encryptionKey ? await DatabaseKey.load(options.encryptionKey) : null;
   await Deno.mkdir(dataDir, { recursive: true });
   const lock = await DataDirLock.acquire(dataDir);
   const path = join(dataDir, DATABASE_FILE);
@@ -57,10 +79,11 @@ export async function openDatabase(dataDir: string, log: Logger): Promise<Databa
     lock.release();
   };
   try {
-    const client = await openConnection(path, DERIVED_PRAGMAS, opened);
+    await expectEncryption(path, key);
+    const client = await openConnection(path, DERIVED_PRAGMAS, opened, key);
     await client.execute("PRAGMA journal_mode=WAL");
     const schemaVersion = await migrate(client, log);
-    const ingest = await openConnection(path, INGEST_PRAGMAS, opened);
+    const ingest = await openConnection(path, INGEST_PRAGMAS, opened, key);
     return { client, ingest, path, schemaVersion, close: closeAll };
   } catch (error) {
     closeAll();
@@ -75,10 +98,20 @@ export async function openDatabase(dataDir: string, log: Logger): Promise<Databa
  * statements in progress") until garbage collection finalises it: a lock held for a moment by
  * another process would keep ingest failing long after it was released.
  */
-async function openConnection(path: string, pragmas: readonly string[], opened: Client[]): Promise<Client> {
+async function openConnection(
+  path: string,
+  pragmas: readonly string[],
+  opened: Client[],
+  key: DatabaseKey | null,
+): Promise<Client> {
   const connect = async () => {
-    const client = createClient({ url: databaseUrl(path), concurrency: 1 });
-    for (const pragma of pragmas) await client.execute(pragma);
+    const client = connectTo(path, key);
+    try {
+      await prepareConnection(client, pragmas, path, key);
+    } catch (error) {
+      client.close();
+      throw error;
+    }
     return client;
   };
   let current = await connect();
@@ -142,17 +175,103 @@ export async function usedBytes(client: Client): Promise<number> {
 }
 
 /**
- * Runs `fn` on a separate connection to the store in `dataDir`, without its lock or migrations
- * (a running Outpost may keep writing): for commands such as `audit verify`. Throws NotFound when
- * there is no database.
+ * Runs `fn` on a separate connection to the store at `store`, without its lock or migrations (a
+ * running Outpost may keep writing): for commands such as `audit verify`. Throws NotFound when
+ * there is no database, StoreEncryptionError when it does not match `store.encryptionKey`.
  */
-export async function withDatabaseFile<T>(dataDir: string, fn: (client: Client) => Promise<T>): Promise<T> {
-  const path = join(dataDir, DATABASE_FILE);
+export async function withDatabaseFile<T>(store: StoreLocation, fn: (client: Client) => Promise<T>): Promise<T> {
+  const path = join(store.dataDir, DATABASE_FILE);
   await Deno.stat(path);
-  const client = createClient({ url: databaseUrl(path), concurrency: 1 });
+  const key = store.encryptionKey ? await DatabaseKey.load(store.encryptionKey) : null;
+  await expectEncryption(path, key);
+  const client = connectTo(path, key);
   try {
+    await prepareConnection(client, [], path, key);
     return await fn(client);
   } finally {
     client.close();
+  }
+}
+
+/** One libSQL connection to `path`, encrypted with `key` when there is one. */
+export function connectTo(path: string, key: DatabaseKey | null): Client {
+  return createClient({ url: databaseUrl(path), concurrency: 1, ...(key ? { encryptionKey: key.reveal() } : {}) });
+}
+
+/** The first bytes of every plaintext SQLite file; an encrypted file's first page is ciphertext. */
+const PLAINTEXT_HEADER = "SQLite format 3\0";
+
+/**
+ * What the file at `path` is, from its first 16 bytes: `none` (missing or empty: a new database
+ * takes the configured encryption), `plaintext`, or `encrypted` (anything else: libSQL's
+ * encryption, or a file that is not a database at all).
+ */
+export async function databaseFileState(path: string): Promise<"none" | "plaintext" | "encrypted"> {
+  let file: Deno.FsFile;
+  try {
+    file = await Deno.open(path, { read: true });
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return "none";
+    throw error;
+  }
+  try {
+    const header = new Uint8Array(PLAINTEXT_HEADER.length);
+    let read = 0;
+    while (read < header.length) {
+      const count = await file.read(header.subarray(read));
+      if (count === null) break;
+      read += count;
+    }
+    if (read === 0) return "none";
+    return new TextDecoder().decode(header.subarray(0, read)) === PLAINTEXT_HEADER ? "plaintext" : "encrypted";
+  } finally {
+    file.close();
+  }
+}
+
+/** Refuses a file whose encryption differs from the configuration, naming the case and the way out. */
+async function expectEncryption(path: string, key: DatabaseKey | null): Promise<void> {
+  const state = await databaseFileState(path);
+  if (key && state === "plaintext") {
+    throw new StoreEncryptionError(
+      `The database ${path} is not encrypted, but spec.storage.encryption is enabled: with Outpost stopped, ` +
+        `run "outpost db encrypt" to encrypt it with the key ${describeKeyLocation(key.location)}, ` +
+        "or set spec.storage.encryption.enabled: false",
+      path,
+      "not_encrypted",
+    );
+  }
+  if (!key && state === "encrypted") {
+    throw new StoreEncryptionError(
+      `The database ${path} is encrypted (or is not a database), but spec.storage.encryption is not enabled: ` +
+        "enable it with the key the database was encrypted with",
+      path,
+      "encrypted",
+    );
+  }
+}
+
+/**
+ * Runs a new connection's first statements; with a key, then reads the schema, which proves the
+ * key: a key that does not open the file makes libSQL answer SQLITE_NOTADB to the first read.
+ */
+export async function prepareConnection(
+  client: Client,
+  statements: readonly string[],
+  path: string,
+  key: DatabaseKey | null,
+): Promise<void> {
+  const proof = key ? [...ENCRYPTED_PRAGMAS, "SELECT count(*) FROM sqlite_schema"] : [];
+  try {
+    for (const statement of [...statements, ...proof]) await client.execute(statement);
+  } catch (error) {
+    if (!key || (error as { code?: string }).code !== "SQLITE_NOTADB") throw error;
+    throw new StoreEncryptionError(
+      `The database ${path} does not open with the key ${describeKeyLocation(key.location)}: ` +
+        "wrong key, or the file is not an Outpost database; configure the key it was encrypted with",
+      path,
+      "wrong_key",
+      { cause: error },
+    );
   }
 }

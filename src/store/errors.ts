@@ -19,3 +19,19 @@ export class StoreUnavailableError extends Error {
     this.reason = reason;
   }
 }
+
+/**
+ * The database and the configured encryption disagree: `not_encrypted` (a key is configured, the
+ * file is plaintext), `encrypted` (no key configured, the file is not plaintext), `wrong_key` (the
+ * key does not open the file). Outpost refuses to start rather than convert or lose the buffer.
+ */
+export class StoreEncryptionError extends Error {
+  readonly path: string;
+  readonly problem: "not_encrypted" | "encrypted" | "wrong_key";
+  constructor(message: string, path: string, problem: StoreEncryptionError["problem"], options?: ErrorOptions) {
+    super(message, options);
+    this.name = "StoreEncryptionError";
+    this.path = path;
+    this.problem = problem;
+  }
+}

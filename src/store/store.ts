@@ -1,4 +1,5 @@
 import type { Client } from "@libsql/client";
+import type { SecretLocation } from "../config/config.ts";
 import type { Reading } from "../ingest/reading_schema.ts";
 import type { Logger } from "../observability/log.ts";
 import type { StoreUnavailableError } from "./errors.ts";
@@ -22,6 +23,8 @@ export interface StoreOptions {
   keepHours?: { deadLetters: number; events: number; alerts: number; audit: number };
   /** Signs the checkpoint audit retention leaves at a cut (src/egress/audit.ts); unsigned when absent. */
   signAuditCheckpoint?: CheckpointSigner;
+  /** The key's file when the database is encrypted at rest (`spec.storage.encryption`). */
+  encryptionKey?: SecretLocation | null;
   /** `spec.limits` bounds the store enforces; unbounded when absent (tests of other parts). */
   limits?: { devices: number; writerPendingRows: number; deadLetterPayloadBytes: number };
 }
@@ -108,7 +111,7 @@ export class Store {
   }
 
   static async open(options: StoreOptions, log: Logger): Promise<Store> {
-    const database = await openDatabase(options.dataDir, log);
+    const database = await openDatabase(options.dataDir, log, { encryptionKey: options.encryptionKey });
     const client = database.client;
     const rows = Number((await client.execute("SELECT count(*) AS n FROM readings")).rows[0].n);
     const dead = Number((await client.execute("SELECT count(*) AS n FROM dead_letters")).rows[0].n);
@@ -118,7 +121,12 @@ export class Store {
       clock: await StoreClock.open(client),
     });
     store.#startTimers();
-    log.info("store.opened", { path: database.path, rows, schemaVersion: database.schemaVersion });
+    log.info("store.opened", {
+      path: database.path,
+      rows,
+      schemaVersion: database.schemaVersion,
+      encrypted: Boolean(options.encryptionKey),
+    });
     return store;
   }
 
