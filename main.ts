@@ -50,6 +50,12 @@ async function main(): Promise<number> {
       return await auditVerify(command);
     case "audit-export":
       return await auditExport(command);
+    case "db": {
+      const config = await loadOrReport(command.manifest, command.dataDir);
+      if (!config) return 2;
+      const { runDatabaseCommand } = await import("./src/store/database_encryption.ts");
+      return await runDatabaseCommand(config.storage, command.action);
+    }
     case "wait-ready":
       return command.root
         ? await waitConfirmed(command.manifest, command.root, command.timeoutSeconds, command.pid)

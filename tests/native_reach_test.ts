@@ -35,7 +35,13 @@ Deno.test("no code in src/ can make libsql touch another file: no ATTACH, VACUUM
       const code = line.trim();
       if (code.startsWith("*") || code.startsWith("//") || code.startsWith("/*")) return;
       const where = `${relative(SRC, path)}:${index + 1}: ${code}`;
-      if (/\bATTACH\b|\bVACUUM\s+INTO\b|load_extension|loadExtension|\bDETACH\b/i.test(code)) found.push(where);
+      // One exception: `db encrypt|decrypt` copies the store to a fixed name beside it, built
+      // from the data dir by databaseUrl (offline, under the data dir's lock; no input in the SQL).
+      const conversion = relative(SRC, path) === join("store", "database_encryption.ts") &&
+        /VACUUM INTO '\$\{`\$\{databaseUrl\(copy\)\}/.test(code);
+      if (/\bATTACH\b|\bVACUUM\s+INTO\b|load_extension|loadExtension|\bDETACH\b/i.test(code) && !conversion) {
+        found.push(where);
+      }
       if (/createClient\(/.test(code)) {
         clients++;
         if (!/createClient\(\{ url: databaseUrl\(/.test(code)) found.push(`${where} (not opened through databaseUrl)`);

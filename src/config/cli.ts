@@ -7,6 +7,7 @@ export type Command =
   | { name: "policy-show"; manifest: string }
   | { name: "audit-verify"; manifest: string; dataDir?: string; file?: string }
   | { name: "audit-export"; manifest: string; dataDir?: string; out: string }
+  | { name: "db"; action: "encrypt" | "decrypt"; manifest: string; dataDir?: string }
   | { name: "wait-ready"; manifest: string; timeoutSeconds: number; root?: string; pid?: number }
   | { name: "upgrade"; binary: string; release: ReleaseArgs }
   | { name: "rollback"; release: ReleaseArgs }
@@ -53,6 +54,7 @@ Commands:
   check     Validate a manifest without starting
   audit     "audit verify|export": check the egress audit log, or export it for an archive
   policy    "policy show": the egress allowlist and the network paths as a diagram
+  db        "db encrypt|decrypt": convert the stopped store to or from encryption at rest
   wait-ready  Wait until the local /readyz answers 200 (systemd's start gate)
   upgrade   Install a new release binary, health-gated, rolling back by itself on failure
   rollback  Return to the previous confirmed release, offline
@@ -85,6 +87,13 @@ the signed head file, and prints the result as JSON. Exit 0 when intact; 1 namin
 edited, recomputed, deleted, reordered, truncated, emptied, forged, head_missing, head_invalid,
 head_recreated, key_missing, key_wrong, table_missing, database_missing.
 export writes the rows, checkpoints and head to FILE (JSON lines) for an off-device archive.`,
+  db: `Usage: outpost db encrypt|decrypt [--manifest PATH] [--data-dir DIR]
+
+Converts the store in the data dir, with Outpost stopped, using the key the manifest resolves
+(OUTPOST_DB_KEY_FILE, systemd's credential db-key or spec.storage.encryption.keyFile, with
+spec.storage.encryption.enabled: true). encrypt: a plaintext store becomes encrypted; decrypt: an
+encrypted store becomes plaintext (then set enabled: false). The original is replaced only by a
+checked copy; prints the result as JSON. Exit 0 done or nothing to do, 1 failed, 2 no key.`,
   "wait-ready": `Usage: outpost wait-ready [--manifest PATH] [--timeout SECONDS] [--root DIR --pid PID]
 
 Polls the API's /readyz until it answers 200 (exit 0) or the timeout passes (exit 1, default 30 s).
@@ -172,7 +181,7 @@ export function parseCommand(args: readonly string[] = Deno.args): Command {
     return { name: "service", action, release: (parsed as { release: ReleaseArgs }).release };
   }
   let options = tail;
-  const subcommands = { audit: ["verify", "export"], policy: ["show"] }[name as string];
+  const subcommands = { audit: ["verify", "export"], policy: ["show"], db: ["encrypt", "decrypt"] }[name as string];
   if (subcommands) {
     if (!subcommands.includes(tail[0]) && !tail.includes("--help") && !tail.includes("-h")) {
       throw new UsageError(`Unknown ${name} subcommand: ${tail[0] ?? "(none)"}`, usage);
@@ -218,6 +227,12 @@ export function parseCommand(args: readonly string[] = Deno.args): Command {
   }
   if (name === "audit") return { name: "audit-verify", manifest, dataDir, file: values.file };
   if (name === "policy") return { name: "policy-show", manifest };
+  if (name === "db") {
+    if (Object.keys(values).some((key) => key !== "manifest" && key !== "data-dir")) {
+      throw new UsageError("db takes only --manifest and --data-dir", usage);
+    }
+    return { name: "db", action: tail[0] as "encrypt" | "decrypt", manifest, dataDir };
+  }
   if (name === "wait-ready") {
     const timeoutSeconds = Number(values.timeout ?? 30);
     if (!(timeoutSeconds > 0)) throw new UsageError("--timeout must be a positive number of seconds", usage);
