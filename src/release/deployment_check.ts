@@ -10,6 +10,7 @@ import { verifyAuditFile } from "../egress/audit_file.ts";
 import { loopbackFetch, ownApiUrl } from "../egress/loopback_fetch.ts";
 import { netAllowlist } from "../permissions/flags.ts";
 import { broaderPermissions } from "../permissions/self_check.ts";
+import { encryptionAtRest } from "../store/database_encryption.ts";
 import { ReleaseLayout } from "./layout.ts";
 import { pinFile, readPin } from "./pin.ts";
 import { executable, isSameProcess, readPidFile } from "./process.ts";
@@ -112,6 +113,8 @@ export async function checkDeployment(
     pass: broader.length === 0,
     reason: broader.length === 0 ? "this release's Deno permissions match the manifest" : broader.join("; "),
   });
+
+  criteria.push({ name: "store encrypted at rest as configured", ...await encryptionAtRest(config.storage) });
 
   criteria.push(await systemdHardening(options.service, await get("/v1/status")));
   return criteria;
