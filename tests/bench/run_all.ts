@@ -4,6 +4,7 @@
  */
 import { parseArgs } from "node:util";
 import { benchDetect } from "./detect_bench.ts";
+import { benchEncryption } from "./encryption_bench.ts";
 import { evaluateDetection } from "./detect_eval.ts";
 import { benchForward } from "./forward_bench.ts";
 import { benchImportCosts } from "./import_costs.ts";
@@ -23,6 +24,11 @@ await benchIngest(
   quick
     ? { seconds: 1, mqttMessages: 2_000, rawRows: 20_000, startupRuns: 2 }
     : { seconds: 10, mqttMessages: 50_000, rawRows: 200_000, startupRuns: 7 },
+);
+
+console.log("\n## Encryption at rest: ingest with and without, interleaved");
+await benchEncryption(
+  quick ? { seconds: 1, rawRows: 20_000, rounds: 1 } : { seconds: 5, rawRows: 100_000, rounds: 3 },
 );
 
 console.log("\n## Store and forward");
