@@ -14,7 +14,7 @@
  * faster `settleSeconds`, even through a new episode whose score stays below RECOVERY_SCORE: a
  * plant settling after a fault would otherwise start small episodes that never fade.
  */
-import { ADAPTIVE_TERMS, FEATURES, LEVEL, type TermParams } from "./baseline_features.ts";
+import { ADAPTIVE_TERMS, FEATURES, LEVEL, type TermParams, WINDOW } from "./baseline_features.ts";
 
 export interface BaselineOptions {
   adaptSeconds: number;
@@ -65,6 +65,11 @@ export interface BaselineState {
   settledAfterId?: number;
   /** Until then (reading time), the baseline adapts at the faster `settleSeconds` (after an episode). */
   recoverUntilTs?: number;
+  /**
+   * After an operator took the present state as normal: up to the device's reading of this count,
+   * the centres move to each reading's features (see `followAccepted`).
+   */
+  followUntilCount?: number;
 }
 
 export interface BaselineStep {
@@ -108,6 +113,7 @@ export function copyBaseline(state: BaselineState): BaselineState {
     steady: copyPeriod(state.steady),
     recoverUntilTs: state.recoverUntilTs,
     settledAfterId: state.settledAfterId,
+    followUntilCount: state.followUntilCount,
   };
 }
 
@@ -161,6 +167,40 @@ export function acceptCurrent(state: BaselineState, features: ArrayLike<number>)
   for (let i = 0; i < state.center.length; i++) state.center[i] = features[i];
   state.scoring = [...state.center];
   state.steady = state.faded = null;
+}
+
+/**
+ * An operator's word that the present operating point is normal (accept, false alarm): the
+ * centres move to the features of the device's window now, which `readingCount` readings have
+ * filled so far. The window still holds readings from before the change the operator accepted (a
+ * level is a 15-reading mean, a spread and a rate span 20 readings), so taking it alone as normal
+ * would make the level walk away from the accepted one as the window fills with the new operating
+ * point, and re-open an episode a dozen readings later. So for the next WINDOW readings the
+ * centres keep following (`followAccepted`), until the window holds only readings from after the word.
+ */
+export function takeAsNormal(state: BaselineState, features: ArrayLike<number>, readingCount: number): void {
+  acceptCurrent(state, features);
+  state.followUntilCount = readingCount + WINDOW;
+}
+
+/**
+ * After `takeAsNormal`: moves the centres to this reading's features, unless the reading is
+ * part of a new episode (then the following ends: a new change is not what the operator accepted).
+ * True when the centres moved (the device's next reading is scored against them).
+ */
+export function followAccepted(
+  state: BaselineState,
+  step: { features: ArrayLike<number>; readingCount: number; ts: number; inEpisode: boolean },
+): boolean {
+  if (state.followUntilCount === undefined) return false;
+  if (step.inEpisode || step.readingCount > state.followUntilCount) {
+    state.followUntilCount = undefined;
+    return false;
+  }
+  acceptCurrent(state, step.features);
+  state.lastTs = step.ts;
+  if (step.readingCount === state.followUntilCount) state.followUntilCount = undefined;
+  return true;
 }
 
 /** Adds a reading to a period (starting one if there is none). */

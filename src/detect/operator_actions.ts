@@ -10,7 +10,7 @@ import { commitDerived } from "../store/derived_commit.ts";
 import { type EventEndReason, eventVerdictStatement, readEvent } from "../store/events_table.ts";
 import { maxReadingId } from "../store/readings.ts";
 import { windowFeatures } from "./baseline_features.ts";
-import { acceptCurrent } from "./baseline_tracker.ts";
+import { takeAsNormal } from "./baseline_tracker.ts";
 import type { DeviceState } from "./device_states.ts";
 import { type AlertMessage, episodeStatements } from "./episodes.ts";
 import type { PassDeps } from "./scoring_pass.ts";
@@ -47,9 +47,9 @@ export function acceptOperatingPoint(deps: PassDeps, device: string): Promise<Op
 }
 
 /**
- * Moves an active device's baseline to its present state and ends its open episode (only the
- * episode `eventId` names, when given). A device still calibrating or quarantined has no
- * baseline: only the verdict is recorded.
+ * Moves an active device's baseline to its present state and ends its open episode. With an
+ * `eventId` that is not the open episode, or for a device no model scores yet (calibrating for
+ * the first time) or quarantined, only the verdict is recorded.
  */
 async function acceptPresentState(
   deps: PassDeps,
@@ -60,15 +60,19 @@ async function acceptPresentState(
 ): Promise<OperatorOutcome> {
   const { devices, registry } = deps;
   const state = await devices.draft(device, await maxReadingId(deps.client) + 1);
-  if (state.state !== "active") {
+  // A verdict on an event that is not the device's open episode (an old one, closed) records the
+  // verdict only: the present state is not what the verdict was about (another episode may be open,
+  // or the plant may have moved on), so neither the baseline, the debouncer nor an episode changes.
+  const onOldEvent = eventId !== null && state.episode?.id !== eventId;
+  // A model scores the device (its own, also while it recalibrates, or the global one).
+  const scored = state.state !== "quarantined" && state.readings > 0 && registry.modelIdFor(device) !== undefined;
+  if (!scored || onOldEvent) {
     await commitDerived(deps.client, statements);
+    if (onOldEvent) deps.log.info("detect.false_alarm", { device, eventId, endedEvent: null, baselineAccepted: false });
     return { device, endedEvent: null, baselineAccepted: false, alerts: [] };
   }
-  const episode = eventId === null || state.episode?.id === eventId ? state.episode : null;
-  // A verdict on an old event while another episode is open records the verdict only: the
-  // present state is that other episode's, not a normal one to learn.
-  const otherEpisodeOpen = state.episode !== null && episode === null;
-  const baselineAccepted = otherEpisodeOpen ? false : await acceptBaseline(deps, state);
+  const episode = state.episode;
+  const baselineAccepted = await acceptBaseline(deps, state);
   const alerts: AlertMessage[] = [];
   if (episode) {
     // Events are in reading time: the episode ends at the device's latest scored reading.
@@ -78,11 +82,10 @@ async function acceptPresentState(
     alerts.push(ended.alert);
     state.episode = null;
   }
-  if (!state.episode) {
-    state.debouncer?.settle();
-    if (state.baseline) state.baseline.settledAfterId = state.lastReadingId;
-    state.anomaly = false;
-  }
+  // The next onset needs `onCount` new exceeding readings, after a restart too (settledAfterId).
+  state.debouncer?.settle();
+  if (state.baseline) state.baseline.settledAfterId = state.lastReadingId;
+  state.anomaly = false;
   statements.push(...devices.statements([state]));
   await commitDerived(deps.client, statements);
   devices.adopt([state]);
@@ -106,6 +109,6 @@ async function acceptBaseline(deps: PassDeps, state: DeviceState): Promise<boole
   if (!params) return false;
   const window = await deps.devices.window(state, model, state.lastReadingId + 1);
   if (!state.baseline || window.length === 0) return false;
-  acceptCurrent(state.baseline, windowFeatures(window, params.floor));
+  takeAsNormal(state.baseline, windowFeatures(window, params.floor), state.readings);
   return true;
 }

@@ -20,7 +20,7 @@ import { type EventEndReason, eventProgressStatement } from "../store/events_tab
 import type { Outbox } from "../store/outbox.ts";
 import { deviceReadingsBetween } from "../store/readings.ts";
 import { type ReadingScore, scoreStatements } from "../store/scores.ts";
-import { advanceBaseline, refreshBlock, scoringCentres } from "./baseline_tracker.ts";
+import { advanceBaseline, followAccepted, refreshBlock, scoringCentres } from "./baseline_tracker.ts";
 import { calibrate, calibrationReadings, selectSensors } from "./calibration.ts";
 import type { DeviceState, DeviceStates } from "./device_states.ts";
 import { type AlertMessage, episodeStatements, type OpenEpisode, topSensors } from "./episodes.ts";
@@ -224,13 +224,21 @@ export async function planPass(deps: PassDeps, rows: readonly PassRow[]): Promis
     }
     let moved = false;
     if (state.baseline && features) {
-      moved = advanceBaseline(state.baseline, item.model.manifest.baseline!, {
+      // Just after an operator's accept the centres follow the accepted operating point at once...
+      const followed = followAccepted(state.baseline, {
         features,
-        score,
-        inEpisode: anomaly,
-        peakScore: state.episode?.peakScore ?? score,
+        readingCount: item.count,
         ts: item.ts,
-      }, deps.config.baseline) !== null;
+        inEpisode: anomaly,
+      });
+      // ...else they adapt, or move to where the plant settled during an episode.
+      moved = followed || advanceBaseline(state.baseline, item.model.manifest.baseline!, {
+            features,
+            score,
+            inEpisode: anomaly,
+            peakScore: state.episode?.peakScore ?? score,
+            ts: item.ts,
+          }, deps.config.baseline) !== null;
       if (moved && state.episode) {
         record("end", state, state.episode, item.ts, "rebaselined");
         state.episode = null;
