@@ -59,9 +59,13 @@ export class DeviceStates {
     this.#config = config;
   }
 
-  /** A copy of the device's committed state (a new device starts calibrating at `readingId`). */
-  async draft(device: string, readingId: number): Promise<DeviceState> {
-    return copy(this.#committed.get(device) ?? await this.#load(device, readingId));
+  /**
+   * A copy of the device's committed state. A device the store has no state for starts at
+   * `readingId` in `initial`: calibrating (its calibration counts from there), or active when a
+   * model already scores it (a global one).
+   */
+  async draft(device: string, readingId: number, initial: DeviceStateName = "calibrating"): Promise<DeviceState> {
+    return copy(this.#committed.get(device) ?? await this.#load(device, readingId, initial));
   }
 
   /** Keeps drafts whose changes have committed. */
@@ -156,11 +160,11 @@ export class DeviceStates {
     this.#committed.delete(device);
   }
 
-  async #load(device: string, readingId: number): Promise<DeviceState> {
+  async #load(device: string, readingId: number, initial: DeviceStateName): Promise<DeviceState> {
     const row = await readDevice(this.#client, device);
     const state: DeviceState = {
       device,
-      state: row ? row.state : "calibrating",
+      state: row ? row.state : initial,
       calibrationAfterId: row ? row.calibrationAfterId : readingId - 1,
       calibrationCount: 0,
       calibrationFirstTs: null,

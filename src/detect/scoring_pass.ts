@@ -114,21 +114,27 @@ export async function planPass(deps: PassDeps, rows: readonly PassRow[]): Promis
   for (const row of rows) {
     let state = drafts.get(row.device);
     lastId = row.id;
-    if (!state) drafts.set(row.device, state = await devices.draft(row.device, row.id));
+    const modelId = registry.modelIdFor(row.device);
+    if (!state) {
+      state = await devices.draft(row.device, row.id, modelId === undefined ? "calibrating" : "active");
+      drafts.set(row.device, state);
+    }
     state.readings++;
     state.lastReadingId = row.id;
     if (state.state === "quarantined") {
       leaveUnscored(row.id, "device_quarantined", "device quarantined");
       continue;
     }
-    const modelId = registry.modelIdFor(state.device);
-    // A device recalibrating keeps being scored by its current model until the new one is active.
-    if (modelId === undefined || (state.state === "calibrating" && registry.hasOwnModel(state.device))) {
-      calibration = await collectCalibration(deps, state, row);
-      if (modelId === undefined) {
-        if (calibration) break;
-        continue;
-      }
+    if (modelId === undefined && state.state === "active") {
+      // Its model was unassigned (a release restore): it calibrates again, from this reading.
+      restartCalibration(state, row.id - 1);
+    }
+    // A calibrating device collects its calibration readings; until its own model is active the
+    // model it has (its current one while it recalibrates, or the global one) keeps scoring it.
+    if (state.state === "calibrating") calibration = await collectCalibration(deps, state, row);
+    if (modelId === undefined) {
+      if (calibration) break;
+      continue;
     }
     const deactivation = registry.deactivationFor(state.device);
     if (deactivation) {
@@ -405,13 +411,19 @@ async function collectCalibration(
   } catch (error) {
     // Start over with the next readings rather than stall the device.
     log.error("detect.calibration_failed", { device: state.device, error });
-    state.calibrationAfterId = id;
-    state.calibrationCount = 0;
-    state.calibrationFirstTs = null;
+    restartCalibration(state, id);
     return null;
   } finally {
     done();
   }
+}
+
+/** The device calibrates on the readings after `afterId`. */
+function restartCalibration(state: DeviceState, afterId: number): void {
+  state.state = "calibrating";
+  state.calibrationAfterId = afterId;
+  state.calibrationCount = 0;
+  state.calibrationFirstTs = null;
 }
 
 function nextTurn(): Promise<void> {
