@@ -7,6 +7,10 @@ import { BASELINE_INPUTS, BASELINE_OUTPUTS, baselineGraph } from "./baseline_mod
 
 /** Calibrated models are named after their device: `baseline/<device>`. */
 export const CALIBRATED_PREFIX = "baseline/";
+/** With `calibration.seconds`, a calibration ends at this many readings however little time they span... */
+export const MAX_CALIBRATION_READINGS = 5_000;
+/** ...and needs at least this many however much time they span. */
+export const MIN_CALIBRATION_READINGS = 20;
 
 export interface CalibrationReading {
   ts: number;

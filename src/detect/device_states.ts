@@ -10,11 +10,17 @@ import {
 } from "../store/device_rows.ts";
 import { maxEventId, readEvent } from "../store/events_table.ts";
 import { countModelsNamed } from "../store/models_table.ts";
-import { countDeviceReadings } from "../store/readings.ts";
+import { countDeviceReadings, deviceReadingTimes } from "../store/readings.ts";
 import { scoresBefore } from "../store/scores.ts";
 import { ADAPTIVE_TERMS } from "./baseline_features.ts";
 import { type BaselineState, copyBaseline, initialBaseline } from "./baseline_tracker.ts";
-import { CALIBRATED_PREFIX } from "./calibration.ts";
+import { CALIBRATED_PREFIX, MAX_CALIBRATION_READINGS } from "./calibration.ts";
+import {
+  type CalibrationClock,
+  copyCalibrationClock,
+  newCalibrationClock,
+  tickCalibrationClock,
+} from "./calibration_clock.ts";
 import { Debouncer } from "./debouncer.ts";
 import type { OpenEpisode } from "./episodes.ts";
 import type { LoadedModel } from "./inference.ts";
@@ -25,8 +31,8 @@ export interface DeviceState {
   /** Readings with a higher id count toward calibration. */
   calibrationAfterId: number;
   calibrationCount: number;
-  /** Reading time of the first calibration reading (for `calibration.seconds`). */
-  calibrationFirstTs: number | null;
+  /** Reading time the calibration has covered (with `calibration.seconds` only). */
+  calibrationClock: CalibrationClock | null;
   readings: number;
   lastReadingId: number;
   anomaly: boolean;
@@ -167,7 +173,7 @@ export class DeviceStates {
       state: row ? row.state : initial,
       calibrationAfterId: row ? row.calibrationAfterId : readingId - 1,
       calibrationCount: 0,
-      calibrationFirstTs: null,
+      calibrationClock: null,
       readings: row ? row.readings : 0,
       lastReadingId: row ? row.lastReadingId : 0,
       anomaly: row ? row.anomaly : false,
@@ -185,12 +191,15 @@ export class DeviceStates {
       state.baselineModelId = modelId;
     }
     if (state.state === "calibrating") {
-      const collected = await countDeviceReadings(this.#client, device, {
-        afterId: state.calibrationAfterId,
-        beforeId: readingId,
-      });
-      state.calibrationCount = collected.count;
-      state.calibrationFirstTs = collected.firstTs;
+      const ids = { afterId: state.calibrationAfterId, beforeId: readingId };
+      if (this.#config.calibration.seconds === undefined) {
+        state.calibrationCount = (await countDeviceReadings(this.#client, device, ids)).count;
+      } else {
+        const times = await deviceReadingTimes(this.#client, device, ids, MAX_CALIBRATION_READINGS);
+        state.calibrationCount = times.length;
+        if (times.length > 0) state.calibrationClock = newCalibrationClock();
+        for (const ts of times) tickCalibrationClock(state.calibrationClock!, ts);
+      }
     }
     if (row.openEventId !== null) {
       const event = await readEvent(this.#client, row.openEventId);
@@ -216,6 +225,7 @@ function copy(state: DeviceState): DeviceState {
     ...state,
     episode: state.episode && { ...state.episode, topSensors: [...state.episode.topSensors] },
     debouncer: state.debouncer?.clone() ?? null,
+    calibrationClock: state.calibrationClock && copyCalibrationClock(state.calibrationClock),
     window: [...state.window],
     baseline: state.baseline && copyBaseline(state.baseline),
   };

@@ -21,7 +21,14 @@ import type { Outbox } from "../store/outbox.ts";
 import { deviceReadingsBetween } from "../store/readings.ts";
 import { type ReadingScore, scoreStatements } from "../store/scores.ts";
 import { advanceBaseline, followAccepted, refreshBlock, scoringCentres } from "./baseline_tracker.ts";
-import { calibrate, calibrationReadings, selectSensors } from "./calibration.ts";
+import {
+  calibrate,
+  calibrationReadings,
+  MAX_CALIBRATION_READINGS,
+  MIN_CALIBRATION_READINGS,
+  selectSensors,
+} from "./calibration.ts";
+import { coveredSeconds, newCalibrationClock, tickCalibrationClock } from "./calibration_clock.ts";
 import type { DeviceState, DeviceStates } from "./device_states.ts";
 import { type AlertMessage, episodeStatements, type OpenEpisode, topSensors } from "./episodes.ts";
 import type { Inference, LoadedModel } from "./inference.ts";
@@ -62,11 +69,6 @@ export interface PlannedPass {
   /** Keeps the pass's changes in memory and reports them; call once `statements` have committed. */
   adopt(results: ResultSet[]): void;
 }
-
-/** With `calibration.seconds`, a calibration ends at this many readings however little time they span... */
-const MAX_CALIBRATION_READINGS = 5_000;
-/** ...and needs at least this many however much time they span. */
-const MIN_CALIBRATION_READINGS = 20;
 
 interface Pending extends PendingReading {
   device: DeviceState;
@@ -350,11 +352,11 @@ async function collectCalibration(
   const { config, log } = deps;
   const id = reading.id;
   state.calibrationCount++;
-  state.calibrationFirstTs ??= reading.ts;
   const { seconds } = config.calibration;
+  if (seconds !== undefined) tickCalibrationClock(state.calibrationClock ??= newCalibrationClock(), reading.ts);
   const bound = seconds === undefined ? config.calibration.readings : MAX_CALIBRATION_READINGS;
   const enoughTime = seconds !== undefined && state.calibrationCount >= MIN_CALIBRATION_READINGS &&
-    reading.ts - state.calibrationFirstTs >= seconds * 1000;
+    coveredSeconds(state.calibrationClock!) >= seconds;
   if (state.calibrationCount < bound && !enoughTime) return null;
   const rows = await deviceReadingsBetween(
     deps.client,
@@ -393,6 +395,7 @@ async function collectCalibration(
     const samples = readings.map((reading) => selection.sensors.map((sensor) => reading.values[sensor]));
     const staged = await deps.registry.stage(bundle, state.device, "calibrated", { samples });
     state.state = "active";
+    state.calibrationClock = null;
     const ms = performance.now() - started;
     return {
       statements: staged.statements,
@@ -423,7 +426,7 @@ function restartCalibration(state: DeviceState, afterId: number): void {
   state.state = "calibrating";
   state.calibrationAfterId = afterId;
   state.calibrationCount = 0;
-  state.calibrationFirstTs = null;
+  state.calibrationClock = null;
 }
 
 function nextTurn(): Promise<void> {

@@ -59,6 +59,20 @@ export async function countDeviceReadings(
   return { count: Number(row.n), firstTs: row.first_ts === null ? null : Number(row.first_ts) };
 }
 
+/** Times of `device`'s readings with ids strictly between `afterId` and `beforeId`, in id order, at most `limit`. */
+export async function deviceReadingTimes(
+  client: Client,
+  device: string,
+  ids: { afterId: number; beforeId: number },
+  limit: number,
+): Promise<number[]> {
+  const result = await client.execute({
+    sql: "SELECT ts FROM readings WHERE device = ? AND id > ? AND id < ? ORDER BY id LIMIT ?",
+    args: [device, ids.afterId, ids.beforeId, limit],
+  });
+  return result.rows.map((row) => Number(row.ts));
+}
+
 /**
  * `values_json` of the latest `limit` readings, oldest first: of every device by id (commit
  * order) when `device` is null, else of that device by reading time.
