@@ -1,11 +1,14 @@
 /**
- * Recalibration on request (issue 10, review item 2), against the real program over loopback: a
- * device scored by a global uploaded model calibrates its own baseline when an admin asks, which
- * then takes over.
+ * Recalibration on request (issue 10, review items 2 and 4), against the real program over
+ * loopback: a device scored by a global uploaded model calibrates its own baseline when an admin
+ * asks, which then takes over; and repeated recalibrations keep only the current and the previous
+ * (rollback) calibrated bundle of a device.
  */
 import assert from "node:assert/strict";
+import { join } from "node:path";
 import { sha256Hex } from "../src/sha256.ts";
 import { encodeBase64 } from "./helpers/base64.ts";
+import { query } from "./helpers/db.ts";
 import { eventually } from "./helpers/eventually.ts";
 import { startOutpost, writeManifest } from "./helpers/outpost_process.ts";
 import { fetchReadings, replay } from "./helpers/replay.ts";
@@ -100,6 +103,50 @@ Deno.test("a device scored by a global model calibrates its own baseline on requ
     assert.ok(rows.slice(135).every((r) => r.score! < 100), "the device's own baseline afterwards");
   } finally {
     await outpost.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("five calibrations of a device leave two bundles, the current and the previous; versions never repeat", async () => {
+  const dir = await Deno.makeTempDir();
+  const outpost = await startOutpost(
+    await writeManifest(dir, { detection: ["calibration: { readings: 20 }"], logLevel: "warn" }),
+    { env: { OUTPOST_ADMIN_TOKEN: TOKEN } },
+  );
+  const bundles = join(outpost.dataDir, "models", "calibrated");
+  const versions = () => [...Deno.readDirSync(bundles)].map((entry) => entry.name.match(/-(cal-\d+)-/)![1]).sort();
+  try {
+    const device = "pump-r";
+    const { readings } = simulateRecording({ seed: 32, fault: "step", calibration: 20, seconds: 200 });
+    let sent = 0;
+    const calibrateOn = async (count: number, version: string) => {
+      await replay(outpost.url, device, readings.slice(sent, sent + count));
+      sent += count;
+      await eventually(() => deviceRow(outpost.url, device), (row) => row?.model?.version === version, 20_000);
+    };
+    await calibrateOn(20, "cal-1");
+    for (let n = 2; n <= 5; n++) {
+      assert.equal((await admin(outpost.url, `/v1/devices/${device}/calibrate`)).status, 202);
+      await calibrateOn(20, `cal-${n}`);
+    }
+    await scoredThrough(outpost.url, device, sent);
+    assert.deepEqual(versions(), ["cal-4", "cal-5"]);
+
+    const back = await admin(outpost.url, "/v1/models/rollback", { device });
+    assert.equal(back.status, 200, JSON.stringify(back.body));
+    assert.deepEqual([back.body.from.version, back.body.to.version], ["cal-5", "cal-4"]);
+    assert.equal((await admin(outpost.url, `/v1/devices/${device}/calibrate`)).status, 202);
+    await calibrateOn(20, "cal-6");
+    await scoredThrough(outpost.url, device, sent);
+    assert.deepEqual(versions(), ["cal-4", "cal-6"], "the rolled-back-to model stays as the previous one");
+    assert.equal((await admin(outpost.url, "/v1/models/rollback", { device })).body.to.version, "cal-4");
+  } finally {
+    await outpost.stop();
+  }
+  try {
+    const rows = await query(outpost.dataDir, "SELECT version FROM models ORDER BY id");
+    assert.deepEqual(rows.map((row) => row.version), ["cal-4", "cal-6"]);
+  } finally {
     await Deno.remove(dir, { recursive: true });
   }
 });

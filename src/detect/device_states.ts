@@ -9,7 +9,7 @@ import {
   upsertDeviceStatements,
 } from "../store/device_rows.ts";
 import { maxEventId, readEvent } from "../store/events_table.ts";
-import { countModelsNamed } from "../store/models_table.ts";
+import { versionsNamed } from "../store/models_table.ts";
 import { countDeviceReadings, deviceReadingTimes } from "../store/readings.ts";
 import { scoresBefore } from "../store/scores.ts";
 import { ADAPTIVE_TERMS } from "./baseline_features.ts";
@@ -136,9 +136,17 @@ export class DeviceStates {
     this.#lastEventId = id;
   }
 
-  /** How many models were calibrated for the device so far. */
-  calibrations(device: string): Promise<number> {
-    return countModelsNamed(this.#client, `${CALIBRATED_PREFIX}${device}`);
+  /**
+   * The version of the device's next calibrated model: `cal-<n>`, one past the highest stored (old
+   * bundles are deleted, so counting them would repeat a version).
+   */
+  async nextCalibrationVersion(device: string): Promise<string> {
+    let highest = 0;
+    for (const version of await versionsNamed(this.#client, `${CALIBRATED_PREFIX}${device}`)) {
+      const n = /^cal-(\d+)$/.exec(version);
+      if (n) highest = Math.max(highest, Number(n[1]));
+    }
+    return `cal-${highest + 1}`;
   }
 
   /** Whether the store knows the device (a `devices` row or a reading). */

@@ -64,6 +64,11 @@ export class Inference {
     return this.#models.get(id);
   }
 
+  /** Drops a deleted model; its session stays while other models share it (sessions go at release). */
+  forget(id: number): void {
+    this.#models.delete(id);
+  }
+
   /**
    * Creates the session of a model that passed its load test when it was activated; throws
    * ModelBundleError if onnxruntime refuses it or its tensor names do not match.

@@ -10,7 +10,7 @@
  * loaded is retried with a growing delay, its devices unscored meanwhile.
  */
 import type { Client, InStatement, ResultSet } from "@libsql/client";
-import { join } from "node:path";
+import { join, relative, sep } from "node:path";
 import type { Logger } from "../observability/log.ts";
 import { commitDerived } from "../store/derived_commit.ts";
 import {
@@ -19,6 +19,8 @@ import {
   allAssignments,
   allModels,
   deleteAssignment,
+  deleteUnusedModels,
+  modelsOfSource,
   swapToPreviousModel,
 } from "../store/models_table.ts";
 import type { Inference, LoadedModel } from "./inference.ts";
@@ -26,6 +28,8 @@ import { readJsonState, writeJsonState } from "./json_state_file.ts";
 import { type ModelBundle, readBundle, writeBundle } from "./model_bundle.ts";
 
 export const GLOBAL_SCOPE = "*";
+/** The source (and folder under the models dir) of the models calibration makes. */
+export const CALIBRATED_SOURCE = "calibrated";
 const LOAD_RETRY_MIN_MS = 1_000;
 const LOAD_RETRY_MAX_MS = 300_000;
 
@@ -45,6 +49,8 @@ export interface Deactivation {
 
 /** An activation whose statements commit with other work; `adopt` once they have committed. */
 export interface StagedActivation {
+  /** The model's name. */
+  name: string;
   /** Adjacent statements; the first returns the new model's id. */
   statements: InStatement[];
   adopt(firstResult: ResultSet): ModelInfo;
@@ -86,9 +92,59 @@ export class ModelRegistry {
     this.#deactivated = new Map(Object.entries(readJsonState<Record<string, Deactivation>>(this.#deactivatedPath, {})));
   }
 
+  /** Loads the models and assignments; deletes calibrated bundles that no scope can use any more. */
   async init(): Promise<void> {
     for (const model of await allModels(this.#client)) this.#info.set(model.id, model);
     for (const { scope, modelId } of await allAssignments(this.#client)) this.#assignments.set(scope, modelId);
+    await this.pruneCalibrated(null);
+  }
+
+  /**
+   * Deletes calibrated bundles (and their rows) that neither their device nor a rollback can use:
+   * every one but each device's current model, its previous one and its newest (the next
+   * calibration's version counts on from it; it is normally one of the other two). Of one model
+   * name (`baseline/<device>`), or of every device when null. Uploaded bundles are never deleted:
+   * a release may pin them by hash. Folders go first and rows after, so a crash in between leaves
+   * only rows that the next prune deletes. Failures are logged, never thrown: scoring goes on.
+   */
+  async pruneCalibrated(name: string | null): Promise<void> {
+    const source = CALIBRATED_SOURCE;
+    try {
+      const rows = await modelsOfSource(this.#client, source, name);
+      const newest = new Map(rows.map((row) => [row.name, row.id]));
+      const keep = (row: (typeof rows)[number]) => row.used || newest.get(row.name) === row.id;
+      const keptPaths = new Set(rows.filter(keep).map((row) => row.path));
+      const removed: typeof rows = [];
+      for (const row of rows) {
+        if (keep(row) || keptPaths.has(row.path)) continue;
+        const inside = relative(join(this.#dir, source), row.path);
+        if (inside === "" || inside.startsWith("..") || inside.includes(sep)) {
+          this.#log.warn("detect.model_prune_skipped", {
+            id: row.id,
+            path: row.path,
+            reason: "not a calibrated bundle",
+          });
+          continue;
+        }
+        try {
+          await Deno.remove(row.path, { recursive: true });
+        } catch (error) {
+          if (!(error instanceof Deno.errors.NotFound)) throw error;
+        }
+        removed.push(row);
+      }
+      await deleteUnusedModels(this.#client, removed.map((row) => row.id));
+      for (const row of removed) {
+        this.#info.delete(row.id);
+        this.#unavailable.delete(row.id);
+        this.#inference.forget(row.id);
+      }
+      if (removed.length > 0) {
+        this.#log.info("detect.models_pruned", { models: removed.map((row) => `${row.name}@${row.version}`) });
+      }
+    } catch (error) {
+      this.#log.error("detect.model_prune_failed", { name, error });
+    }
   }
 
   /** The model for a device: its own assignment, else the global one. */
@@ -175,6 +231,7 @@ export class ModelRegistry {
       await writeBundle(path, bundle);
     }
     return {
+      name,
       statements: activationStatements({ name, version, source, path, sha256 }, scope, Date.now()),
       adopt: (firstResult) => {
         const id = activatedModelId(firstResult);

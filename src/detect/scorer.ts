@@ -242,6 +242,8 @@ export class Scorer {
     }
     this.#deps.observer?.scored(plan.scored, latencies);
     if (plan.alerts.length > 0) this.onAlerts?.(plan.alerts);
+    // The new model has committed: the device's bundles older than its previous one can go.
+    if (plan.calibrated !== null) await this.#deps.registry.pruneCalibrated(plan.calibrated);
     return !complete;
   }
 }

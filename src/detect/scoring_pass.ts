@@ -33,7 +33,7 @@ import type { DeviceState, DeviceStates } from "./device_states.ts";
 import { type AlertMessage, episodeStatements, type OpenEpisode, topSensors } from "./episodes.ts";
 import type { Inference, LoadedModel } from "./inference.ts";
 import { inferPending, type PendingReading, type ReadingResult } from "./pass_inference.ts";
-import { type ModelRegistry, ModelUnavailableError, type StagedActivation } from "./registry.ts";
+import { CALIBRATED_SOURCE, type ModelRegistry, ModelUnavailableError, type StagedActivation } from "./registry.ts";
 import type { ScorerObserver, UnscoredReason } from "./scorer_observer.ts";
 import type { WorkMarkers } from "./work_markers.ts";
 
@@ -66,6 +66,8 @@ export interface PlannedPass {
   statements: InStatement[];
   scored: number;
   alerts: AlertMessage[];
+  /** The name of the model the pass calibrated, if it did (its older bundles can go once it has committed). */
+  calibrated: string | null;
   /** Keeps the pass's changes in memory and reports them; call once `statements` have committed. */
   adopt(results: ResultSet[]): void;
 }
@@ -273,6 +275,7 @@ export async function planPass(deps: PassDeps, rows: readonly PassRow[]): Promis
     statements,
     scored: scoredCount,
     alerts,
+    calibrated: calibration?.name ?? null,
     adopt(committed) {
       devices.adopt(drafts.values());
       if (eventId !== null) devices.adoptLastEventId(eventId);
@@ -388,16 +391,17 @@ async function collectCalibration(
     // Each step below holds the event loop for up to a few hundred ms at the bound: let requests in between.
     await nextTurn();
     const readings = calibrationReadings(rows, selection.sensors);
-    const version = `cal-${await deps.devices.calibrations(state.device) + 1}`;
+    const version = await deps.devices.nextCalibrationVersion(state.device);
     await nextTurn();
     const bundle = calibrate(state.device, readings, config, version);
     await nextTurn();
     const samples = readings.map((reading) => selection.sensors.map((sensor) => reading.values[sensor]));
-    const staged = await deps.registry.stage(bundle, state.device, "calibrated", { samples });
+    const staged = await deps.registry.stage(bundle, state.device, CALIBRATED_SOURCE, { samples });
     state.state = "active";
     state.calibrationClock = null;
     const ms = performance.now() - started;
     return {
+      name: staged.name,
       statements: staged.statements,
       adopt(firstResult) {
         const model = staged.adopt(firstResult);

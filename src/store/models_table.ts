@@ -79,10 +79,38 @@ export async function deleteAssignment(client: Client, scope: string): Promise<v
   await client.execute({ sql: "DELETE FROM model_assignments WHERE scope = ?", args: [scope] });
 }
 
-/** How many models named `name` were ever stored. */
-export async function countModelsNamed(client: Client, name: string): Promise<number> {
-  const result = await client.execute({ sql: "SELECT count(*) AS n FROM models WHERE name = ?", args: [name] });
-  return Number(result.rows[0].n);
+/** The versions of the stored models named `name`, oldest first. */
+export async function versionsNamed(client: Client, name: string): Promise<string[]> {
+  const result = await client.execute({ sql: "SELECT version FROM models WHERE name = ? ORDER BY id", args: [name] });
+  return result.rows.map((row) => String(row.version));
+}
+
+/** A stored model, and whether a scope uses it as its model or its previous one (for a rollback). */
+export interface ModelUse extends StoredModel {
+  used: boolean;
+}
+
+/** The models of `source` (named `name`, or all of them), oldest first, with their use. */
+export async function modelsOfSource(client: Client, source: string, name: string | null): Promise<ModelUse[]> {
+  const result = await client.execute({
+    sql: `SELECT id, name, version, source, path,
+            EXISTS (SELECT 1 FROM model_assignments a WHERE a.model_id = m.id OR a.previous_model_id = m.id) AS used
+          FROM models m WHERE source = ? AND (? IS NULL OR name = ?) ORDER BY id`,
+    args: [source, name, name],
+  });
+  return result.rows.map((row) => ({ ...toStoredModel(row), used: Number(row.used) === 1 }));
+}
+
+/** Deletes `models` rows that no scope uses (a row a scope uses is kept whatever `ids` says). */
+export async function deleteUnusedModels(client: Client, ids: readonly number[]): Promise<number> {
+  if (ids.length === 0) return 0;
+  const result = await client.execute({
+    sql: `DELETE FROM models WHERE id IN (${ids.map(() => "?").join(",")})
+            AND id NOT IN (SELECT model_id FROM model_assignments)
+            AND id NOT IN (SELECT previous_model_id FROM model_assignments WHERE previous_model_id IS NOT NULL)`,
+    args: [...ids],
+  });
+  return result.rowsAffected;
 }
 
 /** A scope's model with what identifies its bundle: what a release pins. */
