@@ -426,7 +426,12 @@ function secretLocation(
  */
 export function secretFiles(config: Config): string[] {
   const mqtt = config.mqtt;
+  // Every systemd credential Outpost looks for, present or not: under these flags a missing one
+  // must stat as NotFound (so the next source is used, as when the flags were derived), not as
+  // NotCapable, which the lookup takes for "present but unreadable".
+  const credentials = readEnv("CREDENTIALS_DIRECTORY");
   const files = [
+    ...(credentials ? ["audit-key", "db-key", "admin-token"].map((name) => join(credentials, name)) : []),
     config.storage.auditKey.path,
     config.storage.encryptionKey?.path,
     config.adminTokenFile ?? undefined,
