@@ -371,3 +371,37 @@ Deno.test("audit verify, audit export and check --deployment open an encrypted s
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("the key from systemd's credential db-key opens the store under the flags derived with it", async () => {
+  const dir = await Deno.makeTempDir();
+  const credentials = join(dir, "credentials");
+  await Deno.mkdir(credentials);
+  await writeKey(join(credentials, "db-key"));
+  const manifest = await manifestFor(dir, null);
+  await Deno.writeTextFile(
+    manifest,
+    (await Deno.readTextFile(manifest)).replace(/( {4}maxSizeMB: .*\n)/, "$1    encryption: { enabled: true }\n"),
+  );
+  // startOutpost derives the flags from the manifest in this process, as a launcher under systemd
+  // would with the unit's CREDENTIALS_DIRECTORY; the child inherits the variable.
+  Deno.env.set("CREDENTIALS_DIRECTORY", credentials);
+  try {
+    const config = await loadConfig(manifest);
+    assert.deepEqual(config.storage.encryptionKey, { path: join(credentials, "db-key"), source: "credentials" });
+    const outpost = await startOutpost(manifest);
+    try {
+      const response = await postJson(`${outpost.url}/v1/readings`, {
+        device: HTTP_DEVICE,
+        ts: Date.now(),
+        values: { [SENSOR]: 1 },
+      });
+      assert.equal(response.status, 202);
+    } finally {
+      assert.equal(await outpost.stop(), 0);
+    }
+    assert.equal(await databaseFileState(join(dir, "data", DATABASE_FILE)), "encrypted");
+  } finally {
+    Deno.env.delete("CREDENTIALS_DIRECTORY");
+    await Deno.remove(dir, { recursive: true });
+  }
+});
