@@ -91,6 +91,14 @@ Deno.test("beyond loopback, the manifest needs TLS and ingest tokens, or insecur
   assert.equal(problem("    listen: 0.0.0.0:8080\n    insecureListen: true"), "");
   assert.equal(problem("    listen: 127.0.0.1:8080"), "");
   assert.equal(problem('    listen: "[::1]:8080"'), "");
+
+  // check --deployment names an insecure listener, and passes the protected or local ones.
+  const exposure = (api: string) => apiExposure(parseConfig(manifest(api), "/tmp/m.yaml"));
+  assert.equal(exposure("    listen: 127.0.0.1:8080").pass, true);
+  assert.equal(exposure(`    listen: 0.0.0.0:8080\n    ingestAuth: token\n${tls}`).pass, true);
+  const insecure = exposure("    listen: 0.0.0.0:8080\n    insecureListen: true");
+  assert.equal(insecure.pass, false);
+  assert.match(insecure.reason, /beyond loopback with no TLS, no ingest tokens \(spec\.api\.insecureListen\)/);
 });
 
 Deno.test("ingest tokens: none is 401, a token writes only its devices, nothing of a mixed body is stored", async () => {
@@ -196,7 +204,7 @@ Deno.test("TLS: served with the manifest's pair, clear HTTP refused, a renewed p
   const outpost = await startOutpost(manifest, { waitReady: false });
   const port = Number(new URL(outpost.url).port);
   const client = Deno.createHttpClient({ caCerts: [CA] });
-  const https = `https://localhost:${port}`;
+  const https = `https://127.0.0.1:${port}`;
   try {
     const ready = () => fetch(`${https}/readyz`, { client }).then(statusOf, () => 0);
     await eventually(ready, (status) => status === 200, 20_000);
