@@ -121,6 +121,13 @@ export function detectRoutes(
           : { collected: row.collected, needed: detection.calibrationReadings },
         readings: row.readings,
         anomaly: row.anomaly,
+        degraded: row.missing && {
+          missingSensors: row.missing.sensors.map((m) => ({
+            sensor: m.sensor,
+            since: new Date(m.sinceTs).toISOString(),
+          })),
+          scoring: row.missing.scoredOnTheRest ? "other_sensors" : "none",
+        },
         model: info ? { ...info, deactivated: detection.registry.deactivationFor(row.device) ?? null } : null,
         scoringLag: {
           readings: row.lag.readings,

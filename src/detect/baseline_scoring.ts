@@ -6,6 +6,10 @@
  * Levels go in relative to the device's calibration level (and come back absolute): float32
  * keeps about 7 digits, so a level of 100 and a deviation of 0.01 would otherwise leave scores
  * rounded differently by batch shapes onnxruntime computes differently.
+ *
+ * A sensor a reading lacks is NaN in the window. Until it has filled the window again, the reading
+ * is scored without it, the way a padded sensor is: its values go in at the calibration level and
+ * its terms' up = down = 0, so it contributes nothing; its features come back NaN (not measured).
  */
 import type * as ort from "onnxruntime-node";
 import { ADAPTIVE_TERMS, FEATURES, LEVEL, TERM_FEATURE, TERMS, WINDOW } from "./baseline_features.ts";
@@ -40,7 +44,7 @@ export async function scoreBaseline(
 ): Promise<BaselineResult[]> {
   const results: BaselineResult[] = [];
   for (let start = 0; start < items.length; start += batchSize) {
-    const chunk = items.slice(start, start + batchSize);
+    const chunk = items.slice(start, start + batchSize).map(withoutMissing);
     const { feeds, width } = baselineFeeds(chunk);
     const outputs = await inference.runFeeds(session, feeds);
     const scores = finite(outputs, BASELINE_OUTPUTS.score, chunk.length);
@@ -54,6 +58,7 @@ export async function scoreBaseline(
         const from = (i * FEATURES.length + f) * width;
         for (let j = 0; j < sensors; j++) own[f * sensors + j] = features[from + j] + (f === LEVEL ? offsets[j] : 0);
       }
+      for (const j of item.missing) for (let f = 0; f < FEATURES.length; f++) own[f * sensors + j] = NaN;
       results.push({
         score: scores[i],
         contributions: contributions.slice(i * width, i * width + sensors),
@@ -62,6 +67,46 @@ export async function scoreBaseline(
     });
   }
   return results;
+}
+
+/** The sensors (indices) that are NaN somewhere in a window: not scored on until they fill it again. */
+export function missingSensors(rows: readonly (readonly number[])[]): number[] {
+  const missing: number[] = [];
+  const width = rows[0]?.length ?? 0;
+  for (let j = 0; j < width; j++) if (rows.some((row) => Number.isNaN(row[j]))) missing.push(j);
+  return missing;
+}
+
+/** An item whose missing sensors are switched off: their values at the calibration level, up = down = 0. */
+function withoutMissing(item: BaselineItem): BaselineItem & { missing: number[] } {
+  const rows = item.rows.slice(-WINDOW);
+  const missing = missingSensors(rows);
+  if (missing.length === 0) return { ...item, missing };
+  const { offsets } = packedParams(item.params);
+  return {
+    ...item,
+    rows: rows.map((row) => row.map((value, j) => Number.isNaN(value) ? offsets[j] : value)),
+    params: switchedOff(item.params, missing),
+    missing,
+  };
+}
+
+const switchedOffParams = new WeakMap<BaselineManifest, Map<string, BaselineManifest>>();
+
+/** A device's parameters with `sensors` contributing nothing; one object per set, so rows still share it. */
+function switchedOff(params: BaselineManifest, sensors: readonly number[]): BaselineManifest {
+  const key = sensors.join(",");
+  let variants = switchedOffParams.get(params);
+  if (!variants) switchedOffParams.set(params, variants = new Map());
+  let result = variants.get(key);
+  if (!result) {
+    const count = params.floor.length;
+    const up = [...params.up];
+    const down = [...params.down];
+    for (const j of sensors) for (let t = 0; t < TERMS.length; t++) up[t * count + j] = down[t * count + j] = 0;
+    variants.set(key, result = { ...params, up, down });
+  }
+  return result;
 }
 
 /**

@@ -162,6 +162,20 @@ export function advanceBaseline(
   return "rebaselined";
 }
 
+/**
+ * `features` with the centres in place of those not measured (NaN: a sensor missing from the
+ * window), so that a missing sensor's centres stay where they are.
+ */
+export function heldWhereMissing(state: BaselineState, features: ArrayLike<number>): ArrayLike<number> {
+  let held: number[] | null = null;
+  for (let i = 0; i < state.center.length; i++) {
+    if (!Number.isNaN(features[i])) continue;
+    held ??= Array.from(features);
+    held[i] = state.center[i];
+  }
+  return held ?? features;
+}
+
 /** Takes the plant's present state as normal: the centres move to `features`. */
 export function acceptCurrent(state: BaselineState, features: ArrayLike<number>): void {
   for (let i = 0; i < state.center.length; i++) state.center[i] = features[i];
@@ -179,7 +193,7 @@ export function acceptCurrent(state: BaselineState, features: ArrayLike<number>)
  * centres keep following (`followAccepted`), until the window holds only readings from after the word.
  */
 export function takeAsNormal(state: BaselineState, features: ArrayLike<number>, readingCount: number): void {
-  acceptCurrent(state, features);
+  acceptCurrent(state, heldWhereMissing(state, features));
   state.followUntilCount = readingCount + WINDOW;
 }
 

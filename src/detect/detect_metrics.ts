@@ -19,7 +19,7 @@ export function detectionObserver(
   });
   const unscored = new Counter({
     name: "outpost_unscored_readings_total",
-    help: "Readings left unscored (flagged), by reason: device_quarantined, model_deactivated, " +
+    help: "Readings left unscored (flagged), by reason: sensors_missing, device_quarantined, model_deactivated, " +
       "model_unavailable, model_failed, pass_interrupted",
     labelNames: ["reason"] as const,
     registers,

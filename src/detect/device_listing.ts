@@ -11,6 +11,7 @@ import {
   devicesAfter,
   readingsAfterByDevice,
 } from "../store/device_rows.ts";
+import type { MissingSensors } from "./device_states.ts";
 
 export interface DeviceRow extends DeviceActivity {
   device: string;
@@ -21,6 +22,8 @@ export interface DeviceRow extends DeviceActivity {
   lag: { readings: number; oldestMs: number | null };
   /** Calibration readings collected so far (calibrating devices only). */
   collected: number | null;
+  /** The sensors of its model that its latest reading lacked, when there were any. */
+  missing: MissingSensors | null;
 }
 
 export async function devicePage(
@@ -47,6 +50,7 @@ export async function devicePage(
         anomaly: row.anomaly,
         lag: { readings: pending?.readings ?? 0, oldestMs: pending?.oldestMs ?? null },
         collected: collectedOf.get(row.device) ?? null,
+        missing: row.missingJson === null ? null : JSON.parse(row.missingJson) as MissingSensors,
         ...(activityOf.get(row.device) ?? { lastSeenTs: null, latestScore: null, openEvent: null }),
       };
     }),

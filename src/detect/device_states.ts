@@ -25,6 +25,14 @@ import { Debouncer } from "./debouncer.ts";
 import type { OpenEpisode } from "./episodes.ts";
 import type { LoadedModel } from "./inference.ts";
 
+/** Sensors of its model that a device's latest reading lacked (/v1/devices shows it degraded). */
+export interface MissingSensors {
+  /** Each with the reading time of the first reading without it. */
+  sensors: { sensor: string; sinceTs: number }[];
+  /** Whether its readings are still scored, on the other sensors (a calibrated model). */
+  scoredOnTheRest: boolean;
+}
+
 export interface DeviceState {
   device: string;
   state: DeviceStateName;
@@ -40,13 +48,26 @@ export interface DeviceState {
   debouncer: Debouncer | null;
   window: number[][];
   windowModelId: number | null;
+  /** The model's sensors the latest reading lacked, and since when; null when it had them all. */
+  missing: MissingSensors | null;
   /** The adaptive baseline of a calibrated model (`baselineModelId`); null for other models. */
   baseline: BaselineState | null;
   baselineModelId: number | null;
 }
 
-interface StoredBaseline extends BaselineState {
-  modelId: number;
+/**
+ * What `devices.baseline_json` holds: the adaptive baseline with the id of its model (calibrated
+ * models only), and the sensors the device's latest reading lacked (`missing`, which
+ * `GET /v1/devices` reads with json_extract). Older versions read the baseline and ignore the rest.
+ */
+type StoredDetectorState = Partial<BaselineState> & { modelId?: number; missing?: MissingSensors };
+
+function storedDetectorState(state: DeviceState): string | null {
+  const stored: StoredDetectorState = {
+    ...(state.baseline ? { modelId: state.baselineModelId!, ...state.baseline } : {}),
+    ...(state.missing ? { missing: state.missing } : {}),
+  };
+  return Object.keys(stored).length > 0 ? JSON.stringify(stored) : null;
 }
 
 /**
@@ -89,7 +110,7 @@ export class DeviceStates {
       lastReadingId: state.lastReadingId,
       anomaly: state.anomaly,
       openEventId: state.episode?.id ?? null,
-      baselineJson: state.baseline && JSON.stringify({ modelId: state.baselineModelId, ...state.baseline }),
+      baselineJson: storedDetectorState(state),
     }));
     return upsertDeviceStatements(rows, Date.now());
   }
@@ -103,10 +124,13 @@ export class DeviceStates {
     const { features, window, threshold } = model.manifest;
     const history = Math.max(window - 1, this.#config.debounce.ofLast + this.#config.debounce.clearAfter);
     const rows = await scoresBefore(this.#client, state.device, beforeId, history);
-    const complete = rows.map((row) => JSON.parse(row.valuesJson) as Record<string, number>)
-      .filter((values) => features.every((sensor) => typeof values[sensor] === "number"))
-      .map((values) => features.map((sensor) => values[sensor]));
-    state.window = complete.slice(-(window - 1) || complete.length);
+    // As scoring keeps it: a calibrated model's window takes readings with a sensor missing (NaN),
+    // an uploaded model's only complete readings.
+    const present = (values: Record<string, unknown>) => (sensor: string) => typeof values[sensor] === "number";
+    const kept = rows.map((row) => JSON.parse(row.valuesJson) as Record<string, number>)
+      .filter((values) => model.manifest.baseline ? features.some(present(values)) : features.every(present(values)))
+      .map((values) => features.map((sensor) => present(values)(sensor) ? values[sensor] : NaN));
+    state.window = kept.slice(-(window - 1) || kept.length);
     if (window === 1) state.window = [];
     // The debouncer resumes from the readings this model scored since the baseline last moved at
     // once (a rebaseline or an operator's word settled it then); a new model starts afresh.
@@ -188,15 +212,19 @@ export class DeviceStates {
       episode: null,
       debouncer: null,
       window: [],
+      missing: null,
       windowModelId: null,
       baseline: null,
       baselineModelId: null,
     };
     if (!row) return state;
     if (row.baselineJson) {
-      const { modelId, ...baseline } = JSON.parse(row.baselineJson) as StoredBaseline;
-      state.baseline = baseline;
-      state.baselineModelId = modelId;
+      const { modelId, missing, ...baseline } = JSON.parse(row.baselineJson) as StoredDetectorState;
+      if (modelId !== undefined && "center" in baseline) {
+        state.baseline = baseline as BaselineState;
+        state.baselineModelId = modelId;
+      }
+      state.missing = missing ?? null;
     }
     if (state.state === "calibrating") {
       const ids = { afterId: state.calibrationAfterId, beforeId: readingId };
@@ -235,6 +263,7 @@ function copy(state: DeviceState): DeviceState {
     debouncer: state.debouncer?.clone() ?? null,
     calibrationClock: state.calibrationClock && copyCalibrationClock(state.calibrationClock),
     window: [...state.window],
+    missing: state.missing && { ...state.missing, sensors: [...state.missing.sensors] },
     baseline: state.baseline && copyBaseline(state.baseline),
   };
 }

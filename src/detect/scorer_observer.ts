@@ -1,5 +1,6 @@
-/** Why a reading was left unscored (besides missing sensors, which is a flag of the reading). */
+/** Why a reading was left unscored (the reading's flags say it in words). */
 export type UnscoredReason =
+  | "sensors_missing"
   | "device_quarantined"
   | "model_deactivated"
   | "model_unavailable"

@@ -20,7 +20,8 @@ import { type EventEndReason, eventProgressStatement } from "../store/events_tab
 import type { Outbox } from "../store/outbox.ts";
 import { deviceReadingsBetween } from "../store/readings.ts";
 import { type ReadingScore, scoreStatements } from "../store/scores.ts";
-import { advanceBaseline, followAccepted, refreshBlock, scoringCentres } from "./baseline_tracker.ts";
+import { missingSensors } from "./baseline_scoring.ts";
+import { advanceBaseline, followAccepted, heldWhereMissing, refreshBlock, scoringCentres } from "./baseline_tracker.ts";
 import {
   calibrate,
   calibrationReadings,
@@ -77,6 +78,8 @@ interface Pending extends PendingReading {
   ts: number;
   /** The device's reading count at this reading (which refresh block it is in). */
   count: number;
+  /** The sensors it is scored without (missing from its window), as the reading's flags. */
+  flags: string | null;
 }
 
 /** What to log once the pass has committed. */
@@ -156,23 +159,34 @@ export async function planPass(deps: PassDeps, rows: readonly PassRow[]): Promis
       continue;
     }
     const values = JSON.parse(row.valuesJson) as Record<string, number>;
-    const missing = model.manifest.features.filter((sensor) => typeof values[sensor] !== "number");
-    if (missing.length > 0) {
-      results.set(row.id, { score: null, anomaly: null, flags: `missing: ${missing.join(", ")}` });
+    const { features, baseline } = model.manifest;
+    const absent = features.filter((sensor) => typeof values[sensor] !== "number");
+    noteMissingSensors(state, absent, row.ts, baseline !== undefined && absent.length < features.length, logLines);
+    // A calibrated model scores on the sensors present (below); an uploaded one needs them all.
+    if (absent.length === features.length || (absent.length > 0 && !baseline)) {
+      leaveUnscored(row.id, "sensors_missing", `missing: ${absent.join(", ")}`);
       if (calibration) break;
       continue;
     }
-    if (state.episode && state.windowModelId !== null && state.windowModelId !== model.id && model.manifest.baseline) {
+    if (state.episode && state.windowModelId !== null && state.windowModelId !== model.id && baseline) {
       // A recalibration took effect: the episode belonged to the old model's view of normal.
       record("end", state, state.episode, row.ts, "recalibrated");
       state.episode = null;
       state.anomaly = false;
     }
     const window = await devices.window(state, model, row.id);
-    window.push(model.manifest.features.map((sensor) => values[sensor]));
+    // A missing sensor is NaN: the reading is scored without it until it has filled the window again.
+    window.push(features.map((sensor) => typeof values[sensor] === "number" ? values[sensor] : NaN));
     if (window.length > model.manifest.window) window.shift();
+    const without = baseline ? missingSensors(window).map((j) => features[j]) : [];
+    if (without.length === features.length) {
+      leaveUnscored(row.id, "sensors_missing", `missing: ${without.join(", ")}`);
+      if (calibration) break;
+      continue;
+    }
     const count = state.readings;
-    pending.push({ id: row.id, device: state, ts: row.ts, model, window: [...window], center: null, count });
+    const flags = without.length > 0 ? `scored without: ${without.join(", ")}` : null;
+    pending.push({ id: row.id, device: state, ts: row.ts, model, window: [...window], center: null, count, flags });
     if (calibration) break;
   }
 
@@ -201,7 +215,7 @@ export async function planPass(deps: PassDeps, rows: readonly PassRow[]): Promis
 
   /** Debounces a scored reading, records episodes, moves the baseline; true when it moved at once. */
   async function applyScore(item: Pending, result: ReadingResult): Promise<boolean> {
-    const { score, contributions, features } = result;
+    const { score, contributions } = result;
     const state = item.device;
     const step = state.debouncer!.push(score > item.model.manifest.threshold);
     if (step.started) {
@@ -233,7 +247,9 @@ export async function planPass(deps: PassDeps, rows: readonly PassRow[]): Promis
       state.episode = null;
     }
     let moved = false;
-    if (state.baseline && features) {
+    if (state.baseline && result.features) {
+      // The centres of a sensor missing from the window stay where they are.
+      const features = heldWhereMissing(state.baseline, result.features);
       // Just after an operator's accept the centres follow the accepted operating point at once...
       const followed = followAccepted(state.baseline, {
         features,
@@ -258,7 +274,7 @@ export async function planPass(deps: PassDeps, rows: readonly PassRow[]): Promis
       }
     }
     state.anomaly = anomaly;
-    results.set(item.id, { score, anomaly, flags: null });
+    results.set(item.id, { score, anomaly, flags: item.flags?.slice(0, 240) ?? null });
     latest.set(state.device, { score, anomaly, ts: item.ts });
     scoredCount++;
     return moved;
@@ -316,6 +332,33 @@ function nextRound(waiting: readonly Pending[]): { round: Pending[]; later: Pend
     round.push(item);
   }
   return { round, later };
+}
+
+/**
+ * Keeps which of the model's sensors the device's latest reading lacks, and since when (reading
+ * time), for /v1/devices; logs a sensor that goes missing (a warning) and one that returns.
+ */
+function noteMissingSensors(
+  state: DeviceState,
+  absent: readonly string[],
+  ts: number,
+  scoredOnTheRest: boolean,
+  logLines: LogLine[],
+): void {
+  const before = state.missing?.sensors ?? [];
+  if (absent.length === 0 && before.length === 0) return;
+  const since = new Map(before.map((missing) => [missing.sensor, missing.sinceTs]));
+  const gone = absent.filter((sensor) => !since.has(sensor));
+  const back = before.filter((missing) => !absent.includes(missing.sensor)).map((missing) => missing.sensor);
+  state.missing = absent.length === 0
+    ? null
+    : { sensors: absent.map((sensor) => ({ sensor, sinceTs: since.get(sensor) ?? ts })), scoredOnTheRest };
+  const device = state.device;
+  if (gone.length > 0) {
+    const scoring = scoredOnTheRest ? "other_sensors" : "none";
+    logLines.push({ event: "detect.sensors_missing", fields: { device, sensors: gone, scoring }, warn: true });
+  }
+  if (back.length > 0) logLines.push({ event: "detect.sensors_returned", fields: { device, sensors: back } });
 }
 
 function episodeLogLine(

@@ -106,13 +106,17 @@ export async function deviceKnown(client: Client, device: string): Promise<boole
   return Number(result.rows[0].known) === 1;
 }
 
-/** Up to `limit` devices after `after` (from the first when null), in name order. */
+/**
+ * Up to `limit` devices after `after` (from the first when null), in name order, each with the
+ * detector's note of the sensors its latest reading lacked (`baseline_json`'s `missing`, JSON).
+ */
 export async function devicesAfter(
   client: Client,
   after: string | null,
   limit: number,
-): Promise<Omit<StoredDevice, "lastReadingId" | "openEventId">[]> {
-  const columns = "SELECT device, state, calibration_after_id, readings, anomaly FROM devices";
+): Promise<(Omit<StoredDevice, "lastReadingId" | "openEventId"> & { missingJson: string | null })[]> {
+  const columns = `SELECT device, state, calibration_after_id, readings, anomaly,
+    json_extract(baseline_json, '$.missing') AS missing_json FROM devices`;
   const result = await client.execute(
     after === null
       ? { sql: `${columns} ORDER BY device LIMIT ?`, args: [limit] }
@@ -124,6 +128,7 @@ export async function devicesAfter(
     calibrationAfterId: Number(row.calibration_after_id),
     readings: Number(row.readings),
     anomaly: Number(row.anomaly) === 1,
+    missingJson: row.missing_json === null ? null : String(row.missing_json),
   }));
 }
 
