@@ -121,7 +121,7 @@ Deno.test("a sensor that stops being sent: the device is scored on the rest, deg
 Deno.test("a sensor that stays away: POST /v1/devices/:device/calibrate recalibrates on the sensors the device still sends", async () => {
   const dir = await Deno.makeTempDir();
   const outpost = await startOutpost(
-    await writeManifest(dir, { detection: ["calibration: { readings: 100 }"], logLevel: "warn" }),
+    await writeManifest(dir, { detection: ["calibration: { readings: 100 }"], logLevel: "info" }),
     { env: { OUTPOST_ADMIN_TOKEN: TOKEN } },
   );
   try {
@@ -150,6 +150,7 @@ Deno.test("a sensor that stays away: POST /v1/devices/:device/calibrate recalibr
     assert.deepEqual([row?.state, row?.model?.deactivated], ["active", null]);
     assert.ok(rows.slice(120).every((r) => typeof r.score === "number"), "scored throughout the recalibration");
     assert.ok(rows.slice(261).every((r) => r.flags === undefined), JSON.stringify(rows.at(-1)));
+    assert.ok(!outpost.log().includes('"detect.sensors_returned"'), "left out of the new model is not back");
   } finally {
     await outpost.stop();
     await Deno.remove(dir, { recursive: true });

@@ -161,7 +161,12 @@ export async function planPass(deps: PassDeps, rows: readonly PassRow[]): Promis
     const values = JSON.parse(row.valuesJson) as Record<string, number>;
     const { features, baseline } = model.manifest;
     const absent = features.filter((sensor) => typeof values[sensor] !== "number");
-    noteMissingSensors(state, absent, row.ts, baseline !== undefined && absent.length < features.length, logLines);
+    noteMissingSensors(
+      state,
+      { absent, values, ts: row.ts },
+      baseline !== undefined && absent.length < features.length,
+      logLines,
+    );
     // A calibrated model scores on the sensors present (below); an uploaded one needs them all.
     if (absent.length === features.length || (absent.length > 0 && !baseline)) {
       leaveUnscored(row.id, "sensors_missing", `missing: ${absent.join(", ")}`);
@@ -340,16 +345,18 @@ function nextRound(waiting: readonly Pending[]): { round: Pending[]; later: Pend
  */
 function noteMissingSensors(
   state: DeviceState,
-  absent: readonly string[],
-  ts: number,
+  reading: { absent: readonly string[]; values: Readonly<Record<string, unknown>>; ts: number },
   scoredOnTheRest: boolean,
   logLines: LogLine[],
 ): void {
+  const { absent, ts } = reading;
   const before = state.missing?.sensors ?? [];
   if (absent.length === 0 && before.length === 0) return;
   const since = new Map(before.map((missing) => [missing.sensor, missing.sinceTs]));
   const gone = absent.filter((sensor) => !since.has(sensor));
-  const back = before.filter((missing) => !absent.includes(missing.sensor)).map((missing) => missing.sensor);
+  // Back in the reading (not merely left out of a new model).
+  const back = before.map((missing) => missing.sensor)
+    .filter((sensor) => !absent.includes(sensor) && typeof reading.values[sensor] === "number");
   state.missing = absent.length === 0
     ? null
     : { sensors: absent.map((sensor) => ({ sensor, sinceTs: since.get(sensor) ?? ts })), scoredOnTheRest };
