@@ -13,6 +13,7 @@ import { detectionObserver } from "./detect_metrics.ts";
 import { Inference } from "./inference.ts";
 import { GLOBAL_SCOPE, ModelRegistry } from "./registry.ts";
 import { Scorer } from "./scorer.ts";
+import { BundleSealer } from "./bundle_seal.ts";
 
 export interface DetectionHealth {
   enabled: boolean;
@@ -49,6 +50,7 @@ export async function startDetection(
   const registry = new ModelRegistry(store.client, inference, {
     modelsDir: join(config.storage.dataDir, "models"),
     log,
+    sealer: await BundleSealer.forStore(config.storage.encryptionKey),
   });
   await registry.init();
   let quarantined = () => 0;

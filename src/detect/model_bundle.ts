@@ -8,6 +8,7 @@ import { sha256Hex } from "../sha256.ts";
 import { FEATURES, TERMS, WINDOW } from "./baseline_features.ts";
 import { formatIssuePath } from "../zod_issue.ts";
 import { externalDataTensors, MalformedProtobufError } from "./onnx_external_data.ts";
+import { type BundleSealer, readMaybeSealed } from "./bundle_seal.ts";
 
 export const MODEL_JSON = "model.json";
 export const MODEL_ONNX = "model.onnx";
@@ -121,23 +122,28 @@ export function checkBundle(manifestJson: unknown, onnx: Uint8Array): ModelBundl
   return { manifest: parsed.data, onnx };
 }
 
-export async function readBundle(dir: string): Promise<ModelBundle> {
+/** Reads a bundle folder; sealed files (bundle_seal.ts) are opened with `sealer`. */
+export async function readBundle(dir: string, sealer: BundleSealer | null = null): Promise<ModelBundle> {
   let manifest: unknown;
   let onnx: Uint8Array;
   try {
-    manifest = JSON.parse(await Deno.readTextFile(join(dir, MODEL_JSON)));
-    onnx = await Deno.readFile(join(dir, MODEL_ONNX));
+    manifest = JSON.parse(new TextDecoder().decode(await readMaybeSealed(join(dir, MODEL_JSON), MODEL_JSON, sealer)));
+    onnx = await readMaybeSealed(join(dir, MODEL_ONNX), MODEL_ONNX, sealer);
   } catch (error) {
     throw new ModelBundleError(`Cannot read bundle ${dir}`, [(error as Error).message], { cause: error });
   }
   return checkBundle(manifest, onnx);
 }
 
-/** Writes a bundle into a new folder, atomically: files go to a temporary folder renamed at the end. */
-export async function writeBundle(dir: string, bundle: ModelBundle): Promise<void> {
+/**
+ * Writes a bundle into a new folder, atomically: files go to a temporary folder renamed at the end.
+ * With a sealer both files are sealed (bundle_seal.ts).
+ */
+export async function writeBundle(dir: string, bundle: ModelBundle, sealer: BundleSealer | null = null): Promise<void> {
   const staging = `${dir}.tmp-${crypto.randomUUID()}`;
   await Deno.mkdir(staging, { recursive: true });
-  await Deno.writeFile(join(staging, MODEL_ONNX), bundle.onnx);
-  await Deno.writeTextFile(join(staging, MODEL_JSON), JSON.stringify(bundle.manifest, null, 2) + "\n");
+  const json = new TextEncoder().encode(JSON.stringify(bundle.manifest, null, 2) + "\n");
+  await Deno.writeFile(join(staging, MODEL_ONNX), sealer ? await sealer.seal(MODEL_ONNX, bundle.onnx) : bundle.onnx);
+  await Deno.writeFile(join(staging, MODEL_JSON), sealer ? await sealer.seal(MODEL_JSON, json) : json);
   await Deno.rename(staging, dir);
 }

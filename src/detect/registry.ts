@@ -25,6 +25,7 @@ import {
 } from "../store/models_table.ts";
 import type { Inference, LoadedModel } from "./inference.ts";
 import { readJsonState, writeJsonState } from "./json_state_file.ts";
+import { BundleSealer } from "./bundle_seal.ts";
 import { type ModelBundle, readBundle, writeBundle } from "./model_bundle.ts";
 
 export const GLOBAL_SCOPE = "*";
@@ -79,16 +80,23 @@ export class ModelRegistry {
   readonly #inference: Inference;
   readonly #dir: string;
   readonly #log: Logger;
+  /** Seals the bundles written here when the store is encrypted at rest (bundle_seal.ts). */
+  readonly #sealer: BundleSealer | null;
   readonly #assignments = new Map<string, number>();
   readonly #info = new Map<number, ModelInfo & { path: string }>();
   readonly #deactivated: Map<string, Deactivation>;
   readonly #unavailable = new Map<number, { reason: string; failures: number; retryAt: number }>();
 
-  constructor(client: Client, inference: Inference, deps: { modelsDir: string; log: Logger }) {
+  constructor(
+    client: Client,
+    inference: Inference,
+    deps: { modelsDir: string; log: Logger; sealer?: BundleSealer | null },
+  ) {
     this.#client = client;
     this.#inference = inference;
     this.#dir = deps.modelsDir;
     this.#log = deps.log;
+    this.#sealer = deps.sealer ?? null;
     this.#deactivated = new Map(Object.entries(readJsonState<Record<string, Deactivation>>(this.#deactivatedPath, {})));
   }
 
@@ -198,7 +206,7 @@ export class ModelRegistry {
     try {
       const info = this.#info.get(id);
       if (!info) throw new Error(`Unknown model id ${id}`);
-      const model = await this.#inference.load(id, await readBundle(info.path));
+      const model = await this.#inference.load(id, await readBundle(info.path, this.#sealer));
       this.#unavailable.delete(id);
       return model;
     } catch (error) {
@@ -223,12 +231,14 @@ export class ModelRegistry {
   ): Promise<StagedActivation> {
     await this.#inference.test(bundle, options.samples);
     const { name, version, sha256 } = bundle.manifest;
-    const path = join(this.#dir, source, `${safe(name)}-${safe(version)}-${sha256.slice(0, 12)}`);
+    const folder = `${safe(name)}-${safe(version)}-${sha256.slice(0, 12)}`;
+    // Sealed, the folder's name must not carry the model's (a calibrated one names its device).
+    const path = join(this.#dir, source, this.#sealer ? await BundleSealer.opaqueName(folder) : folder);
     try {
       await Deno.stat(path);
     } catch {
       await Deno.mkdir(join(this.#dir, source), { recursive: true });
-      await writeBundle(path, bundle);
+      await writeBundle(path, bundle, this.#sealer);
     }
     return {
       name,

@@ -14,6 +14,7 @@
  *   its scope is left as it is, never silently changed. Scopes the pin does not name are unassigned.
  */
 import { join } from "node:path";
+import { BundleSealer } from "../detect/bundle_seal.ts";
 import { readBundle } from "../detect/model_bundle.ts";
 import { type StoreLocation, withDatabaseFile } from "../store/database.ts";
 import { modelsWithSha256, restoreAssignments, snapshotAssignments } from "../store/models_table.ts";
@@ -122,11 +123,13 @@ export async function restorePin(
   const pinned = pin.assignments;
   const report: RestoreReport = { version, restored: [], unassigned: [], missing: [] };
   try {
+    // Bundles are sealed with the store's key when it is encrypted (src/detect/bundle_seal.ts).
+    const sealer = await BundleSealer.forStore(options.store.encryptionKey);
     await withDatabaseFile(options.store, async (client) => {
       const current = new Map((await snapshotAssignments(client)).map((each) => [each.scope, each]));
       const assign: { scope: string; modelId: number }[] = [];
       for (const { scope, modelSha256 } of pinned) {
-        const found = await usableModel(await modelsWithSha256(client, modelSha256), modelSha256);
+        const found = await usableModel(await modelsWithSha256(client, modelSha256), modelSha256, sealer);
         if ("reason" in found) {
           report.missing.push({ scope, modelSha256, reason: found.reason });
           continue;
@@ -158,12 +161,13 @@ export async function restorePin(
 async function usableModel(
   candidates: { id: number; path: string }[],
   sha256: string,
+  sealer: BundleSealer | null,
 ): Promise<{ id: number } | { reason: string }> {
   if (candidates.length === 0) return { reason: "no stored model has this hash" };
   const problems: string[] = [];
   for (const candidate of candidates) {
     try {
-      const bundle = await readBundle(candidate.path);
+      const bundle = await readBundle(candidate.path, sealer);
       if (bundle.manifest.sha256 === sha256) return { id: candidate.id };
       problems.push(`${candidate.path}: holds ${bundle.manifest.sha256}`);
     } catch (error) {

@@ -1,0 +1,113 @@
+/**
+ * Model bundles sealed at rest. When the store is encrypted (`spec.storage.encryption`), the
+ * bundles detection writes under `<dataDir>/models/` would otherwise give away what the database
+ * hides: a calibrated bundle names its device and lists each sensor with its fitted levels. With a
+ * sealer, `model.json` and `model.onnx` are AES-256-GCM encrypted under a key derived (HKDF-SHA-256)
+ * from the database key, and the folder is named by a hash instead of the model's name.
+ *
+ * File format: the 8-byte magic `OPSEAL1\0`, a 12-byte random IV, then the ciphertext with its
+ * 16-byte tag. The file's name is bound as additional data, so sealed files cannot be swapped.
+ */
+import { DatabaseKey } from "../store/encryption_key.ts";
+import type { SecretLocation } from "../config/config.ts";
+
+const MAGIC = new TextEncoder().encode("OPSEAL1\0");
+const IV_BYTES = 12;
+
+/** A sealed file read without the key, or one that does not open with it. */
+export class SealedBundleError extends Error {
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "SealedBundleError";
+  }
+}
+
+export class BundleSealer {
+  readonly #key: CryptoKey;
+
+  private constructor(key: CryptoKey) {
+    this.#key = key;
+  }
+
+  /** The sealer of the store's key, or null when the store is not encrypted. */
+  static async forStore(location: SecretLocation | null): Promise<BundleSealer | null> {
+    if (location === null) return null;
+    return await BundleSealer.fromSecret((await DatabaseKey.load(location)).reveal());
+  }
+
+  static async fromSecret(secret: string): Promise<BundleSealer> {
+    const material = await crypto.subtle.importKey("raw", new TextEncoder().encode(secret), "HKDF", false, [
+      "deriveKey",
+    ]);
+    const key = await crypto.subtle.deriveKey(
+      {
+        name: "HKDF",
+        hash: "SHA-256",
+        salt: new TextEncoder().encode("outpost"),
+        info: new TextEncoder().encode("outpost model bundles v1"),
+      },
+      material,
+      { name: "AES-GCM", length: 256 },
+      false,
+      ["encrypt", "decrypt"],
+    );
+    return new BundleSealer(key);
+  }
+
+  async seal(fileName: string, plain: Uint8Array): Promise<Uint8Array> {
+    const iv = crypto.getRandomValues(new Uint8Array(IV_BYTES));
+    const sealed = new Uint8Array(
+      await crypto.subtle.encrypt(
+        { name: "AES-GCM", iv, additionalData: new TextEncoder().encode(fileName) },
+        this.#key,
+        plain as Uint8Array<ArrayBuffer>,
+      ),
+    );
+    const out = new Uint8Array(MAGIC.length + IV_BYTES + sealed.length);
+    out.set(MAGIC);
+    out.set(iv, MAGIC.length);
+    out.set(sealed, MAGIC.length + IV_BYTES);
+    return out;
+  }
+
+  async open(fileName: string, bytes: Uint8Array): Promise<Uint8Array> {
+    const iv = bytes.slice(MAGIC.length, MAGIC.length + IV_BYTES);
+    try {
+      return new Uint8Array(
+        await crypto.subtle.decrypt(
+          { name: "AES-GCM", iv, additionalData: new TextEncoder().encode(fileName) },
+          this.#key,
+          bytes.slice(MAGIC.length + IV_BYTES),
+        ),
+      );
+    } catch (error) {
+      throw new SealedBundleError(`${fileName} does not open with the store's key`, { cause: error });
+    }
+  }
+
+  /** A SHA-256 based folder name that says nothing of the model's name. */
+  static async opaqueName(text: string): Promise<string> {
+    const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text)));
+    return `sealed-${Array.from(digest.subarray(0, 10), (b) => b.toString(16).padStart(2, "0")).join("")}`;
+  }
+}
+
+export function isSealed(bytes: Uint8Array): boolean {
+  return bytes.length >= MAGIC.length + IV_BYTES && MAGIC.every((byte, i) => bytes[i] === byte);
+}
+
+/** Reads a bundle file, opening it when sealed (a sealed file without a sealer is an error). */
+export async function readMaybeSealed(
+  path: string,
+  fileName: string,
+  sealer: BundleSealer | null,
+): Promise<Uint8Array> {
+  const bytes = await Deno.readFile(path);
+  if (!isSealed(bytes)) return bytes;
+  if (sealer === null) {
+    throw new SealedBundleError(
+      `${path} is sealed with a database key, but spec.storage.encryption is not enabled`,
+    );
+  }
+  return await sealer.open(fileName, bytes);
+}
