@@ -16,8 +16,12 @@
  * - Loopback peers (`EgressConfig.local`, the ingest broker on loopback) pass without
  *   `egressAllowed` and without a circuit breaker (see #guard), but are checked against Deno's
  *   permissions, rate limited and audited like any destination.
+ * - A TLS socket is the same audited attempt with the handshake inside it: its rows carry the
+ *   purpose `<purpose>+tls`, its `ok` row is written only once the peer's certificate and host
+ *   name verified, and a failed verification is its `network_error` row with the reason.
  */
-import { connect as netConnect, type Socket } from "node:net";
+import { connect as netConnect, isIP, type Socket } from "node:net";
+import { connect as tlsConnect } from "node:tls";
 import { Duplex } from "node:stream";
 import type { EgressConfig } from "../config/config.ts";
 import type { Logger } from "../observability/log.ts";
@@ -38,6 +42,21 @@ interface Guard {
   /** Null for a loopback peer only (EgressConfig.local): see #guard. */
   breaker: CircuitBreaker | null;
   bucket: TokenBucket;
+}
+
+/** PEM material for a TLS socket (`Egress.socket`); read by the caller, so it may change between connects. */
+export interface TlsMaterial {
+  /** CA certificates to trust instead of the default roots (Deno's). */
+  readonly ca?: string;
+  /** Client certificate chain and its private key, for a peer that asks for one. */
+  readonly cert?: string;
+  readonly key?: string;
+}
+
+export interface SocketOptions {
+  signal?: AbortSignal;
+  /** Connect with TLS: the peer's certificate is verified against `ca` and the destination's host. */
+  tls?: TlsMaterial;
 }
 
 export interface DestinationStatus {
@@ -139,46 +158,65 @@ export class Egress {
   }
 
   /**
-   * `node:net` connect through the egress checks. Resolves once connected; bytes in and out are
-   * audited when the socket closes. `signal` abandons the attempt (and destroys the socket).
+   * `node:net` connect (or `node:tls` with `tls`) through the egress checks. Resolves once
+   * connected (for TLS: handshake done, certificate and host name verified); bytes in and out are
+   * audited when the socket closes, with the error that ended it. `signal` abandons the attempt
+   * (and destroys the socket). A socket that dies before it is handed over (a TLS 1.3 server
+   * refuses a client certificate only after the handshake) rejects with its error instead.
    */
-  async socket(purpose: string, destination: Destination, options: { signal?: AbortSignal } = {}): Promise<Socket> {
-    const { signal } = options;
+  async socket(purpose: string, destination: Destination, options: SocketOptions = {}): Promise<Socket> {
+    const { signal, tls } = options;
     signal?.throwIfAborted();
-    const name = await this.#admit(purpose, destination);
-    await this.#begin(purpose, name, 0);
+    const audited = tls ? `${purpose}+tls` : purpose;
+    const name = await this.#admit(audited, destination);
+    await this.#begin(audited, name, 0);
     let socket: Socket;
+    let failure: Error | undefined;
     try {
       socket = await new Promise<Socket>((resolve, reject) => {
         signal?.throwIfAborted();
-        const candidate = netConnect({ host: destination.host, port: destination.port });
+        const { host, port } = destination;
+        const candidate: Socket = tls
+          ? tlsConnect({
+            host,
+            port,
+            // Node verifies the name against `servername`, or against `host` when it is an IP address.
+            ...(isIP(host) === 0 ? { servername: host } : {}),
+            ...(tls.ca === undefined ? {} : { ca: tls.ca }),
+            ...(tls.cert === undefined ? {} : { cert: tls.cert, key: tls.key }),
+          })
+          : netConnect({ host, port });
         const onAbort = () => {
           candidate.destroy();
           reject(signal!.reason);
         };
         signal?.addEventListener("abort", onAbort, { once: true });
-        candidate.once("connect", () => {
+        candidate.once(tls ? "secureConnect" : "connect", () => {
           signal?.removeEventListener("abort", onAbort);
           resolve(candidate);
         });
-        candidate.once("error", (error) => {
+        // Stays for the socket's life: the caller adds its own, and the `closed` row says why.
+        candidate.on("error", (error) => {
+          failure ??= error;
           signal?.removeEventListener("abort", onAbort);
           reject(error);
         });
       });
     } catch (error) {
-      return await this.#callFailed(purpose, name, 0, error);
+      return await this.#callFailed(audited, name, 0, error);
     }
     this.#guard(name).breaker?.succeed();
+    // Before the `ok` row's await, in which the peer may already hang up; the row queues behind `ok`.
+    socket.once("close", () => {
+      this.#record(audited, name, socket.bytesWritten, socket.bytesRead, "closed", failure).catch(() => {});
+    });
     try {
-      await this.#record(purpose, name, 0, 0, "ok");
+      await this.#record(audited, name, 0, 0, "ok");
     } catch (error) {
       socket.destroy();
       throw error;
     }
-    socket.once("close", () => {
-      this.#record(purpose, name, socket.bytesWritten, socket.bytesRead, "closed").catch(() => {});
-    });
+    if (socket.destroyed) throw failure ?? new Error(`Connection to ${name} closed by the peer at once`);
     return socket;
   }
 
@@ -186,10 +224,18 @@ export class Egress {
    * A stream for libraries that build their connection synchronously (mqtt.js's stream
    * builder). What the library writes is held until `socket()` has admitted, audited and
    * connected: nothing leaves before its `attempt` row is committed. A refused or failed
-   * attempt destroys the stream with the error, so the library sees a connection error.
+   * attempt destroys the stream with the error, so the library sees a connection error, and so
+   * does a `tls` that rejects (its material could not be read: no attempt is made then).
    */
-  socketSync(purpose: string, destination: Destination): Duplex {
-    return new EgressStream((signal) => this.socket(purpose, destination, { signal }));
+  socketSync(
+    purpose: string,
+    destination: Destination,
+    options: { tls?: () => TlsMaterial | Promise<TlsMaterial> } = {},
+  ): Duplex {
+    const { tls } = options;
+    return new EgressStream(async (signal) =>
+      this.socket(purpose, destination, { signal, ...(tls ? { tls: await tls() } : {}) })
+    );
   }
 
   /** The `attempt` row, written before anything leaves: if it cannot be written, nothing leaves. */
