@@ -2,6 +2,7 @@ import { Buffer } from "node:buffer";
 import type { Socket } from "node:net";
 import { setImmediate } from "node:timers";
 import mqttPacket from "mqtt-packet";
+import { BrokerRefusedError } from "./broker_access.ts";
 import { type MqttFrame, MqttFramer, type PublishFrame } from "./mqtt_framing.ts";
 
 export interface MqttMessage {
@@ -19,6 +20,9 @@ export interface SessionOptions {
    */
   connect: (signal: AbortSignal) => Promise<Socket>;
   clientId: string;
+  /** The broker login, sent in CONNECT; a refusal (CONNACK 4 or 5) fails `open` with BrokerRefusedError. */
+  username?: string;
+  password?: string;
   topics: readonly string[];
   keepaliveSeconds: number;
   /** Payload bytes of one message held at most; a larger message arrives cut short (see `MqttMessage`). */
@@ -157,9 +161,7 @@ export class MqttSession {
     parser.on("packet", (packet: mqttPacket.Packet) => {
       if (stage === "connack") {
         if (packet.cmd !== "connack") return this.#fail(new Error(`Expected CONNACK, got ${packet.cmd}`));
-        if (packet.returnCode !== 0) {
-          return this.#fail(new Error(`Broker refused connection: code ${packet.returnCode}`));
-        }
+        if (packet.returnCode !== 0) return this.#fail(new BrokerRefusedError(packet.returnCode ?? -1));
         stage = "suback";
         this.#send({
           cmd: "subscribe",
@@ -209,10 +211,15 @@ export class MqttSession {
       clean: false,
       clientId: options.clientId,
       keepalive: options.keepaliveSeconds,
+      ...(options.username === undefined ? {} : { username: options.username }),
+      ...(options.password === undefined ? {} : { password: Buffer.from(options.password) }),
     });
     this.#closed.then((error) => {
       if (stage !== "open") done(error ?? new Error("MQTT session closed during handshake"));
     });
+    // The broker may have hung up before the listeners above were added (a TLS 1.3 broker refuses
+    // a client certificate just after the handshake): its error is then all that is left.
+    if (this.#socket.destroyed) this.#fail(this.#socket.errored ?? new Error("Connection to MQTT broker closed"));
   }
 
   /** Hands on packets for at most SLICE_MS, then yields a turn of the event loop with reading paused. */

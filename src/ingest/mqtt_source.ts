@@ -4,6 +4,7 @@ import { LimitExceededError, limitKey } from "../limit_exceeded_error.ts";
 import type { Logger } from "../observability/log.ts";
 import type { Metrics } from "../observability/metrics.ts";
 import type { Store } from "../store/store.ts";
+import { brokerPassword, brokerSocket, describeBrokerError } from "./broker_access.ts";
 import { type MqttMessage, MqttSession } from "./mqtt_session.ts";
 import { type ReadingLimits, type ReadingParser, readingParser } from "./reading_schema.ts";
 
@@ -28,7 +29,10 @@ export type MqttLimits = ReadingLimits & Pick<LimitsConfig, "mqttPayloadBytes" |
  *
  * The broker connection is opened by the egress module (purpose `ingest`): allowlist (a
  * loopback broker is a local peer), Deno permission, breaker, rate limit and an audit row per
- * connection attempt. A refusal is a failed connect like any other: logged, then backoff.
+ * connection attempt (purpose `ingest+tls` for mqtts://). A refusal is a failed connect like any
+ * other: logged, then backoff. So is a login the broker refuses or a certificate that does not
+ * verify; their reason (broker_access.ts describeBrokerError) names the setting to look at and
+ * is what readiness reports. Login and TLS files are re-read at every connect.
  */
 export class MqttSource {
   readonly #config: MqttIngestConfig;
@@ -86,7 +90,7 @@ export class MqttSource {
         this.#session = null;
         this.#metrics.mqttConnected.set(0);
         if (signal.aborted) break;
-        this.#lastError = error?.message ?? "closed";
+        this.#lastError = error ? describeBrokerError(error, this.#config) : "closed";
         this.#log.warn("mqtt.disconnected", { error: this.#lastError });
       }
       this.#state = "backoff";
@@ -100,9 +104,12 @@ export class MqttSource {
   async #connect(): Promise<MqttSession | null> {
     const { broker, clientId, topics, keepaliveSeconds } = this.#config;
     try {
+      const password = brokerPassword(this.#config);
       const session = await MqttSession.open({
-        connect: (signal) => this.#egress.socket("ingest", broker, { signal }),
+        connect: (signal) => brokerSocket(this.#egress, this.#config, "ingest", signal),
         clientId,
+        ...(this.#config.username === undefined ? {} : { username: this.#config.username }),
+        ...(password === undefined ? {} : { password }),
         topics,
         keepaliveSeconds,
         maxPayloadBytes: this.#limits.mqttPayloadBytes,
@@ -113,10 +120,15 @@ export class MqttSource {
       this.#state = "connected";
       this.#lastError = null;
       this.#metrics.mqttConnected.set(1);
-      this.#log.info("mqtt.connected", { broker: `${broker.host}:${broker.port}`, clientId, topics });
+      this.#log.info("mqtt.connected", {
+        broker: `${broker.host}:${broker.port}`,
+        tls: this.#config.tls,
+        clientId,
+        topics,
+      });
       return session;
     } catch (error) {
-      this.#lastError = (error as Error).message;
+      this.#lastError = describeBrokerError(error, this.#config);
       this.#log.warn("mqtt.connect_failed", { broker: `${broker.host}:${broker.port}`, error: this.#lastError });
       return null;
     }
