@@ -7,6 +7,7 @@ import { startDetection } from "./detect/detection.ts";
 import { startForwarding } from "./forward/pipeline.ts";
 import { checkpointMac } from "./egress/audit.ts";
 import { AuditKey } from "./egress/audit_key.ts";
+import { checkBrokerFiles } from "./ingest/broker_access.ts";
 import type { MqttSource } from "./ingest/mqtt_source.ts";
 import type { Logger } from "./observability/log.ts";
 import { Metrics } from "./observability/metrics.ts";
@@ -28,6 +29,8 @@ export interface Runtime {
  * the store last.
  */
 export async function startRuntime(config: Config, log: Logger, signal: AbortSignal): Promise<Runtime> {
+  // A broker login or TLS file that cannot be used fails the start here, naming its manifest key.
+  if (config.mqtt) checkBrokerFiles(config.mqtt);
   const auditKey = await AuditKey.load(config.storage.auditKey, { create: true });
   if (config.storage.auditKey.source === "default") log.info("audit.key", { path: config.storage.auditKey.path });
   const store = await Store.open({
