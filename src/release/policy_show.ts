@@ -1,5 +1,6 @@
 import type { Config } from "../config/config.ts";
 import { destinationOf, formatDestination, isAllowed, isLoopback } from "../egress/allowlist.ts";
+import { brokerTransport } from "../ingest/broker_access.ts";
 
 /** The egress allowlist and every network path, as a text diagram for operators. */
 export function policyDiagram(config: Config): string {
@@ -21,7 +22,9 @@ export function policyDiagram(config: Config): string {
   const localBroker = config.mqtt !== null && isLoopback(config.mqtt.broker.host);
   if (config.mqtt && localBroker) {
     lines.push(
-      `    MQTT broker ${broker} (loopback, not egress; Outpost connects, each connection audited)`,
+      `    MQTT broker ${broker} (loopback, not egress; Outpost connects, each connection audited; ${
+        brokerTransport(config.mqtt)
+      })`,
       `      ──QoS 1──▶ Outpost  topics ${config.mqtt.topics.join(", ")}`,
       `      ◀──QoS 1── Outpost  alerts on ${config.detection.alertTopic}`,
     );
@@ -41,7 +44,7 @@ export function policyDiagram(config: Config): string {
         config.mqtt && !localBroker && isAllowed([destination], config.mqtt.broker)
           ? `MQTT ingest broker: readings from ${
             config.mqtt.topics.join(", ")
-          }, alerts to ${config.detection.alertTopic}`
+          }, alerts to ${config.detection.alertTopic}; ${brokerTransport(config.mqtt)}`
           : null,
       ].filter(Boolean);
       lines.push(`    Outpost ──▶ ${destination}${uses.length > 0 ? `  (${uses.join(", ")})` : ""}`);
