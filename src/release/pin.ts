@@ -1,7 +1,7 @@
 /**
  * What a release runs with, pinned by hash in `releases/<version>/pin.json`: its binary, manifest
  * and shipped models (from the `release.json` it was installed with) and the model assignments of
- * the data dir (scope → model, by the SHA-256 of its bundle).
+ * the data dir (scope → model, by its name, version and the SHA-256 of its graph).
  *
  * Rules it always keeps:
  * - A release's assignments are pinned when it confirms, and again when an upgrade or rollback
@@ -128,8 +128,13 @@ export async function restorePin(
     await withDatabaseFile(options.store, async (client) => {
       const current = new Map((await snapshotAssignments(client)).map((each) => [each.scope, each]));
       const assign: { scope: string; modelId: number }[] = [];
-      for (const { scope, modelSha256 } of pinned) {
-        const found = await usableModel(await modelsWithSha256(client, modelSha256), modelSha256, sealer);
+      for (const { scope, modelSha256, name, version } of pinned) {
+        // The hash is of the graph alone: every calibrated model shares one graph, so the name and
+        // version (a calibrated model's name is its device's) say which parameters were pinned.
+        const candidates = (await modelsWithSha256(client, modelSha256)).filter((model) =>
+          model.name === name && model.version === version
+        );
+        const found = await usableModel(candidates, { sha256: modelSha256, name, version }, sealer);
         if ("reason" in found) {
           report.missing.push({ scope, modelSha256, reason: found.reason });
           continue;
@@ -160,16 +165,18 @@ export async function restorePin(
 /** The newest stored model with this hash whose bundle is on disk and still matches it. */
 async function usableModel(
   candidates: { id: number; path: string }[],
-  sha256: string,
+  pinned: { sha256: string; name: string; version: string },
   sealer: BundleSealer | null,
 ): Promise<{ id: number } | { reason: string }> {
-  if (candidates.length === 0) return { reason: "no stored model has this hash" };
+  if (candidates.length === 0) return { reason: `no stored model ${pinned.name} ${pinned.version} has this hash` };
   const problems: string[] = [];
   for (const candidate of candidates) {
     try {
-      const bundle = await readBundle(candidate.path, sealer);
-      if (bundle.manifest.sha256 === sha256) return { id: candidate.id };
-      problems.push(`${candidate.path}: holds ${bundle.manifest.sha256}`);
+      const { manifest } = await readBundle(candidate.path, sealer);
+      if (manifest.sha256 === pinned.sha256 && manifest.name === pinned.name && manifest.version === pinned.version) {
+        return { id: candidate.id };
+      }
+      problems.push(`${candidate.path}: holds ${manifest.name} ${manifest.version} ${manifest.sha256}`);
     } catch (error) {
       problems.push(`${candidate.path}: ${(error as Error).message}`);
     }
