@@ -9,7 +9,7 @@
  *   or a later rollback returns to what the release last ran with, operator changes included.
  * - Before a release starts after a switch, its pinned assignments are restored in the data dir's
  *   database, with the service stopped, in one transaction; the process reads them when it starts.
- * - Bundles are never copied or deleted: they stay in `<dataDir>/models/`, named by their hash. A
+ * - Bundles are never copied: they stay in `<dataDir>/models/` (calibrated ones are pruned, see registry.ts). A
  *   pinned model whose bundle is missing or does not match its hash is reported (history.jsonl) and
  *   its scope is left as it is, never silently changed. Scopes the pin does not name are unassigned.
  */
