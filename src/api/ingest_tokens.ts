@@ -221,11 +221,26 @@ export class IngestTokens {
     }
   }
 
+  /** Written durably (file and folder synced): a revocation must survive a power cut. */
   #write(file: z.infer<typeof tokenFile>): void {
-    Deno.mkdirSync(dirname(this.path), { recursive: true });
+    const dir = dirname(this.path);
+    Deno.mkdirSync(dir, { recursive: true });
     const staging = `${this.path}.${crypto.randomUUID()}.tmp`;
-    Deno.writeTextFileSync(staging, JSON.stringify(file, null, 1) + "\n", { mode: 0o600 });
+    const bytes = new TextEncoder().encode(JSON.stringify(file, null, 1) + "\n");
+    const handle = Deno.openSync(staging, { write: true, createNew: true, mode: 0o600 });
+    try {
+      for (let written = 0; written < bytes.length;) written += handle.writeSync(bytes.subarray(written));
+      handle.syncDataSync();
+    } finally {
+      handle.close();
+    }
     Deno.renameSync(staging, this.path);
+    const folder = Deno.openSync(dir, { read: true });
+    try {
+      folder.syncSync();
+    } finally {
+      folder.close();
+    }
     this.#checkedAt = -Infinity;
   }
 
