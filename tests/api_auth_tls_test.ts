@@ -7,6 +7,7 @@ import { join } from "node:path";
 import { connect as tlsConnect } from "node:tls";
 import { loadConfig, parseConfig } from "../src/config/config.ts";
 import { ConfigError } from "../src/config/errors.ts";
+import { loopbackFetch } from "../src/egress/loopback_fetch.ts";
 import { runtimeFlags } from "../src/permissions/flags.ts";
 import { apiExposure } from "../src/release/deployment_check.ts";
 import { eventually } from "./helpers/eventually.ts";
@@ -210,6 +211,15 @@ Deno.test("TLS: served with the manifest's pair, clear HTTP refused, a renewed p
     await eventually(ready, (status) => status === 200, 20_000);
     await assert.rejects(fetch(`${outpost.url}/healthz`), "clear HTTP gets no answer");
     const first = await servedFingerprint(port);
+
+    // Own-API calls pin the certificate in certFile: another one, even from the same CA, is refused.
+    const own = await loopbackFetch(`${https}/healthz`, { tls: { certFile: join(certs, "api.pem") } });
+    assert.equal(own.status, 200);
+    await own.body?.cancel();
+    await assert.rejects(
+      loopbackFetch(`${https}/healthz`, { tls: { certFile: join(TLS, "server2.pem") } }),
+      /did not present the API's certificate/,
+    );
 
     // wait-ready (systemd's start gate) pins the API's own certificate over loopback.
     const waited = await cli(manifest, ["wait-ready", "--timeout", "10"]);
