@@ -7,7 +7,10 @@
  * or prefixes ending in `*` (`line-3-*`; `*` alone is every device).
  *
  * The set lives in `<dataDir>/ingest-tokens.json` (0600), written atomically by the admin routes
- * and by `outpost tokens` (which works while the service runs). The service re-reads the file when
+ * and by `outpost tokens` (which works while the service runs). Every change reads, changes and
+ * writes the file under an exclusive lock on `ingest-tokens.lock` (flock), so the CLI and the
+ * routes writing at the same moment cannot drop each other's change (a lost revocation would
+ * bring a revoked token back). The service re-reads the file when
  * it changes (checked at most once a second), so issuing, rotating and revoking need no restart.
  * A file that cannot be read or parsed refuses every token (fail closed: a revocation must hold).
  *
@@ -21,13 +24,16 @@ import type { LimitsConfig } from "../config/config.ts";
 import { LimitExceededError, limitKey } from "../limit_exceeded_error.ts";
 
 export const TOKENS_FILE = "ingest-tokens.json";
+/** Held (flock) around every read-modify-write of TOKENS_FILE, by the service and the CLI alike. */
+export const TOKENS_LOCK_FILE = "ingest-tokens.lock";
 const TOKEN_PATTERN = /^opt_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$/;
 const RELOAD_CHECK_MS = 1_000;
 /** Longest rotation grace: a week. */
 export const MAX_GRACE_SECONDS = 7 * 86_400;
 
-const storedSecret = z.object({ sha256: z.string().regex(/^[0-9a-f]{64}$/), expiresAt: z.string().nullable() })
-  .strict();
+// A hand-edited expiry that is not a date must not keep an old secret valid for good: such a file is refused.
+const expiry = z.string().refine((value) => Number.isFinite(Date.parse(value)), { error: "not a date" });
+const storedSecret = z.object({ sha256: z.string().regex(/^[0-9a-f]{64}$/), expiresAt: expiry.nullable() }).strict();
 const storedToken = z.object({
   id: z.string().regex(/^[0-9a-f]{12}$/),
   label: z.string().max(256),
@@ -38,6 +44,7 @@ const storedToken = z.object({
 const tokenFile = z.object({ version: z.literal(1), tokens: z.array(storedToken) }).strict();
 
 type StoredToken = z.infer<typeof storedToken>;
+type TokenFile = z.infer<typeof tokenFile>;
 
 /** What a token's holder may do, once authenticated. */
 export interface TokenScope {
@@ -133,26 +140,26 @@ export class IngestTokens {
     const devices = this.#checkDevices(request.devices);
     const label = request.label ?? "";
     if (label.length > 256) throw new TokenRequestError("label: at most 256 characters");
-    const file = this.#read();
-    if (file.tokens.length >= this.#limits.ingestTokens) {
-      throw new LimitExceededError(
-        limitKey("ingestTokens"),
-        this.#limits.ingestTokens,
-        `At most ${this.#limits.ingestTokens} ingest tokens; revoke one first`,
-        422,
-      );
-    }
-    const id = randomBytes(6).toString("hex");
-    const secret = randomBytes(32).toString("base64url");
-    const stored: StoredToken = {
-      id,
-      label,
-      devices,
-      createdAt: new Date(this.#now()).toISOString(),
-      secrets: [{ sha256: sha256(secret).toString("hex"), expiresAt: null }],
-    };
-    this.#write({ version: 1, tokens: [...file.tokens, stored] });
-    return { ...toPublic(stored), token: `opt_${id}_${secret}` };
+    return this.#change((file) => {
+      if (file.tokens.length >= this.#limits.ingestTokens) {
+        throw new LimitExceededError(
+          limitKey("ingestTokens"),
+          this.#limits.ingestTokens,
+          `At most ${this.#limits.ingestTokens} ingest tokens; revoke one first`,
+          422,
+        );
+      }
+      const id = randomBytes(6).toString("hex");
+      const secret = randomBytes(32).toString("base64url");
+      const stored: StoredToken = {
+        id,
+        label,
+        devices,
+        createdAt: new Date(this.#now()).toISOString(),
+        secrets: [{ sha256: sha256(secret).toString("hex"), expiresAt: null }],
+      };
+      return [{ version: 1, tokens: [...file.tokens, stored] }, { ...toPublic(stored), token: `opt_${id}_${secret}` }];
+    });
   }
 
   /** A new secret for token `id`; the current one keeps working for `graceSeconds`. */
@@ -160,28 +167,54 @@ export class IngestTokens {
     if (!Number.isInteger(graceSeconds) || graceSeconds < 0 || graceSeconds > MAX_GRACE_SECONDS) {
       throw new TokenRequestError(`graceSeconds: a whole number from 0 to ${MAX_GRACE_SECONDS}`);
     }
-    const file = this.#read();
-    const stored = file.tokens.find((token) => token.id === id);
-    if (stored === undefined) throw new UnknownTokenError(id);
-    const secret = randomBytes(32).toString("base64url");
-    const now = this.#now();
-    const current = stored.secrets.find((s) => s.expiresAt === null) ?? stored.secrets[stored.secrets.length - 1];
-    const rotated: StoredToken = {
-      ...stored,
-      secrets: [
-        ...(graceSeconds > 0 ? [{ ...current, expiresAt: new Date(now + graceSeconds * 1000).toISOString() }] : []),
-        { sha256: sha256(secret).toString("hex"), expiresAt: null },
-      ],
-    };
-    this.#write({ version: 1, tokens: file.tokens.map((token) => token.id === id ? rotated : token) });
-    return { ...toPublic(rotated), token: `opt_${id}_${secret}` };
+    return this.#change((file) => {
+      const stored = file.tokens.find((token) => token.id === id);
+      if (stored === undefined) throw new UnknownTokenError(id);
+      const secret = randomBytes(32).toString("base64url");
+      const now = this.#now();
+      const current = stored.secrets.find((s) => s.expiresAt === null) ?? stored.secrets[stored.secrets.length - 1];
+      const rotated: StoredToken = {
+        ...stored,
+        secrets: [
+          ...(graceSeconds > 0 ? [{ ...current, expiresAt: new Date(now + graceSeconds * 1000).toISOString() }] : []),
+          { sha256: sha256(secret).toString("hex"), expiresAt: null },
+        ],
+      };
+      return [
+        { version: 1, tokens: file.tokens.map((token) => token.id === id ? rotated : token) },
+        { ...toPublic(rotated), token: `opt_${id}_${secret}` },
+      ];
+    });
   }
 
   /** Revokes token `id` (every secret of it), effective within a second in the service. */
   revoke(id: string): void {
-    const file = this.#read();
-    if (!file.tokens.some((token) => token.id === id)) throw new UnknownTokenError(id);
-    this.#write({ version: 1, tokens: file.tokens.filter((token) => token.id !== id) });
+    this.#change((file) => {
+      if (!file.tokens.some((token) => token.id === id)) throw new UnknownTokenError(id);
+      return [{ version: 1, tokens: file.tokens.filter((token) => token.id !== id) }, undefined];
+    });
+  }
+
+  /**
+   * Reads the file, applies `change` and writes its result, all under the exclusive lock: another
+   * process (the CLI, or the service) changing the file meanwhile waits instead of being overwritten.
+   */
+  #change<T>(change: (file: TokenFile) => [TokenFile, T]): T {
+    Deno.mkdirSync(dirname(this.path), { recursive: true });
+    const lock = Deno.openSync(join(dirname(this.path), TOKENS_LOCK_FILE), {
+      read: true,
+      write: true,
+      create: true,
+      mode: 0o600,
+    });
+    try {
+      lock.lockSync(true);
+      const [next, result] = change(this.#read());
+      this.#write(next);
+      return result;
+    } finally {
+      lock.close();
+    }
   }
 
   #checkDevices(devices: readonly string[]): string[] {
@@ -206,7 +239,7 @@ export class IngestTokens {
   }
 
   /** The parsed file for a change; a missing file is an empty set, a broken one an error. */
-  #read(): z.infer<typeof tokenFile> {
+  #read(): TokenFile {
     let text: string;
     try {
       text = Deno.readTextFileSync(this.path);
@@ -222,19 +255,27 @@ export class IngestTokens {
   }
 
   /** Written durably (file and folder synced): a revocation must survive a power cut. */
-  #write(file: z.infer<typeof tokenFile>): void {
+  #write(file: TokenFile): void {
     const dir = dirname(this.path);
     Deno.mkdirSync(dir, { recursive: true });
     const staging = `${this.path}.${crypto.randomUUID()}.tmp`;
     const bytes = new TextEncoder().encode(JSON.stringify(file, null, 1) + "\n");
     const handle = Deno.openSync(staging, { write: true, createNew: true, mode: 0o600 });
     try {
-      for (let written = 0; written < bytes.length;) written += handle.writeSync(bytes.subarray(written));
-      handle.syncDataSync();
-    } finally {
-      handle.close();
+      try {
+        for (let written = 0; written < bytes.length;) written += handle.writeSync(bytes.subarray(written));
+        handle.syncDataSync();
+      } finally {
+        handle.close();
+      }
+      Deno.renameSync(staging, this.path);
+    } catch (error) {
+      // A full disk: the change fails, and leaves no partial copy behind to pile up.
+      try {
+        Deno.removeSync(staging);
+      } catch { /* already gone */ }
+      throw error;
     }
-    Deno.renameSync(staging, this.path);
     const folder = Deno.openSync(dir, { read: true });
     try {
       folder.syncSync();
