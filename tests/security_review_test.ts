@@ -6,9 +6,19 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { IngestTokens, TOKENS_FILE } from "../src/api/ingest_tokens.ts";
-import { PROJECT_ROOT } from "./helpers/outpost_process.ts";
+import { eventually } from "./helpers/eventually.ts";
+import { PROJECT_ROOT, startOutpost, writeManifest } from "./helpers/outpost_process.ts";
 
+const TLS = join(PROJECT_ROOT, "tests", "fixtures", "tls");
+const CA = Deno.readTextFileSync(join(TLS, "ca.pem"));
 const LIMITS = { ingestTokens: 100_000, devicesPerToken: 10, nameLength: 128 };
+
+/** Inserts `lines` (already indented) after the first line matching `after` in the manifest. */
+async function amend(manifest: string, after: RegExp, lines: string[]): Promise<void> {
+  const text = await Deno.readTextFile(manifest);
+  assert.match(text, after);
+  await Deno.writeTextFile(manifest, text.replace(after, (line) => `${line}\n${lines.join("\n")}`));
+}
 
 Deno.test("two processes changing the ingest tokens at once lose nothing: no issued token dropped, no revoked one back", async () => {
   const dir = await Deno.makeTempDir();
@@ -76,6 +86,42 @@ Deno.test("a rotation expiry edited into something that is not a date refuses ev
     }
     assert.throws(() => service.list(), /not a valid token file/);
   } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("TLS: clients that never finish a handshake are closed after headersTimeoutMs, so they cannot hold every slot", async () => {
+  const dir = await Deno.makeTempDir();
+  const manifest = await writeManifest(dir, { limits: ["connections: 3", "headersTimeoutMs: 1000"] });
+  await amend(manifest, /^ {4}listen: .*$/m, [`    tls: { certFile: ${TLS}/server.pem, keyFile: ${TLS}/server.key }`]);
+  const outpost = await startOutpost(manifest, { waitReady: false });
+  const port = Number(new URL(outpost.url).port);
+  const client = Deno.createHttpClient({ caCerts: [CA] });
+  const healthz = () =>
+    fetch(`https://127.0.0.1:${port}/healthz`, { client, signal: AbortSignal.timeout(2_000) })
+      .then(async (response) => (await response.body?.cancel(), response.status), () => 0);
+  const silent: Deno.TcpConn[] = [];
+  try {
+    await eventually(healthz, (status) => status === 200, 20_000);
+    // Every slot taken by a socket that connects and sends nothing, not even a ClientHello.
+    for (let i = 0; i < 3; i++) silent.push(await Deno.connect({ hostname: "127.0.0.1", port }));
+    const started = performance.now();
+    const closed = await Promise.all(silent.map(async (conn) => {
+      const ended = conn.read(new Uint8Array(16)).then(() => true, () => true);
+      const held = new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 6_000));
+      return await Promise.race([ended, held]);
+    }));
+    assert.deepEqual(closed, [true, true, true], "silent handshakes still open after 6 s");
+    assert.ok(performance.now() - started < 4_000, `closed only after ${Math.round(performance.now() - started)} ms`);
+    assert.equal(await healthz(), 200);
+  } finally {
+    for (const conn of silent) {
+      try {
+        conn.close();
+      } catch { /* closed by the server */ }
+    }
+    client.close();
+    await outpost.stop();
     await Deno.remove(dir, { recursive: true });
   }
 });

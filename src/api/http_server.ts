@@ -13,7 +13,8 @@
  *   ending the process.
  * - A body is read as it arrives: memory per slow connection is what it has actually sent.
  * - With `tls`, it is node:https with the same bounds; a socket over the cap is closed before
- *   its handshake (it cannot be answered in clear), and the certificate is reloaded on change.
+ *   its handshake (it cannot be answered in clear), the handshake must end within
+ *   `headersTimeoutMs`, and the certificate is reloaded on change.
  */
 import { getRequestListener } from "@hono/node-server";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
@@ -63,7 +64,11 @@ export function serveHttp(fetch: (request: Request) => Response | Promise<Respon
   const tls = options.tls ?? null;
   // Throws naming spec.api.tls.* when the files cannot be used: the service does not start in clear.
   const pair = tls === null ? null : readTlsPair(tls);
-  const server: Server = pair === null ? createServer(bounds) : createTlsServer({ ...bounds, ...pair }) as Server;
+  // The handshake counts against headersTimeoutMs: node:http's header timer starts only after it,
+  // and node:tls's own default is 120 s, so silent sockets would hold every connection slot that long.
+  const server: Server = pair === null
+    ? createServer(bounds)
+    : createTlsServer({ ...bounds, ...pair, handshakeTimeout: limits.headersTimeoutMs }) as Server;
   const listener = getRequestListener(fetch, { overrideGlobalObjects: false, hostname: options.host });
   // Sockets over the cap: answered 503 and closing; a request already parsed on one is not served.
   const refused = new WeakSet<Socket>();
