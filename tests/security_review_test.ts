@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { IngestTokens, TOKENS_FILE } from "../src/api/ingest_tokens.ts";
+import { DATABASE_FILE, databaseFileState } from "../src/store/database.ts";
 import { eventually } from "./helpers/eventually.ts";
 import { PROJECT_ROOT, startOutpost, writeManifest } from "./helpers/outpost_process.ts";
 
@@ -18,6 +19,12 @@ async function amend(manifest: string, after: RegExp, lines: string[]): Promise<
   const text = await Deno.readTextFile(manifest);
   assert.match(text, after);
   await Deno.writeTextFile(manifest, text.replace(after, (line) => `${line}\n${lines.join("\n")}`));
+}
+
+async function writeKey(path: string): Promise<string> {
+  const bytes = crypto.getRandomValues(new Uint8Array(32));
+  await Deno.writeTextFile(path, Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("") + "\n");
+  return path;
 }
 
 Deno.test("two processes changing the ingest tokens at once lose nothing: no issued token dropped, no revoked one back", async () => {
@@ -122,6 +129,32 @@ Deno.test("TLS: clients that never finish a handshake are closed after headersTi
     }
     client.close();
     await outpost.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("the copy an interrupted db decrypt left beside an encrypted store is removed at the next start", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const key = await writeKey(join(dir, "db-key"));
+    const manifest = await writeManifest(dir);
+    await amend(manifest, /^ {4}maxSizeMB: .*$/m, [`    encryption: { enabled: true, keyFile: ${key} }`]);
+    const first = await startOutpost(manifest);
+    assert.equal(await first.stop(), 0);
+    const database = join(first.dataDir, DATABASE_FILE);
+    assert.equal(await databaseFileState(database), "encrypted");
+    // What `db decrypt` killed before its rename leaves: the whole buffer in clear.
+    const leftovers = [`${database}.converting`, `${database}.converting-journal`];
+    for (const path of leftovers) await Deno.writeTextFile(path, "SQLite format 3\0 ZEBRAPUMP-4417 quokkaFlowRate");
+
+    const second = await startOutpost(manifest);
+    try {
+      for (const path of leftovers) await assert.rejects(Deno.stat(path), Deno.errors.NotFound, path);
+      assert.match(second.log(), /store\.conversion_leftover_removed/);
+    } finally {
+      assert.equal(await second.stop(), 0);
+    }
+  } finally {
     await Deno.remove(dir, { recursive: true });
   }
 });

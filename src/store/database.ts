@@ -79,6 +79,7 @@ export async function openDatabase(
     lock.release();
   };
   try {
+    await removeConversionLeftovers(path, log);
     await expectEncryption(path, key);
     const client = await openConnection(path, DERIVED_PRAGMAS, opened, key);
     await client.execute("PRAGMA journal_mode=WAL");
@@ -88,6 +89,31 @@ export async function openDatabase(
   } catch (error) {
     closeAll();
     throw error;
+  }
+}
+
+/** The copy `outpost db encrypt|decrypt` writes beside the database before it replaces it. */
+export const CONVERSION_COPY_SUFFIX = ".converting";
+/** The copy's own files. */
+export const CONVERSION_COPY_FILES = ["", "-wal", "-shm", "-journal"].map((end) => CONVERSION_COPY_SUFFIX + end);
+
+/**
+ * Removes what an interrupted `db encrypt|decrypt` left beside the database. The data dir's lock is
+ * held, so no conversion runs, and a conversion only renames a complete copy: a leftover is never
+ * the only good copy. An interrupted decrypt leaves a plaintext copy of the whole buffer, which
+ * must not stay on the card of a store that remains encrypted.
+ */
+async function removeConversionLeftovers(path: string, log: Logger): Promise<void> {
+  for (const suffix of CONVERSION_COPY_FILES) {
+    const leftover = path + suffix;
+    try {
+      await Deno.remove(leftover);
+      log.warn("store.conversion_leftover_removed", { path: leftover });
+    } catch (error) {
+      if (!(error instanceof Deno.errors.NotFound)) {
+        log.warn("store.conversion_leftover_kept", { path: leftover, error });
+      }
+    }
   }
 }
 

@@ -25,6 +25,8 @@ import { databaseUrl } from "../permissions/native_addons.ts";
 import { DataDirLock } from "./data_dir_lock.ts";
 import {
   connectTo,
+  CONVERSION_COPY_FILES,
+  CONVERSION_COPY_SUFFIX,
   DATABASE_FILE,
   databaseFileState,
   prepareConnection,
@@ -50,8 +52,6 @@ export class ConversionError extends Error {
   }
 }
 
-const SUFFIXES = ["", "-wal", "-shm", "-journal"];
-
 /**
  * Makes the store at `store.dataDir` encrypted with `key` (`to: "encrypted"`) or plaintext, read
  * with `key` (`to: "plaintext"`). Throws DataDirLockedError while Outpost runs, StoreEncryptionError
@@ -75,8 +75,8 @@ export async function convertDatabase(
       if (sourceKey) await withConnection(path, sourceKey, async () => {});
       return { database: path, outcome: "unchanged", encrypted: encrypt };
     }
-    const copy = `${path}.converting`;
-    for (const suffix of SUFFIXES) await removeIfPresent(copy + suffix);
+    const copy = path + CONVERSION_COPY_SUFFIX;
+    for (const suffix of CONVERSION_COPY_FILES) await removeIfPresent(path + suffix);
     const counts = await withConnection(path, sourceKey, async (client) => {
       const checkpoint = await client.execute("PRAGMA wal_checkpoint(TRUNCATE)");
       if (Number(checkpoint.rows[0]?.busy ?? 0) !== 0) {
@@ -104,7 +104,7 @@ export async function convertDatabase(
     // The original's WAL was checkpointed into it: nothing of it is lost with these.
     for (const suffix of ["-wal", "-shm"]) await removeIfPresent(path + suffix);
     await Deno.rename(copy, path);
-    for (const suffix of SUFFIXES.slice(1)) await removeIfPresent(copy + suffix);
+    for (const suffix of CONVERSION_COPY_FILES) await removeIfPresent(path + suffix);
     await syncFile(dataDir);
     const rows = Object.values(counts).reduce((sum, count) => sum + count, 0);
     return { database: path, outcome: "converted", encrypted: encrypt, tables: Object.keys(counts).length, rows };
