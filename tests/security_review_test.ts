@@ -5,10 +5,13 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
+import { loadConfig } from "../src/config/config.ts";
 import { IngestTokens, TOKENS_FILE } from "../src/api/ingest_tokens.ts";
+import { isSealed } from "../src/detect/bundle_seal.ts";
+import { runtimeFlags } from "../src/permissions/flags.ts";
 import { DATABASE_FILE, databaseFileState } from "../src/store/database.ts";
 import { eventually } from "./helpers/eventually.ts";
-import { PROJECT_ROOT, startOutpost, writeManifest } from "./helpers/outpost_process.ts";
+import { MAIN, PROJECT_ROOT, startOutpost, writeManifest } from "./helpers/outpost_process.ts";
 
 const TLS = join(PROJECT_ROOT, "tests", "fixtures", "tls");
 const CA = Deno.readTextFileSync(join(TLS, "ca.pem"));
@@ -25,6 +28,18 @@ async function writeKey(path: string): Promise<string> {
   const bytes = crypto.getRandomValues(new Uint8Array(32));
   await Deno.writeTextFile(path, Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("") + "\n");
   return path;
+}
+
+/** Runs `main.ts <args>` under the manifest's derived flags, as the operator would. */
+async function outpostCommand(manifest: string, args: string[]) {
+  const config = await loadConfig(manifest);
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--cached-only", ...runtimeFlags(config, { projectRoot: PROJECT_ROOT }), MAIN, ...args],
+    stdin: "null",
+    env: { NO_COLOR: "1" },
+  }).output();
+  const decode = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
+  return { code: output.code, stdout: decode(output.stdout), stderr: decode(output.stderr) };
 }
 
 Deno.test("two processes changing the ingest tokens at once lose nothing: no issued token dropped, no revoked one back", async () => {
@@ -154,6 +169,82 @@ Deno.test("the copy an interrupted db decrypt left beside an encrypted store is 
     } finally {
       assert.equal(await second.stop(), 0);
     }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("db decrypt opens the bundles sealed with the store's key and db encrypt seals them again, so calibrated models keep loading", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const key = await writeKey(join(dir, "db-key"));
+    const plain = await writeManifest(dir, { detection: ["calibration: { readings: 20 }"] });
+    const encrypted = join(dir, "encrypted.yaml");
+    await Deno.copyFile(plain, encrypted);
+    await amend(encrypted, /^ {4}maxSizeMB: .*$/m, [`    encryption: { enabled: true, keyFile: ${key} }`]);
+    const device = "ZEBRAPUMP-4417";
+    const t0 = Date.now() - 120_000;
+    const post = (url: string, from: number, count: number) =>
+      fetch(`${url}/v1/readings`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({
+          readings: Array.from({ length: count }, (_, i) => ({
+            device,
+            ts: t0 + (from + i) * 1000,
+            values: { quokkaFlowRate: 30 + Math.sin(from + i), temperature: 70 + Math.cos(from + i) },
+          })),
+        }),
+      }).then(async (response) => (await response.body?.cancel(), response.status));
+    /** Posts one more reading and waits until the device's model has scored it. */
+    const scored = async (manifest: string, at: number) => {
+      const outpost = await startOutpost(manifest);
+      try {
+        assert.equal(await post(outpost.url, at, 1), 202);
+        const latest = new Date(t0 + at * 1000).toISOString();
+        await eventually(
+          async () => (await (await fetch(`${outpost.url}/v1/devices`)).json()).devices[0],
+          (state) => state?.model?.source === "calibrated" && state.latestScore?.ts === latest,
+          20_000,
+        );
+      } finally {
+        assert.equal(await outpost.stop(), 0);
+      }
+    };
+    const bundleFiles = async () => {
+      const files: Uint8Array[] = [];
+      const calibrated = join(dir, "data", "models", "calibrated");
+      for await (const folder of Deno.readDir(calibrated)) {
+        for (const name of ["model.json", "model.onnx"]) {
+          files.push(await Deno.readFile(join(calibrated, folder.name, name)));
+        }
+      }
+      assert.ok(files.length > 0);
+      return files;
+    };
+
+    // Calibrated on an encrypted store: the bundle is sealed.
+    const outpost = await startOutpost(encrypted);
+    try {
+      assert.equal(await post(outpost.url, 0, 30), 202);
+    } finally {
+      assert.equal(await outpost.stop(), 0);
+    }
+    await scored(encrypted, 30);
+    assert.ok((await bundleFiles()).every(isSealed));
+
+    // Decrypted, then started with encryption off: the model must still load and score.
+    const decrypted = await outpostCommand(encrypted, ["db", "decrypt", "--manifest", encrypted]);
+    assert.equal(decrypted.code, 0, decrypted.stderr);
+    assert.ok((await bundleFiles()).every((bytes) => !isSealed(bytes)));
+    await scored(plain, 31);
+
+    // The README's key change: encrypt again with a new key; the bundles are sealed with it.
+    await writeKey(key);
+    const reencrypted = await outpostCommand(encrypted, ["db", "encrypt", "--manifest", encrypted]);
+    assert.equal(reencrypted.code, 0, reencrypted.stderr);
+    assert.ok((await bundleFiles()).every(isSealed));
+    await scored(encrypted, 32);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -8,6 +8,7 @@
  * File format: the 8-byte magic `OPSEAL1\0`, a 12-byte random IV, then the ciphertext with its
  * 16-byte tag. The file's name is bound as additional data, so sealed files cannot be swapped.
  */
+import { join } from "node:path";
 import { DatabaseKey } from "../store/encryption_key.ts";
 import type { SecretLocation } from "../config/config.ts";
 
@@ -110,4 +111,69 @@ export async function readMaybeSealed(
     );
   }
   return await sealer.open(fileName, bytes);
+}
+
+/** The files of a bundle that are sealed: model_bundle.ts's MODEL_JSON and MODEL_ONNX. */
+const BUNDLE_FILES = ["model.json", "model.onnx"];
+
+/**
+ * Seals (`to: "sealed"`) or opens (`to: "clear"`) every bundle file under `modelsDir`
+ * (`<source>/<folder>/model.*`), for `outpost db encrypt|decrypt`: bundles sealed with the store's
+ * key would otherwise stop loading once the store is decrypted or its key changed, and bundles
+ * written in clear would stay readable on an encrypted store. Each file is replaced atomically
+ * (synced, renamed); files already as asked are left alone, so an interrupted run is finished by
+ * running it again. Folder names are not changed. Returns how many files were rewritten.
+ */
+export async function convertBundles(
+  modelsDir: string,
+  sealer: BundleSealer,
+  to: "sealed" | "clear",
+): Promise<number> {
+  let rewritten = 0;
+  for (const source of await folders(modelsDir)) {
+    for (const folder of await folders(join(modelsDir, source))) {
+      for (const name of BUNDLE_FILES) {
+        const path = join(modelsDir, source, folder, name);
+        let bytes: Uint8Array;
+        try {
+          bytes = await Deno.readFile(path);
+        } catch (error) {
+          if (error instanceof Deno.errors.NotFound) continue;
+          throw error;
+        }
+        if (isSealed(bytes) === (to === "sealed")) continue;
+        await replaceFile(path, to === "sealed" ? await sealer.seal(name, bytes) : await sealer.open(name, bytes));
+        rewritten++;
+      }
+    }
+  }
+  return rewritten;
+}
+
+async function folders(path: string): Promise<string[]> {
+  const names: string[] = [];
+  try {
+    for await (const entry of Deno.readDir(path)) if (entry.isDirectory) names.push(entry.name);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return [];
+    throw error;
+  }
+  return names.sort();
+}
+
+async function replaceFile(path: string, bytes: Uint8Array): Promise<void> {
+  const staging = `${path}.${crypto.randomUUID()}.tmp`;
+  const file = await Deno.open(staging, { write: true, createNew: true });
+  try {
+    try {
+      for (let written = 0; written < bytes.length;) written += await file.write(bytes.subarray(written));
+      await file.sync();
+    } finally {
+      file.close();
+    }
+    await Deno.rename(staging, path);
+  } catch (error) {
+    await Deno.remove(staging).catch(() => {});
+    throw error;
+  }
 }

@@ -10,6 +10,9 @@
  *   plus at most a leftover copy that the next run removes.
  * - The key comes from the configuration, as for `run`; decrypt therefore runs before the
  *   manifest's `spec.storage.encryption.enabled` is set back to false.
+ * - Model bundles follow the database (src/detect/bundle_seal.ts): encrypt seals the bundle files
+ *   written in clear, decrypt opens the sealed ones, so calibrated models keep loading after a
+ *   decrypt or a key change. Folder names stay as they are (one written in clear names its model).
  *
  * What it cannot do: erase the old plaintext from the medium. The replaced file's blocks are freed,
  * not overwritten, and flash storage (SD cards) remaps writes, so they may stay readable on the
@@ -34,6 +37,7 @@ import {
   withDatabaseFile,
 } from "./database.ts";
 import { DatabaseKey, describeKeyLocation } from "./encryption_key.ts";
+import { BundleSealer, convertBundles } from "../detect/bundle_seal.ts";
 
 export interface ConversionResult {
   database: string;
@@ -42,7 +46,12 @@ export interface ConversionResult {
   encrypted: boolean;
   tables?: number;
   rows?: number;
+  /** Model bundle files sealed (encrypt) or opened (decrypt) by this run (src/detect/bundle_seal.ts). */
+  bundleFiles?: number;
 }
+
+/** Where detection keeps model bundles in the data dir (src/detect/detection.ts). */
+const MODELS_DIR = "models";
 
 /** The conversion failed before the original was replaced; the original is as it was. */
 export class ConversionError extends Error {
@@ -64,53 +73,64 @@ export async function convertDatabase(
 ): Promise<ConversionResult> {
   const databaseKey = await DatabaseKey.load(key);
   const lock = await DataDirLock.acquire(dataDir);
-  const path = join(dataDir, DATABASE_FILE);
   const encrypt = options.to === "encrypted";
   try {
-    const state = await databaseFileState(path);
-    if (state === "none") return { database: path, outcome: "none", encrypted: false };
-    const sourceKey = state === "encrypted" ? databaseKey : null;
-    if ((state === "encrypted") === encrypt) {
-      // Already as asked: an encrypted file must still open with the key (or this is the wrong key).
-      if (sourceKey) await withConnection(path, sourceKey, async () => {});
-      return { database: path, outcome: "unchanged", encrypted: encrypt };
-    }
-    const copy = path + CONVERSION_COPY_SUFFIX;
-    for (const suffix of CONVERSION_COPY_FILES) await removeIfPresent(path + suffix);
-    const counts = await withConnection(path, sourceKey, async (client) => {
-      const checkpoint = await client.execute("PRAGMA wal_checkpoint(TRUNCATE)");
-      if (Number(checkpoint.rows[0]?.busy ?? 0) !== 0) {
-        throw new ConversionError(`Cannot checkpoint ${path}: another process has it open`);
-      }
-      const before = await tableCounts(client);
-      const target = encrypt ? `hexkey=${databaseKey.revealHex()}` : "key=";
-      await client.execute(`VACUUM INTO '${`${databaseUrl(copy)}?${target}`.replaceAll("'", "''")}'`);
-      return before;
-    });
-    const after = await withConnection(copy, encrypt ? databaseKey : null, async (client) => {
-      const check = await client.execute("PRAGMA quick_check");
-      const verdict = String(check.rows[0]?.[0] ?? "");
-      if (verdict !== "ok") throw new ConversionError(`The converted copy ${copy} fails quick_check: ${verdict}`);
-      return await tableCounts(client);
-    });
-    const expected = JSON.stringify(counts);
-    if (JSON.stringify(after) !== expected) {
-      throw new ConversionError(`The converted copy ${copy} does not hold the original's rows: ${expected}`);
-    }
-    if ((await databaseFileState(copy)) !== (encrypt ? "encrypted" : "plaintext")) {
-      throw new ConversionError(`The converted copy ${copy} is not ${encrypt ? "encrypted" : "plaintext"}`);
-    }
-    await syncFile(copy);
-    // The original's WAL was checkpointed into it: nothing of it is lost with these.
-    for (const suffix of ["-wal", "-shm"]) await removeIfPresent(path + suffix);
-    await Deno.rename(copy, path);
-    for (const suffix of CONVERSION_COPY_FILES) await removeIfPresent(path + suffix);
-    await syncFile(dataDir);
-    const rows = Object.values(counts).reduce((sum, count) => sum + count, 0);
-    return { database: path, outcome: "converted", encrypted: encrypt, tables: Object.keys(counts).length, rows };
+    const result = await convertFile(dataDir, databaseKey, encrypt);
+    if (result.outcome === "none") return result;
+    // After the database (a wrong key fails there first), also when it was already as asked: a
+    // run that was interrupted between the two is finished by running it again.
+    const sealer = await BundleSealer.fromSecret(databaseKey.reveal());
+    const bundleFiles = await convertBundles(join(dataDir, MODELS_DIR), sealer, encrypt ? "sealed" : "clear");
+    return { ...result, bundleFiles };
   } finally {
     lock.release();
   }
+}
+
+/** The database file's half of convertDatabase, under its lock. */
+async function convertFile(dataDir: string, databaseKey: DatabaseKey, encrypt: boolean): Promise<ConversionResult> {
+  const path = join(dataDir, DATABASE_FILE);
+  const state = await databaseFileState(path);
+  if (state === "none") return { database: path, outcome: "none", encrypted: false };
+  const sourceKey = state === "encrypted" ? databaseKey : null;
+  if ((state === "encrypted") === encrypt) {
+    // Already as asked: an encrypted file must still open with the key (or this is the wrong key).
+    if (sourceKey) await withConnection(path, sourceKey, async () => {});
+    return { database: path, outcome: "unchanged", encrypted: encrypt };
+  }
+  const copy = path + CONVERSION_COPY_SUFFIX;
+  for (const suffix of CONVERSION_COPY_FILES) await removeIfPresent(path + suffix);
+  const counts = await withConnection(path, sourceKey, async (client) => {
+    const checkpoint = await client.execute("PRAGMA wal_checkpoint(TRUNCATE)");
+    if (Number(checkpoint.rows[0]?.busy ?? 0) !== 0) {
+      throw new ConversionError(`Cannot checkpoint ${path}: another process has it open`);
+    }
+    const before = await tableCounts(client);
+    const target = encrypt ? `hexkey=${databaseKey.revealHex()}` : "key=";
+    await client.execute(`VACUUM INTO '${`${databaseUrl(copy)}?${target}`.replaceAll("'", "''")}'`);
+    return before;
+  });
+  const after = await withConnection(copy, encrypt ? databaseKey : null, async (client) => {
+    const check = await client.execute("PRAGMA quick_check");
+    const verdict = String(check.rows[0]?.[0] ?? "");
+    if (verdict !== "ok") throw new ConversionError(`The converted copy ${copy} fails quick_check: ${verdict}`);
+    return await tableCounts(client);
+  });
+  const expected = JSON.stringify(counts);
+  if (JSON.stringify(after) !== expected) {
+    throw new ConversionError(`The converted copy ${copy} does not hold the original's rows: ${expected}`);
+  }
+  if ((await databaseFileState(copy)) !== (encrypt ? "encrypted" : "plaintext")) {
+    throw new ConversionError(`The converted copy ${copy} is not ${encrypt ? "encrypted" : "plaintext"}`);
+  }
+  await syncFile(copy);
+  // The original's WAL was checkpointed into it: nothing of it is lost with these.
+  for (const suffix of ["-wal", "-shm"]) await removeIfPresent(path + suffix);
+  await Deno.rename(copy, path);
+  for (const suffix of CONVERSION_COPY_FILES) await removeIfPresent(path + suffix);
+  await syncFile(dataDir);
+  const rows = Object.values(counts).reduce((sum, count) => sum + count, 0);
+  return { database: path, outcome: "converted", encrypted: encrypt, tables: Object.keys(counts).length, rows };
 }
 
 /** `outpost db encrypt|decrypt` for main.ts: prints the result as JSON; exit 0, 1 on failure, 2 without a key. */
