@@ -5,7 +5,8 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
-import { loadConfig } from "../src/config/config.ts";
+import { loadConfig, parseConfig } from "../src/config/config.ts";
+import { ConfigError } from "../src/config/errors.ts";
 import { IngestTokens, TOKENS_FILE } from "../src/api/ingest_tokens.ts";
 import { isSealed } from "../src/detect/bundle_seal.ts";
 import { runtimeFlags } from "../src/permissions/flags.ts";
@@ -245,6 +246,35 @@ Deno.test("db decrypt opens the bundles sealed with the store's key and db encry
     assert.equal(reencrypted.code, 0, reencrypted.stderr);
     assert.ok((await bundleFiles()).every(isSealed));
     await scored(encrypted, 32);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a database key file inside the data dir is refused also when a symlink hides it", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const dataDir = join(dir, "data");
+    await Deno.mkdir(dataDir);
+    await writeKey(join(dataDir, "db-key"));
+    await Deno.symlink(dataDir, join(dir, "via-link"));
+    const manifest = (data: string, keyFile: string) =>
+      `apiVersion: fde/v1\nkind: Deployment\nmetadata: { name: t }\nspec:\n  storage:\n    dataDir: ${data}\n` +
+      `    encryption: { enabled: true, keyFile: ${keyFile} }\n`;
+    for (
+      const [data, keyFile] of [[dataDir, join(dir, "via-link", "db-key")], [
+        join(dir, "via-link"),
+        join(dataDir, "db-key"),
+      ]]
+    ) {
+      assert.throws(
+        () => parseConfig(manifest(data, keyFile), join(dir, "m.yaml")),
+        (error) =>
+          error instanceof ConfigError &&
+          /spec\.storage\.encryption\.keyFile: .* is inside the data dir/.test(error.message),
+        `${keyFile} with the data dir ${data}`,
+      );
+    }
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -224,7 +224,7 @@ function encryptionKeyIssues(config: Config): ConfigIssue[] {
       message: "needs a key: OUTPOST_DB_KEY_FILE, systemd's credential db-key, or spec.storage.encryption.keyFile",
     }];
   }
-  if (key.path.startsWith(`${config.storage.dataDir}/`)) {
+  if (isInside(key.path, config.storage.dataDir)) {
     return [{
       path: "spec.storage.encryption.keyFile",
       message: `${key.path} is inside the data dir: a stolen disk would carry its own key`,
@@ -392,6 +392,22 @@ function auditKeyLocation(manifestPath: string | undefined, dataDir: string): Au
   }
   if (manifestPath) return { path: resolve(manifestPath), source: "manifest" };
   return { path: join(dataDir, "keys", "audit.key"), source: "default" };
+}
+
+/**
+ * Whether `path` lies under `dir`, as written or once symlinks are resolved (a data dir reached
+ * through a link, or a key path through one, is still the same disk).
+ */
+function isInside(path: string, dir: string): boolean {
+  const real = (name: string) => {
+    try {
+      return Deno.realPathSync(name);
+    } catch {
+      return name; // not there yet, or not readable under these flags: as written
+    }
+  };
+  const dirs = [dir, real(dir)];
+  return [path, real(path)].some((file) => dirs.some((folder) => file.startsWith(`${folder}/`)));
 }
 
 /**
