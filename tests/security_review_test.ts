@@ -279,3 +279,23 @@ Deno.test("a database key file inside the data dir is refused also when a symlin
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("deno task start derives the flags with the database key file the environment names", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const key = await writeKey(join(dir, "db-key"));
+    const manifest = await writeManifest(dir);
+    await amend(manifest, /^ {4}maxSizeMB: .*$/m, ["    encryption: { enabled: true }"]);
+    // The launcher derives the flags; with the variable hidden from it, it saw no key at all.
+    const check = await new Deno.Command(Deno.execPath(), {
+      args: ["task", "--quiet", "start", "check", "--manifest", manifest],
+      cwd: PROJECT_ROOT,
+      stdin: "null",
+      env: { NO_COLOR: "1", OUTPOST_DB_KEY_FILE: key },
+    }).output();
+    assert.equal(check.code, 0, new TextDecoder().decode(check.stderr));
+    assert.match(new TextDecoder().decode(check.stdout), /"valid": true/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
