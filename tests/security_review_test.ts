@@ -299,3 +299,17 @@ Deno.test("deno task start derives the flags with the database key file the envi
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("an audit log with no rows (egress disabled) is not reported as tampered at the next start", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const manifest = await writeManifest(dir);
+    const first = await startOutpost(manifest);
+    assert.equal(await first.stop(), 0);
+    const second = await startOutpost(manifest);
+    assert.equal(await second.stop(), 0);
+    assert.doesNotMatch(second.log(), /audit\.tamper_detected/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -164,7 +164,9 @@ export class AuditLog {
       this.#head = { keyedFrom: head.keyedFrom, resealed: head.resealed };
       const pastHead = newest !== null && newest.id > head.lastId;
       this.#last = pastHead ? { id: newest.id, hash: newest.hash } : { id: head.lastId, hash: head.lastHash };
-      if (!newest || newest.id < head.lastId || (newest.id === head.lastId && newest.hash !== head.lastHash)) {
+      // No rows under a head that names none is an empty log (egress disabled), not a truncation.
+      const truncated = newest === null ? head.lastId > 0 : newest.id < head.lastId;
+      if (truncated || (newest !== null && newest.id === head.lastId && newest.hash !== head.lastHash)) {
         this.#options.onTamper?.("head_mismatch", { headLastId: head.lastId, newestId: newest?.id ?? null });
       }
     } else {
