@@ -6,7 +6,10 @@
  * from the database key, and the folder is named by a hash instead of the model's name.
  *
  * File format: the 8-byte magic `OPSEAL1\0`, a 12-byte random IV, then the ciphertext with its
- * 16-byte tag. The file's name is bound as additional data, so sealed files cannot be swapped.
+ * 16-byte tag. The file's name (`model.json`, `model.onnx`) is bound as additional data, so one
+ * cannot pass for the other; the folder is not bound, and a file in clear is still read. This is
+ * confidentiality for a card that is taken, not integrity against one that is written to: whoever
+ * can write the data dir can swap whole sealed bundles between folders or put a bundle in clear.
  */
 import { join } from "node:path";
 import { DatabaseKey } from "../store/encryption_key.ts";
