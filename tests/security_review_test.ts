@@ -313,3 +313,36 @@ Deno.test("an audit log with no rows (egress disabled) is not reported as tamper
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test({
+  name:
+    "files outpost tokens and db encrypt write as root go to the data dir's owner, so the service's own user can use them",
+  ignore: Deno.uid() !== 0,
+  fn: async () => {
+    const dir = await Deno.makeTempDir();
+    try {
+      const manifest = await writeManifest(dir);
+      const outpost = await startOutpost(manifest);
+      assert.equal(await outpost.stop(), 0);
+      // The service's user (systemd's DynamicUser) owns the data dir and what the service wrote.
+      const service = { uid: 65534, gid: 65534 };
+      for await (const entry of Deno.readDir(outpost.dataDir)) {
+        Deno.chownSync(join(outpost.dataDir, entry.name), service.uid, service.gid);
+      }
+      Deno.chownSync(outpost.dataDir, service.uid, service.gid);
+
+      new IngestTokens(outpost.dataDir, LIMITS).issue({ devices: ["pump-7"] });
+      const key = await writeKey(join(dir, "db-key"));
+      await amend(manifest, /^ {4}maxSizeMB: .*$/m, [`    encryption: { enabled: true, keyFile: ${key} }`]);
+      const encrypted = await outpostCommand(manifest, ["db", "encrypt", "--manifest", manifest]);
+      assert.equal(encrypted.code, 0, encrypted.stderr);
+
+      for (const name of [TOKENS_FILE, "ingest-tokens.lock", DATABASE_FILE]) {
+        const info = await Deno.stat(join(outpost.dataDir, name));
+        assert.deepEqual({ uid: info.uid, gid: info.gid }, service, name);
+      }
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});

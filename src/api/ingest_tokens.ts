@@ -22,6 +22,7 @@ import { dirname, join } from "node:path";
 import { z } from "zod";
 import type { LimitsConfig } from "../config/config.ts";
 import { LimitExceededError, limitKey } from "../limit_exceeded_error.ts";
+import { giveToOwnerOf } from "../store/file_owner.ts";
 
 export const TOKENS_FILE = "ingest-tokens.json";
 /** Held (flock) around every read-modify-write of TOKENS_FILE, by the service and the CLI alike. */
@@ -201,13 +202,10 @@ export class IngestTokens {
    */
   #change<T>(change: (file: TokenFile) => [TokenFile, T]): T {
     Deno.mkdirSync(dirname(this.path), { recursive: true });
-    const lock = Deno.openSync(join(dirname(this.path), TOKENS_LOCK_FILE), {
-      read: true,
-      write: true,
-      create: true,
-      mode: 0o600,
-    });
+    const lockPath = join(dirname(this.path), TOKENS_LOCK_FILE);
+    const lock = Deno.openSync(lockPath, { read: true, write: true, create: true, mode: 0o600 });
     try {
+      giveToOwnerOf(lockPath, dirname(this.path));
       lock.lockSync(true);
       const [next, result] = change(this.#read());
       this.#write(next);
@@ -262,6 +260,7 @@ export class IngestTokens {
     const bytes = new TextEncoder().encode(JSON.stringify(file, null, 1) + "\n");
     const handle = Deno.openSync(staging, { write: true, createNew: true, mode: 0o600 });
     try {
+      giveToOwnerOf(staging, dir);
       try {
         for (let written = 0; written < bytes.length;) written += handle.writeSync(bytes.subarray(written));
         handle.syncDataSync();

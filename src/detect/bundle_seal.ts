@@ -13,6 +13,7 @@
  */
 import { join } from "node:path";
 import { DatabaseKey } from "../store/encryption_key.ts";
+import { giveToOwnerOf } from "../store/file_owner.ts";
 import type { SecretLocation } from "../config/config.ts";
 
 const MAGIC = new TextEncoder().encode("OPSEAL1\0");
@@ -168,6 +169,7 @@ async function replaceFile(path: string, bytes: Uint8Array): Promise<void> {
   const staging = `${path}.${crypto.randomUUID()}.tmp`;
   const file = await Deno.open(staging, { write: true, createNew: true });
   try {
+    giveToOwnerOf(staging, path);
     try {
       for (let written = 0; written < bytes.length;) written += await file.write(bytes.subarray(written));
       await file.sync();

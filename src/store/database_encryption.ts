@@ -26,6 +26,7 @@ import { join } from "node:path";
 import type { SecretLocation } from "../config/config.ts";
 import { databaseUrl } from "../permissions/native_addons.ts";
 import { DataDirLock } from "./data_dir_lock.ts";
+import { giveToOwnerOf } from "./file_owner.ts";
 import {
   connectTo,
   CONVERSION_COPY_FILES,
@@ -124,6 +125,7 @@ async function convertFile(dataDir: string, databaseKey: DatabaseKey, encrypt: b
     throw new ConversionError(`The converted copy ${copy} is not ${encrypt ? "encrypted" : "plaintext"}`);
   }
   await syncFile(copy);
+  giveToOwnerOf(copy, path);
   // The original's WAL was checkpointed into it: nothing of it is lost with these.
   for (const suffix of ["-wal", "-shm"]) await removeIfPresent(path + suffix);
   await Deno.rename(copy, path);
