@@ -68,6 +68,21 @@ async function main(): Promise<number> {
   }
 }
 
+/**
+ * The flags this process should run with: a release runs as a compiled binary, or (tests, and the
+ * launchers standing in for binaries) as main.ts under `deno run` from its release folder with the
+ * flags compile/plan.ts bakes in; otherwise what `deno task start` derives.
+ */
+function ownExpectedFlags(config: Config): string[] {
+  const inReleaseFolder = basename(dirname(PROJECT_ROOT)) === "releases";
+  const executable = Deno.build.standalone
+    ? Deno.execPath()
+    : inReleaseFolder
+    ? join(PROJECT_ROOT, "outpost")
+    : undefined;
+  return expectedPermissionFlags(config, { projectRoot: PROJECT_ROOT, executable });
+}
+
 async function loadOrReport(manifest: string, dataDir?: string): Promise<Config | null> {
   try {
     return await loadConfig(manifest, { dataDir });
@@ -162,7 +177,11 @@ async function checkDeploymentCommand(command: Extract<Command, { name: "check" 
   const config = await loadOrReport(command.manifest, command.dataDir);
   if (!config) return 2;
   const { checkDeployment } = await import("./src/release/deployment_check.ts");
-  const criteria = await checkDeployment(config, { root: command.root, service: command.service });
+  const criteria = await checkDeployment(config, {
+    root: command.root,
+    service: command.service,
+    derivedFlags: ownExpectedFlags(config),
+  });
   for (const criterion of criteria) {
     console.log(`${criterion.pass ? "PASS" : "FAIL"}  ${criterion.name}: ${criterion.reason}`);
   }
@@ -335,16 +354,7 @@ async function run(manifest: string, dataDir: string | undefined, unsafeBroad: b
   const config = await loadOrReport(manifest, dataDir);
   if (!config) return 2;
   const log = createLogger(config.logLevel);
-  // A release runs as a compiled binary, or (tests, and the launchers standing in for binaries)
-  // as main.ts under `deno run` from its release folder with the flags compile/plan.ts bakes in.
-  const inReleaseFolder = basename(dirname(PROJECT_ROOT)) === "releases";
-  const executable = Deno.build.standalone
-    ? Deno.execPath()
-    : inReleaseFolder
-    ? join(PROJECT_ROOT, "outpost")
-    : undefined;
-  const broader = broaderPermissions(expectedPermissionFlags(config, { projectRoot: PROJECT_ROOT, executable }))
-    .map(describeBroadening);
+  const broader = broaderPermissions(ownExpectedFlags(config)).map(describeBroadening);
   if (broader.length > 0 && !unsafeBroad) {
     log.error("permissions.too_broad", { problems: broader });
     console.error(

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { loadConfig } from "../src/config/config.ts";
+import { permissionFlags, runtimeFlags } from "../src/permissions/flags.ts";
 import { checkDeployment, serviceNetFlags } from "../src/release/deployment_check.ts";
 import { ReleaseLayout } from "../src/release/layout.ts";
 import { startTime } from "../src/release/process.ts";
@@ -19,7 +20,11 @@ Deno.test({
     await Deno.chmod(root, 0o000);
     try {
       const config = await loadConfig(MANIFEST, { dataDir: join(dir, "data") });
-      const criteria = await checkDeployment(config, { root, service: SERVICE });
+      const criteria = await checkDeployment(config, {
+        root,
+        service: SERVICE,
+        derivedFlags: permissionFlags(config, { projectRoot: PROJECT_ROOT }),
+      });
       const rollback = criteria.find((each) => each.name === "rollback possible offline")!;
       assert.equal(rollback.pass, false);
       assert.equal(rollback.reason, `permission denied reading ${root}`);
@@ -79,6 +84,40 @@ Deno.test("check --deployment: egress-disabled is checked against the running se
       child.kill("SIGKILL");
       await child.status;
     }
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("check --deployment under the derived flags passes its own permissions criterion, named and explained", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const config = await loadConfig(MANIFEST, { dataDir: join(dir, "data") });
+    const run = (flags: string[]) =>
+      new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "--cached-only",
+          ...flags,
+          join(PROJECT_ROOT, "main.ts"),
+          "check",
+          "--deployment",
+          "--data-dir",
+          join(dir, "data"),
+          "--root",
+          join(dir, "root"),
+        ],
+        stdin: "null",
+        env: { NO_COLOR: "1" },
+      }).output().then((output) => new TextDecoder().decode(output.stdout));
+    const derived = runtimeFlags(config, { projectRoot: PROJECT_ROOT });
+    assert.match(
+      await run(derived),
+      /^PASS {2}permissions no broader than the policy: this release's Deno permissions match the manifest$/m,
+    );
+    // One broader grant: the criterion fails and names it (not "[object Object]").
+    const broader = derived.map((flag) => flag.startsWith("--allow-write=") ? "--allow-write" : flag);
+    assert.match(await run(broader), /^FAIL {2}permissions no broader than the policy: .*--allow-write.*$/m);
+  } finally {
     await Deno.remove(dir, { recursive: true });
   }
 });

@@ -349,7 +349,11 @@ Deno.test("audit verify, audit export and check --deployment open an encrypted s
 
     const outpost = await startOutpost(manifest);
     try {
-      const criteria = await checkDeployment(await loadConfig(manifest), { root: join(dir, "root"), service: "none" });
+      const criteria = await checkDeployment(await loadConfig(manifest), {
+        root: join(dir, "root"),
+        service: "none",
+        derivedFlags: [],
+      });
       const encryption = criteria.find((each) => each.name === "store encrypted at rest as configured");
       assert.ok(encryption);
       assert.equal(encryption.pass, true, encryption.reason);
@@ -357,6 +361,7 @@ Deno.test("audit verify, audit export and check --deployment open an encrypted s
       const disabled = await checkDeployment(await loadConfig(await manifestFor(dir, null)), {
         root: join(dir, "root"),
         service: "none",
+        derivedFlags: [],
       });
       const mismatch = disabled.find((each) => each.name === "store encrypted at rest as configured");
       assert.equal(mismatch?.pass, false);

@@ -8,8 +8,7 @@ import type { Config } from "../config/config.ts";
 import { isLoopback } from "../egress/allowlist.ts";
 import { verifyAuditFile } from "../egress/audit_file.ts";
 import { loopbackFetch, ownApiUrl } from "../egress/loopback_fetch.ts";
-import { netAllowlist } from "../permissions/flags.ts";
-import { broaderPermissions } from "../permissions/self_check.ts";
+import { broaderPermissions, describeBroadening } from "../permissions/self_check.ts";
 import { encryptionAtRest } from "../store/database_encryption.ts";
 import { ReleaseLayout } from "./layout.ts";
 import { pinFile, readPin } from "./pin.ts";
@@ -25,7 +24,8 @@ const HARDENING = ["ProtectSystem=strict", "NoNewPrivileges=yes", "PrivateTmp=ye
 
 export async function checkDeployment(
   config: Config,
-  options: { root: string; service: string },
+  /** `derivedFlags`: the flags this release runs with, as derived from the manifest (main.ts). */
+  options: { root: string; service: string; derivedFlags: readonly string[] },
 ): Promise<Criterion[]> {
   const base = ownApiUrl(config.api, "");
   const get = async (path: string) => {
@@ -107,7 +107,8 @@ export async function checkDeployment(
 
   criteria.push(apiExposure(config));
 
-  const broader = await broaderPermissions(netAllowlist(config));
+  // This command runs with the release's own flags: what it may do, the release may do.
+  const broader = broaderPermissions(options.derivedFlags).map(describeBroadening);
   criteria.push({
     name: "permissions no broader than the policy",
     pass: broader.length === 0,
