@@ -260,3 +260,19 @@ Deno.test("the admin token can come from a file (spec.api.adminTokenFile), read 
     await outpost.stop();
   }
 });
+
+Deno.test("the admin token needs the Bearer scheme, in any case", async () => {
+  const dir = await Deno.makeTempDir();
+  const outpost = await startOutpost(await writeManifest(dir), { env: { OUTPOST_ADMIN_TOKEN: ADMIN } });
+  try {
+    const status = (authorization: string) =>
+      fetch(`${outpost.url}/v1/ingest-tokens`, { headers: { authorization } }).then(statusOf);
+    assert.equal(await status(`Bearer ${ADMIN}`), 200);
+    assert.equal(await status(`bearer ${ADMIN}`), 200);
+    assert.equal(await status(`BEARER  ${ADMIN} `), 200);
+    assert.equal(await status(ADMIN), 401, "a bare token is not a bearer token");
+    assert.equal(await status(`Basic ${ADMIN}`), 401);
+  } finally {
+    await outpost.stop();
+  }
+});

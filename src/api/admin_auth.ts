@@ -7,7 +7,9 @@ export function adminAuth(token: string | undefined): MiddlewareHandler {
   const expected = token === undefined ? null : new TextEncoder().encode(token);
   return async function requireAdmin(c, next) {
     if (expected === null) throw new AdminAuthError(true);
-    const given = new TextEncoder().encode((c.req.header("authorization") ?? "").replace(/^Bearer /, ""));
+    // The scheme is case-insensitive (RFC 9110); a header without it is not a bearer token.
+    const match = /^Bearer[ \t]+(.*?)[ \t]*$/i.exec(c.req.header("authorization") ?? "");
+    const given = new TextEncoder().encode(match?.[1] ?? "");
     if (given.length !== expected.length || !timingSafeEqual(given, expected)) throw new AdminAuthError(false);
     await next();
   };
