@@ -377,21 +377,7 @@ function deepFreeze<T>(value: T): T {
  * `<dataDir>/keys/audit.key` (created on first start).
  */
 function auditKeyLocation(manifestPath: string | undefined, dataDir: string): AuditKeyLocation {
-  const fromEnv = readEnv("OUTPOST_AUDIT_KEY_FILE");
-  if (fromEnv) return { path: resolve(fromEnv), source: "env" };
-  const credentials = readEnv("CREDENTIALS_DIRECTORY");
-  if (credentials) {
-    const path = join(credentials, "audit-key");
-    try {
-      Deno.statSync(path);
-      return { path, source: "credentials" };
-    } catch (error) {
-      // Present but not readable under these permissions: name it, so the failure says where.
-      if (!(error instanceof Deno.errors.NotFound)) return { path, source: "credentials" };
-    }
-  }
-  if (manifestPath) return { path: resolve(manifestPath), source: "manifest" };
-  return { path: join(dataDir, "keys", "audit.key"), source: "default" };
+  return secretLocation("OUTPOST_AUDIT_KEY_FILE", "audit-key", manifestPath, join(dataDir, "keys", "audit.key"))!;
 }
 
 /**
@@ -429,6 +415,7 @@ function secretLocation(
       Deno.statSync(path);
       return { path, source: "credentials" };
     } catch (error) {
+      // Present but not readable under these permissions: name it, so the failure says where.
       if (!(error instanceof Deno.errors.NotFound)) return { path, source: "credentials" };
     }
   }
