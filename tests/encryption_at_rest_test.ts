@@ -58,12 +58,20 @@ async function writeKey(path: string): Promise<string> {
 async function scan(dir: string, needles: readonly string[]): Promise<Map<string, string[]>> {
   const found = new Map<string, string[]>();
   const encoded = needles.map((needle) => [needle, new TextEncoder().encode(needle)] as const);
+  // A running Outpost renames staging files (`*.tmp`) into place while the scan walks: one gone by
+  // the time it is read is scanned under its final name.
+  const gone = (error: unknown) => {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+    return null;
+  };
   const walk = async (folder: string) => {
-    for await (const entry of Deno.readDir(folder)) {
+    const entries = await Array.fromAsync(Deno.readDir(folder)).catch(gone);
+    for (const entry of entries ?? []) {
       const path = join(folder, entry.name);
       if (entry.isDirectory) await walk(path);
       else if (entry.isFile) {
-        const bytes = await Deno.readFile(path);
+        const bytes = await Deno.readFile(path).catch(gone);
+        if (bytes === null) continue;
         const name = path.slice(dir.length + 1);
         found.set(name, encoded.filter(([needle, n]) => name.includes(needle) || contains(bytes, n)).map(([n]) => n));
       }
