@@ -5,13 +5,19 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { connect as tlsConnect } from "node:tls";
-import { loadConfig, parseConfig } from "../src/config/config.ts";
+import { parseConfig } from "../src/config/config.ts";
 import { ConfigError } from "../src/config/errors.ts";
 import { loopbackFetch } from "../src/egress/loopback_fetch.ts";
-import { runtimeFlags } from "../src/permissions/flags.ts";
+
 import { apiExposure } from "../src/release/deployment_check.ts";
 import { eventually } from "./helpers/eventually.ts";
-import { MAIN, type OutpostProcess, PROJECT_ROOT, startOutpost, writeManifest } from "./helpers/outpost_process.ts";
+import {
+  type OutpostProcess,
+  PROJECT_ROOT,
+  runOutpostCommand,
+  startOutpost,
+  writeManifest,
+} from "./helpers/outpost_process.ts";
 
 const TLS = join(PROJECT_ROOT, "tests", "fixtures", "tls");
 const CA = Deno.readTextFileSync(join(TLS, "ca.pem"));
@@ -26,26 +32,6 @@ async function manifestWithApi(dir: string, apiLines: string[]): Promise<string>
     text.replace(/^( {4}listen: .*)$/m, `$1\n${apiLines.map((l) => `    ${l}`).join("\n")}`),
   );
   return path;
-}
-
-/** Runs `main.ts <args>` under the manifest's derived flags, as the operator would. */
-async function cli(manifest: string, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const config = await loadConfig(manifest);
-  const output = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--cached-only",
-      ...runtimeFlags(config, { projectRoot: PROJECT_ROOT }),
-      MAIN,
-      ...args,
-      "--manifest",
-      manifest,
-    ],
-    stdin: "null",
-    env: { NO_COLOR: "1" },
-  }).output();
-  const decode = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
-  return { code: output.code, stdout: decode(output.stdout), stderr: decode(output.stderr) };
 }
 
 function post(outpost: OutpostProcess, readings: unknown[], token?: string): Promise<Response> {
@@ -113,7 +99,14 @@ Deno.test("ingest tokens: none is 401, a token writes only its devices, nothing 
       assert.equal(body.error, "unauthorized");
     }
     // Issued by the CLI while the service runs: picked up without a restart.
-    const issued = await cli(manifest, ["tokens", "issue", "--devices", "pump-7,line-3-*", "--label", "line 3"]);
+    const issued = await runOutpostCommand(manifest, [
+      "tokens",
+      "issue",
+      "--devices",
+      "pump-7,line-3-*",
+      "--label",
+      "line 3",
+    ]);
     assert.equal(issued.code, 0, issued.stderr);
     const { token, id } = JSON.parse(issued.stdout) as { token: string; id: string };
     const file = await Deno.readTextFile(join(outpost.dataDir, "ingest-tokens.json"));
@@ -172,12 +165,16 @@ Deno.test("ingest tokens: rotation keeps the old secret for its grace, revocatio
     assert.equal((await post(outpost, [reading("d", 3)], second)).status, 401, "no grace: the old secret is gone");
     assert.equal((await post(outpost, [reading("d", 4)], third)).status, 202);
 
-    const revoked = await cli(manifest, ["tokens", "revoke", id]);
+    const revoked = await runOutpostCommand(manifest, ["tokens", "revoke", id]);
     assert.equal(revoked.code, 0, revoked.stderr);
     await eventually(() => post(outpost, [reading("d", 5)], third).then(statusOf), (status) => status === 401, 2_000);
     const listed = await answer(await admin("/v1/ingest-tokens", "GET"));
     assert.deepEqual(listed.body.tokens, []);
-    assert.equal((await cli(manifest, ["tokens", "revoke", id])).code, 1, "revoking twice names the unknown id");
+    assert.equal(
+      (await runOutpostCommand(manifest, ["tokens", "revoke", id])).code,
+      1,
+      "revoking twice names the unknown id",
+    );
   } finally {
     await outpost.stop();
   }
@@ -222,7 +219,7 @@ Deno.test("TLS: served with the manifest's pair, clear HTTP refused, a renewed p
     );
 
     // wait-ready (systemd's start gate) pins the API's own certificate over loopback.
-    const waited = await cli(manifest, ["wait-ready", "--timeout", "10"]);
+    const waited = await runOutpostCommand(manifest, ["wait-ready", "--timeout", "10"]);
     assert.equal(waited.code, 0, waited.stderr);
 
     // A broken renewal (the new certificate with the old key) is not used; the old pair stays.

@@ -6,7 +6,14 @@ import { CircuitBreaker } from "../src/egress/circuit_breaker.ts";
 import { TokenBucket } from "../src/egress/token_bucket.ts";
 import { Collector } from "./helpers/collector.ts";
 import { eventually } from "./helpers/eventually.ts";
-import { MAIN, postJson, PROJECT_ROOT, startOutpost, writeManifest } from "./helpers/outpost_process.ts";
+import {
+  MAIN,
+  postJson,
+  PROJECT_ROOT,
+  runOutpostCommand,
+  startOutpost,
+  writeManifest,
+} from "./helpers/outpost_process.ts";
 import { query } from "./helpers/db.ts";
 
 Deno.test("Deno refuses a destination outside the allowlist through fetch, node:net and Deno.connect; each attempt is audited", async () => {
@@ -51,22 +58,8 @@ Deno.test("Deno refuses a destination outside the allowlist through fetch, node:
 });
 
 async function auditVerify(manifest: string) {
-  const config = await loadConfig(manifest);
-  const output = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--cached-only",
-      ...runtimeFlags(config, { projectRoot: PROJECT_ROOT }),
-      MAIN,
-      "audit",
-      "verify",
-      "--manifest",
-      manifest,
-    ],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  return { code: output.code, report: JSON.parse(new TextDecoder().decode(output.stdout)) };
+  const { code, stdout } = await runOutpostCommand(manifest, ["audit", "verify"]);
+  return { code, report: JSON.parse(stdout) };
 }
 
 Deno.test("audit verify detects an edited, a deleted and a reordered row and names the first bad one", async () => {

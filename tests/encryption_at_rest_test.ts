@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { basename, join } from "node:path";
 import { loadConfig } from "../src/config/config.ts";
-import { runtimeFlags } from "../src/permissions/flags.ts";
+
 import { checkDeployment } from "../src/release/deployment_check.ts";
 import { DATABASE_FILE, databaseFileState } from "../src/store/database.ts";
 import { sha256Hex } from "../src/sha256.ts";
@@ -15,10 +15,9 @@ import { startBroker } from "./helpers/broker.ts";
 import { eventually } from "./helpers/eventually.ts";
 import { connectPublisher } from "./helpers/mqtt_publisher.ts";
 import {
-  MAIN,
   type ManifestOptions,
   postJson,
-  PROJECT_ROOT,
+  runOutpostCommand,
   startOutpost,
   waitForMqttIngest,
   writeManifest,
@@ -100,31 +99,6 @@ function leaks(found: Map<string, string[]>, except?: RegExp): Record<string, st
  * bundles are sealed too (src/detect/bundle_seal.ts), so the encrypted scan tolerates nothing.
  */
 const PLAINTEXT_OUTSIDE_STORE = /^models\/calibrated\//;
-
-/** Runs `main.ts <args>` as the real command under the manifest's derived flags. */
-async function outpostCommand(manifest: string, args: string[]) {
-  const config = await loadConfig(manifest);
-  const output = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--cached-only",
-      ...runtimeFlags(config, { projectRoot: PROJECT_ROOT }),
-      MAIN,
-      ...args,
-      "--manifest",
-      manifest,
-    ],
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-    env: { NO_COLOR: "1" },
-  }).output();
-  return {
-    code: output.code,
-    stdout: new TextDecoder().decode(output.stdout),
-    stderr: new TextDecoder().decode(output.stderr),
-  };
-}
 
 /** Readings over HTTP and MQTT, and an invalid MQTT payload (a dead letter), all committed. */
 async function sendPlantData(url: string, brokerUrl: string): Promise<void> {
@@ -289,27 +263,27 @@ Deno.test("outpost db encrypt converts a stopped plaintext store in place, refus
     const manifest = await manifestFor(dir, key);
     assert.ok(Object.values(leaks(await scan(dataDir, NEEDLES))).flat().includes(HTTP_DEVICE));
 
-    const noKey = await outpostCommand(plainManifest, ["db", "encrypt"]);
+    const noKey = await runOutpostCommand(plainManifest, ["db", "encrypt"]);
     assert.equal(noKey.code, 2);
     assert.match(noKey.stderr, /needs the database key/);
 
     const running = await startOutpost(plainManifest);
     try {
-      const refused = await outpostCommand(manifest, ["db", "encrypt"]);
+      const refused = await runOutpostCommand(manifest, ["db", "encrypt"]);
       assert.equal(refused.code, 1, refused.stderr);
       assert.match(refused.stderr, /in use by another Outpost/);
     } finally {
       assert.equal(await running.stop(), 0);
     }
 
-    const encrypted = await outpostCommand(manifest, ["db", "encrypt"]);
+    const encrypted = await runOutpostCommand(manifest, ["db", "encrypt"]);
     assert.equal(encrypted.code, 0, encrypted.stderr);
     const result = JSON.parse(encrypted.stdout);
     assert.equal(result.outcome, "converted");
     assert.equal(result.encrypted, true);
     assert.equal(await databaseFileState(join(dataDir, DATABASE_FILE)), "encrypted");
     assert.deepEqual(leaks(await scan(dataDir, NEEDLES)), {});
-    const again = await outpostCommand(manifest, ["db", "encrypt"]);
+    const again = await runOutpostCommand(manifest, ["db", "encrypt"]);
     assert.equal(JSON.parse(again.stdout).outcome, "unchanged");
 
     const outpost = await startOutpost(manifest);
@@ -321,7 +295,7 @@ Deno.test("outpost db encrypt converts a stopped plaintext store in place, refus
       assert.equal(await outpost.stop(), 0);
     }
 
-    const decrypted = await outpostCommand(manifest, ["db", "decrypt"]);
+    const decrypted = await runOutpostCommand(manifest, ["db", "decrypt"]);
     assert.equal(decrypted.code, 0, decrypted.stderr);
     assert.equal(JSON.parse(decrypted.stdout).outcome, "converted");
     assert.match(decrypted.stderr, /set spec\.storage\.encryption\.enabled: false/);
@@ -343,15 +317,15 @@ Deno.test("audit verify, audit export and check --deployment open an encrypted s
   const key = await writeKey(join(dir, "db-key"));
   try {
     const manifest = await storeWithReading(dir, key);
-    const verify = await outpostCommand(manifest, ["audit", "verify"]);
+    const verify = await runOutpostCommand(manifest, ["audit", "verify"]);
     assert.equal(verify.code, 0, verify.stderr);
     assert.equal(JSON.parse(verify.stdout).ok, true);
-    const exported = await outpostCommand(manifest, ["audit", "export", "--out", "-"]);
+    const exported = await runOutpostCommand(manifest, ["audit", "export", "--out", "-"]);
     assert.equal(exported.code, 0, exported.stderr);
     assert.match(exported.stdout, /"format":"outpost-audit-export"/);
 
     const wrong = await manifestFor(dir, await writeKey(join(dir, "other-key")));
-    const refused = await outpostCommand(wrong, ["audit", "verify"]);
+    const refused = await runOutpostCommand(wrong, ["audit", "verify"]);
     assert.equal(refused.code, 1);
     assert.match(refused.stderr, /does not open with the key/);
 

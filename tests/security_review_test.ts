@@ -5,14 +5,14 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
-import { loadConfig, parseConfig } from "../src/config/config.ts";
+import { parseConfig } from "../src/config/config.ts";
 import { ConfigError } from "../src/config/errors.ts";
 import { IngestTokens, TOKENS_FILE } from "../src/api/ingest_tokens.ts";
 import { isSealed } from "../src/detect/bundle_seal.ts";
-import { runtimeFlags } from "../src/permissions/flags.ts";
+
 import { DATABASE_FILE, databaseFileState } from "../src/store/database.ts";
 import { eventually } from "./helpers/eventually.ts";
-import { MAIN, PROJECT_ROOT, startOutpost, writeManifest } from "./helpers/outpost_process.ts";
+import { PROJECT_ROOT, runOutpostCommand, startOutpost, writeManifest } from "./helpers/outpost_process.ts";
 
 const TLS = join(PROJECT_ROOT, "tests", "fixtures", "tls");
 const CA = Deno.readTextFileSync(join(TLS, "ca.pem"));
@@ -29,18 +29,6 @@ async function writeKey(path: string): Promise<string> {
   const bytes = crypto.getRandomValues(new Uint8Array(32));
   await Deno.writeTextFile(path, Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("") + "\n");
   return path;
-}
-
-/** Runs `main.ts <args>` under the manifest's derived flags, as the operator would. */
-async function outpostCommand(manifest: string, args: string[]) {
-  const config = await loadConfig(manifest);
-  const output = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--cached-only", ...runtimeFlags(config, { projectRoot: PROJECT_ROOT }), MAIN, ...args],
-    stdin: "null",
-    env: { NO_COLOR: "1" },
-  }).output();
-  const decode = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
-  return { code: output.code, stdout: decode(output.stdout), stderr: decode(output.stderr) };
 }
 
 Deno.test("two processes changing the ingest tokens at once lose nothing: no issued token dropped, no revoked one back", async () => {
@@ -235,14 +223,14 @@ Deno.test("db decrypt opens the bundles sealed with the store's key and db encry
     assert.ok((await bundleFiles()).every(isSealed));
 
     // Decrypted, then started with encryption off: the model must still load and score.
-    const decrypted = await outpostCommand(encrypted, ["db", "decrypt", "--manifest", encrypted]);
+    const decrypted = await runOutpostCommand(encrypted, ["db", "decrypt"]);
     assert.equal(decrypted.code, 0, decrypted.stderr);
     assert.ok((await bundleFiles()).every((bytes) => !isSealed(bytes)));
     await scored(plain, 31);
 
     // The README's key change: encrypt again with a new key; the bundles are sealed with it.
     await writeKey(key);
-    const reencrypted = await outpostCommand(encrypted, ["db", "encrypt", "--manifest", encrypted]);
+    const reencrypted = await runOutpostCommand(encrypted, ["db", "encrypt"]);
     assert.equal(reencrypted.code, 0, reencrypted.stderr);
     assert.ok((await bundleFiles()).every(isSealed));
     await scored(encrypted, 32);
@@ -334,7 +322,7 @@ Deno.test({
       new IngestTokens(outpost.dataDir, LIMITS).issue({ devices: ["pump-7"] });
       const key = await writeKey(join(dir, "db-key"));
       await amend(manifest, /^ {4}maxSizeMB: .*$/m, [`    encryption: { enabled: true, keyFile: ${key} }`]);
-      const encrypted = await outpostCommand(manifest, ["db", "encrypt", "--manifest", manifest]);
+      const encrypted = await runOutpostCommand(manifest, ["db", "encrypt"]);
       assert.equal(encrypted.code, 0, encrypted.stderr);
 
       for (const name of [TOKENS_FILE, "ingest-tokens.lock", DATABASE_FILE]) {

@@ -134,6 +134,32 @@ export async function startOutpost(manifest: string, options: StartOptions = {})
   return handle;
 }
 
+/**
+ * Runs `main.ts <args> --manifest <manifest>` to its end under the manifest's derived flags, as an
+ * operator would run a command next to the service.
+ */
+export async function runOutpostCommand(
+  manifest: string,
+  args: string[],
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const config = await loadConfig(manifest);
+  const output = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--cached-only",
+      ...runtimeFlags(config, { projectRoot: PROJECT_ROOT }),
+      MAIN,
+      ...args,
+      "--manifest",
+      manifest,
+    ],
+    stdin: "null",
+    env: { NO_COLOR: "1" },
+  }).output();
+  const decode = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
+  return { code: output.code, stdout: decode(output.stdout), stderr: decode(output.stderr) };
+}
+
 /** Polls `/readyz` until it answers 200; fails if the process exits first. */
 export async function waitForReady(
   url: string,
