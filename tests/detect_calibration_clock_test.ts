@@ -5,9 +5,8 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { eventually } from "./helpers/eventually.ts";
 import { startOutpost, writeManifest } from "./helpers/outpost_process.ts";
-import { fetchReadings, replay } from "./helpers/replay.ts";
+import { fetchReadings, replay, scoredThrough } from "./helpers/replay.ts";
 import { simulateNormalRecording } from "./sim/plant_simulator.ts";
 
 const HOUR_MS = 3_600_000;
@@ -41,15 +40,7 @@ Deno.test("calibration.seconds: a device clock that steps forward or back during
     await Promise.all(Object.entries(devices).map(([device, rows]) => replay(outpost.url, device, rows)));
     for (const [device, rows] of Object.entries(devices)) {
       // Waits until the last reading sent (readings are listed in time order, not sent order) is scored.
-      const lastTs = new Date(rows.at(-1)!.ts).toISOString();
-      await eventually(
-        async () => {
-          const body = await (await fetch(`${outpost.url}/v1/devices`)).json();
-          return body.devices.find((row: { device: string }) => row.device === device)?.latestScore?.ts;
-        },
-        (ts) => ts === lastTs,
-        20_000,
-      );
+      await scoredThrough(outpost.url, device, rows.at(-1)!.ts);
       const scored = (await fetchReadings(outpost.url, device, 10_000)).filter((r) => r.score !== null).length;
       const calibrated = await calibratedOn(outpost.dataDir, device);
       // 60 s at 10 Hz is 600 readings (602 with the gap that does not count), not 101 and not never.

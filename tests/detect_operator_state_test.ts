@@ -5,9 +5,8 @@
  * accepted operating point the next readings do not re-open an episode at once.
  */
 import assert from "node:assert/strict";
-import { eventually } from "./helpers/eventually.ts";
 import { type OutpostProcess, startOutpost, writeManifest } from "./helpers/outpost_process.ts";
-import { fetchReadings, replay, type ReplayedReading } from "./helpers/replay.ts";
+import { fetchReadings, replay, type ReplayedReading, scoredThrough } from "./helpers/replay.ts";
 import { simulateFaultRecording, simulateNormalRecording } from "./sim/plant_simulator.ts";
 
 const TOKEN = "operator-state-token";
@@ -36,15 +35,7 @@ async function events(url: string, device: string): Promise<Event[]> {
 /** Sends `readings` and waits until the last of them is scored. */
 async function send(outpost: OutpostProcess, device: string, readings: readonly ReplayedReading[]) {
   await replay(outpost.url, device, readings);
-  const lastTs = new Date(readings.at(-1)!.ts).toISOString();
-  await eventually(
-    async () => {
-      const body = await (await fetch(`${outpost.url}/v1/devices`)).json();
-      return body.devices.find((row: { device: string }) => row.device === device)?.latestScore?.ts;
-    },
-    (ts) => ts === lastTs,
-    20_000,
-  );
+  await scoredThrough(outpost.url, device, readings.at(-1)!.ts);
 }
 
 /** A normal recording with vibration_x four times its level over [from, to): an episode each. */

@@ -6,9 +6,8 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { eventually } from "./helpers/eventually.ts";
 import { type OutpostProcess, startOutpost, writeManifest } from "./helpers/outpost_process.ts";
-import { fetchReadings, replay } from "./helpers/replay.ts";
+import { fetchReadings, replay, scoredThrough } from "./helpers/replay.ts";
 import { type PlantRecording, simulateFaultRecording, simulateNormalRecording } from "./sim/plant_simulator.ts";
 
 const TOKEN = "operator-test-token";
@@ -61,12 +60,6 @@ async function deviceRow(url: string, device: string) {
   return body.devices.find((row: { device: string }) => row.device === device);
 }
 
-/** Waits until the device's reading at `ts` is scored (and so, readings being scored in order, every earlier one). */
-async function scoredThrough(url: string, device: string, ts: number) {
-  const iso = new Date(ts).toISOString();
-  return await eventually(() => deviceRow(url, device), (row) => row?.latestScore?.ts === iso, SCORED_MS);
-}
-
 async function events(url: string, device: string) {
   const { status, body } = await call(url, `/v1/events?device=${encodeURIComponent(device)}`);
   assert.equal(status, 200);
@@ -108,7 +101,7 @@ Deno.test("a fault shows as an episode in the log, /v1/events, /v1/devices and /
 
     // Into the fault, and stop there: the episode is open.
     await replay(outpost.url, device, readings.slice(0, faultStart + 20));
-    await scoredThrough(outpost.url, device, readings[faultStart + 19].ts);
+    await scoredThrough(outpost.url, device, readings[faultStart + 19].ts, SCORED_MS);
     const [open] = (await events(outpost.url, device)).filter((e) => e.open);
     assert.ok(open, JSON.stringify(await events(outpost.url, device)));
     assert.ok(open.readings > 0 && open.peakScore > 1 && open.sensors.length > 0, JSON.stringify(open));
@@ -130,7 +123,7 @@ Deno.test("a fault shows as an episode in the log, /v1/events, /v1/devices and /
 
     // Forty more fault readings: the open event's figures follow them.
     await replay(outpost.url, device, readings.slice(faultStart + 20, faultStart + 60));
-    await scoredThrough(outpost.url, device, readings[faultStart + 59].ts);
+    await scoredThrough(outpost.url, device, readings[faultStart + 59].ts, SCORED_MS);
     const later = (await events(outpost.url, device)).find((e) => e.id === open.id)!;
     assert.equal(later.open, true);
     assert.ok(later.readings >= open.readings + 30, `readings ${open.readings} → ${later.readings}: frozen`);
@@ -139,7 +132,7 @@ Deno.test("a fault shows as an episode in the log, /v1/events, /v1/devices and /
 
     // The rest: the fault ends and so does the episode.
     await replay(outpost.url, device, readings.slice(faultStart + 60));
-    const last = await scoredThrough(outpost.url, device, readings.at(-1)!.ts);
+    const last = await scoredThrough(outpost.url, device, readings.at(-1)!.ts, SCORED_MS);
     const ended = (await events(outpost.url, device)).find((e) => e.id === open.id)!;
     assert.equal(ended.open, false, JSON.stringify(ended));
     assert.ok(ended.endReason === "cleared" || ended.endReason === "rebaselined", JSON.stringify(ended));
@@ -170,7 +163,7 @@ Deno.test("a fault shows as an episode in the log, /v1/events, /v1/devices and /
 async function openEpisode(outpost: OutpostProcess, device: string, recording: PlantRecording, into: number) {
   const { readings, faultStart } = recording;
   await replay(outpost.url, device, readings.slice(0, faultStart + into));
-  await scoredThrough(outpost.url, device, readings[faultStart + into - 1].ts);
+  await scoredThrough(outpost.url, device, readings[faultStart + into - 1].ts, SCORED_MS);
   const open = (await events(outpost.url, device)).filter((e) => e.open);
   assert.equal(open.length, 1, JSON.stringify(open));
   return open[0];
@@ -224,7 +217,7 @@ Deno.test("operators mark false alarms and accept operating points with the admi
 
     // The step goes on: at the accepted level, the following readings are normal.
     await replay(outpost.url, "pump-a", readings.slice(faultStart + 25, faultEnd - 5));
-    await scoredThrough(outpost.url, "pump-a", readings[faultEnd - 6].ts);
+    await scoredThrough(outpost.url, "pump-a", readings[faultEnd - 6].ts, SCORED_MS);
     const rows = await fetchReadings(outpost.url, "pump-a", 10_000);
     const flagged = rows.slice(faultStart + 25).filter((r) => r.anomaly).length;
     assert.equal(flagged, 0, `${flagged} of ${rows.length - faultStart - 25} readings after the false alarm flagged`);
@@ -259,7 +252,7 @@ Deno.test("operators mark false alarms and accept operating points with the admi
 /** Replays `readings` and waits until the last one is scored; returns every reading of the device. */
 async function replayScored(outpost: OutpostProcess, device: string, readings: PlantRecording["readings"]) {
   await replay(outpost.url, device, readings);
-  await scoredThrough(outpost.url, device, readings.at(-1)!.ts);
+  await scoredThrough(outpost.url, device, readings.at(-1)!.ts, SCORED_MS);
   return await fetchReadings(outpost.url, device, 10_000);
 }
 

@@ -1,3 +1,4 @@
+import { eventually } from "./eventually.ts";
 import { postJson } from "./outpost_process.ts";
 
 /** What a replay sends of a reading: any simulator's readings have these fields. */
@@ -14,6 +15,28 @@ export async function replay(url: string, device: string, readings: readonly Rep
     if (response.status !== 202) throw new Error(`POST /v1/readings: ${response.status} ${await response.text()}`);
     await response.body?.cancel();
   }
+}
+
+/**
+ * Waits until the device's reading at `ts` is scored (its `/v1/devices` row's latest score is at
+ * `ts`; readings being scored in order, so is every earlier one) and returns that row.
+ */
+export async function scoredThrough(
+  url: string,
+  device: string,
+  ts: number | string,
+  timeoutMs = 20_000,
+  // deno-lint-ignore no-explicit-any
+): Promise<any> {
+  const iso = new Date(ts).toISOString();
+  return await eventually(
+    async () => {
+      const body = await (await fetch(`${url}/v1/devices`)).json();
+      return body.devices.find((row: { device: string }) => row.device === device);
+    },
+    (row) => row?.latestScore?.ts === iso,
+    timeoutMs,
+  );
 }
 
 export interface ScoredReading {
