@@ -13,7 +13,7 @@ import { parseArgs } from "node:util";
 import { createLogger } from "../../src/observability/log.ts";
 import { openDatabase } from "../../src/store/database.ts";
 import { startOutpost, writeManifest } from "../helpers/outpost_process.ts";
-import { httpLoad, makeReading } from "./ingest_bench.ts";
+import { httpLoad, rawInsertRate } from "./ingest_bench.ts";
 
 export interface EncryptionBenchOptions {
   /** Seconds each HTTP load phase runs. */
@@ -24,8 +24,6 @@ export interface EncryptionBenchOptions {
   rounds: number;
 }
 
-const BASE_TS = 1_763_805_600_000;
-
 async function writeKey(dir: string): Promise<string> {
   const path = join(dir, "db-key");
   const bytes = crypto.getRandomValues(new Uint8Array(32));
@@ -33,32 +31,12 @@ async function writeKey(dir: string): Promise<string> {
   return path;
 }
 
-/** Multi-row INSERTs of 500 rows, 5,000 per commit, into a store opened as Outpost opens it. */
+/** Raw inserts (ingest_bench.ts) through the ingest connection of a store opened as Outpost opens it. */
 async function rawRate(rows: number, encrypted: boolean): Promise<number> {
   const dir = await Deno.makeTempDir();
   const encryptionKey = encrypted ? { path: await writeKey(dir), source: "manifest" as const } : null;
   const database = await openDatabase(join(dir, "data"), createLogger("error", () => {}), { encryptionKey });
-  const perStatement = 500;
-  const perCommit = 5_000;
-  const started = performance.now();
-  for (let done = 0; done < rows; done += perCommit) {
-    const statements = [];
-    for (let offset = 0; offset < perCommit; offset += perStatement) {
-      const args: (string | number)[] = [];
-      for (let i = 0; i < perStatement; i++) {
-        const reading = makeReading(`raw-${i % 10}`, BASE_TS + done + offset + i);
-        args.push(reading.device, reading.ts, JSON.stringify(reading.values), "raw", Date.now());
-      }
-      statements.push({
-        sql: `INSERT OR IGNORE INTO readings (device, ts, values_json, source, received_ms) VALUES ${
-          "(?,?,?,?,?),".repeat(perStatement).slice(0, -1)
-        }`,
-        args,
-      });
-    }
-    await database.ingest.batch(statements, "write");
-  }
-  const rate = rows / ((performance.now() - started) / 1000);
+  const rate = await rawInsertRate(database.ingest, rows);
   database.close();
   await Deno.remove(dir, { recursive: true });
   return rate;

@@ -3,6 +3,7 @@
  * next to the raw libSQL ceiling (the same rows as multi-row INSERTs) measured in the same run;
  * idle and peak RSS of the Outpost process; startup to /readyz 200.
  */
+import type { Client } from "@libsql/client";
 import { openDatabase } from "../../src/store/database.ts";
 import { createLogger } from "../../src/observability/log.ts";
 import { startBroker } from "../helpers/broker.ts";
@@ -36,6 +37,14 @@ export function makeReading(device: string, ts: number) {
 async function rawCeiling(rows: number): Promise<number> {
   const dir = await Deno.makeTempDir();
   const database = await openDatabase(dir, createLogger("error", () => {}));
+  const rate = await rawInsertRate(database.client, rows);
+  database.close();
+  await Deno.remove(dir, { recursive: true });
+  return rate;
+}
+
+/** Rows per second of multi-row INSERTs (500 rows each, 5,000 per commit) into `client`'s readings table. */
+export async function rawInsertRate(client: Client, rows: number): Promise<number> {
   const perStatement = 500;
   const perCommit = 5_000;
   const started = performance.now();
@@ -54,12 +63,9 @@ async function rawCeiling(rows: number): Promise<number> {
         args,
       });
     }
-    await database.client.batch(statements, "write");
+    await client.batch(statements, "write");
   }
-  const rate = rows / ((performance.now() - started) / 1000);
-  database.close();
-  await Deno.remove(dir, { recursive: true });
-  return rate;
+  return rows / ((performance.now() - started) / 1000);
 }
 
 export async function httpLoad(url: string, seconds: number, batchSize: number, concurrency: number, tag: string) {
