@@ -6,6 +6,7 @@ import { z } from "zod";
 import type { Detection } from "../detect/detection.ts";
 import { devicePage } from "../detect/device_listing.ts";
 import { checkBundle } from "../detect/model_bundle.ts";
+import { vetUploadedModel } from "../detect/model_vetting.ts";
 import { checkModelSignature } from "../detect/model_signature.ts";
 import { readModelUpload, UploadInProgressError } from "../detect/model_upload.ts";
 import type { TrustedKey } from "../release/signature.ts";
@@ -175,11 +176,14 @@ export function detectRoutes(
       // Before anything is checked further or stored: refused here, nothing changes.
       const signature = await checkModelSignature(upload.onnx, upload.signature, options.trustedKeys ?? []);
       const bundle = checkBundle(upload.manifest, upload.onnx);
+      const bound = vetUploadedModel(bundle, detection.limits);
       const scope = upload.device ?? GLOBAL_SCOPE;
       const samples = await detection.samples(scope, bundle.manifest.features);
       const model = await detection.registry.activate(bundle, scope, "uploaded", { samples });
       void detection.scorer.catchUp();
-      return c.json({ model, scope: scopeLabel(scope), signature }, 201);
+      const working = bound &&
+        { tensorBytes: bound.tensorBytes, nodes: bound.nodes, batchSize: detection.limits.batchSize };
+      return c.json({ model, scope: scopeLabel(scope), signature, ...(working ? { bound: working } : {}) }, 201);
     } finally {
       uploading = false;
     }

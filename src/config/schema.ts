@@ -177,6 +177,13 @@ const limitsSchema = z.object({
   nameLength: z.number().int().min(1).max(1_024).default(128),
   mqttPayloadBytes: z.number().int().min(1_024).max(16 * 1024 * 1024).default(256 * 1024),
   modelUploadBytes: z.number().int().min(1_024).max(64 * 1024 * 1024).default(16 * 1024 * 1024),
+  /** Nodes in an uploaded model's graph. */
+  modelNodes: z.number().int().min(1).max(1_000_000).default(4_096),
+  /**
+   * Bytes of tensors one scoring run of an uploaded model may make (all of them, at
+   * spec.detection.batchSize rows): its working memory, known before it is run.
+   */
+  modelTensorBytes: z.number().int().min(64 * 1024).max(1024 * 1024 * 1024).default(16 * 1024 * 1024),
   /** Ingest requests whose bodies are read and parsed at once; others wait in a bounded queue. */
   ingestConcurrency: z.number().int().min(1).max(256).default(4),
   ingestQueue: z.number().int().min(0).max(10_000).default(64),

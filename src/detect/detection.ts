@@ -29,7 +29,9 @@ export interface Detection {
   readonly registry: ModelRegistry;
   readonly calibrationReadings: number;
   /** The bounds the detection routes enforce. */
-  readonly limits: Pick<LimitsConfig, "modelUploadBytes" | "nameLength">;
+  readonly limits: Pick<LimitsConfig, "modelUploadBytes" | "nameLength" | "modelNodes" | "modelTensorBytes"> & {
+    batchSize: number;
+  };
   /** Rows (one value per feature) of the scope's latest readings that carry every feature: load-test input. */
   samples(scope: string, features: readonly string[]): Promise<number[][]>;
   health(): DetectionHealth;
@@ -103,7 +105,13 @@ export async function startDetection(
     scorer,
     registry,
     calibrationReadings: config.detection.calibration.readings,
-    limits: { modelUploadBytes: config.limits.modelUploadBytes, nameLength: config.limits.nameLength },
+    limits: {
+      modelUploadBytes: config.limits.modelUploadBytes,
+      nameLength: config.limits.nameLength,
+      modelNodes: config.limits.modelNodes,
+      modelTensorBytes: config.limits.modelTensorBytes,
+      batchSize: config.detection.batchSize,
+    },
     samples: (scope, features) => recentRows(store.client, scope, features),
     health,
     readiness: () => detectionReadiness(health()),

@@ -14,7 +14,7 @@ import type * as ort from "onnxruntime-node";
 import { packWindows } from "./batch_scoring.ts";
 import { testBaseline } from "./baseline_scoring.ts";
 import { loadTestWindows } from "./load_test_input.ts";
-import { type BundleManifest, type ModelBundle, ModelBundleError } from "./model_bundle.ts";
+import { type BundleManifest, missingTensorNames, type ModelBundle, ModelBundleError } from "./model_bundle.ts";
 import { checkedOutputs, ModelRunError, type ScoredBatch } from "./model_output.ts";
 
 export { ModelRunError, type ScoredBatch };
@@ -177,16 +177,10 @@ export class Inference {
     } catch (error) {
       throw new ModelBundleError("onnxruntime refused the model", [(error as Error).message], { cause: error });
     }
-    const missing = [manifest.input].filter((name) => !session.inputNames.includes(name))
-      .concat([manifest.output, ...(manifest.contributions ? [manifest.contributions] : [])]
-        .filter((name) => !session.outputNames.includes(name)));
-    if (missing.length > 0) {
+    const missing = missingTensorNames(manifest, session.inputNames, session.outputNames);
+    if (missing) {
       this.#release(session);
-      throw new ModelBundleError("Tensor names in model.json are not in the model", [
-        `missing ${missing.join(", ")}; the model has inputs ${session.inputNames.join(", ")} and outputs ${
-          session.outputNames.join(", ")
-        }`,
-      ]);
+      throw missing;
     }
     return session;
   }

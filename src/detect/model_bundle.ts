@@ -122,6 +122,21 @@ export function checkBundle(manifestJson: unknown, onnx: Uint8Array): ModelBundl
   return { manifest: parsed.data, onnx };
 }
 
+/** The names model.json gives that the model's inputs and outputs lack, as an error; null when none. */
+export function missingTensorNames(
+  manifest: BundleManifest,
+  inputs: readonly string[],
+  outputs: readonly string[],
+): ModelBundleError | null {
+  const missing = [manifest.input].filter((name) => !inputs.includes(name))
+    .concat([manifest.output, ...(manifest.contributions ? [manifest.contributions] : [])]
+      .filter((name) => !outputs.includes(name)));
+  if (missing.length === 0) return null;
+  return new ModelBundleError("Tensor names in model.json are not in the model", [
+    `missing ${missing.join(", ")}; the model has inputs ${inputs.join(", ")} and outputs ${outputs.join(", ")}`,
+  ]);
+}
+
 /** Reads a bundle folder; sealed files (bundle_seal.ts) are opened with `sealer`. */
 export async function readBundle(dir: string, sealer: BundleSealer | null = null): Promise<ModelBundle> {
   let manifest: unknown;
