@@ -4,7 +4,7 @@ import { type Config, loadConfig } from "./src/config/config.ts";
 import { loopbackFetch, ownApiUrl } from "./src/egress/loopback_fetch.ts";
 import { ConfigError } from "./src/config/errors.ts";
 import { createLogger } from "./src/observability/log.ts";
-import { expectedPermissionFlags, netAllowlist, permissionFlags, V8_FLAGS } from "./src/permissions/flags.ts";
+import { expectedPermissionFlags, netAllowlist, V8_FLAGS } from "./src/permissions/flags.ts";
 import { broaderPermissions, describeBroadening } from "./src/permissions/self_check.ts";
 import { SCHEMA_VERSION } from "./src/store/migrations.ts";
 import { VERSION } from "./src/version.ts";
@@ -88,9 +88,29 @@ async function loadOrReport(manifest: string, dataDir?: string): Promise<Config 
     return await loadConfig(manifest, { dataDir });
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
-    console.error(error.message);
+    // Not the manifest's fault: this process was not granted reading it.
+    if (error.cause instanceof Deno.errors.NotCapable) {
+      console.error(`Cannot read the manifest ${error.file}: Deno grants no read access to it\n${permissionHint()}`);
+    } else {
+      console.error(error.message);
+    }
     return null;
   }
+}
+
+/** What to do about an access Deno refused (Deno's own advice would be a broader flag). */
+function permissionHint(): string {
+  return Deno.build.standalone
+    ? "This release reads only its own folder, the data dir and the secret files its manifest names"
+    : 'From a checkout, run commands as "deno task outpost <command>": it derives the flags each one needs ' +
+      "from the manifest";
+}
+
+/** A command that ends on an access Deno refused: name it and the way to run it, exit 2. */
+function refusedAccess(error: unknown): number {
+  if (!(error instanceof Deno.errors.NotCapable)) throw error;
+  console.error(`${error.message.replace(/, run again with the --allow-\S+ flag$/, "")}\n${permissionHint()}`);
+  return 2;
 }
 
 async function check(manifest: string, dataDir?: string): Promise<number> {
@@ -98,7 +118,9 @@ async function check(manifest: string, dataDir?: string): Promise<number> {
   if (!config) return 2;
   let flags: string[] | string;
   try {
-    flags = permissionFlags(config, { projectRoot: PROJECT_ROOT });
+    // Found the way the loaders find the native addons, which needs no read access to
+    // node_modules: `check` under its derived flags (deno task outpost check) has none.
+    flags = ownExpectedFlags(config);
   } catch (error) {
     flags = `unavailable: ${(error as Error).message}`;
   }
@@ -400,4 +422,4 @@ async function run(manifest: string, dataDir: string | undefined, unsafeBroad: b
   return 0;
 }
 
-if (import.meta.main) Deno.exit(await main());
+if (import.meta.main) Deno.exit(await main().catch(refusedAccess));

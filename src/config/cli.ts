@@ -65,7 +65,8 @@ Commands:
   keygen    Create an Ed25519 signing key and print its public key for spec.release.trustedKeys
   version   Print the version and the release's signature
 
-Run "outpost <command> --help" for a command's options.`,
+Run "outpost <command> --help" for a command's options. From a checkout, run "deno task outpost <command>":
+it derives the Deno permission flags each command needs from the manifest.`,
   run: `Usage: outpost run [--manifest PATH] [--data-dir DIR] [--unsafe-broad-permissions]
 
   --manifest PATH               Deployment manifest (default: policies/outpost.yaml beside the program)
