@@ -92,3 +92,48 @@ Deno.test("main.ts run without flags names the task to use instead of blaming a 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("check reports the sink outside the allowlist together with the schema's problems", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const manifest = join(dir, "outpost.yaml");
+    await Deno.writeTextFile(
+      manifest,
+      `apiVersion: fde/v1
+kind: Deployment
+metadata: { name: "Plant 7" }
+spec:
+  network:
+    egressAllowed: ["ok.example.com:443", "http://x", "other.example.com:443"]
+  api: { listen: "0.0.0.0:8080", bogus: 1 }
+  forwarding:
+    batchSize: 0
+    http: { url: "https://collector.example.com/ingest" }
+  storage: { dataDir: ${JSON.stringify(join(dir, "data"))}, encryption: { enabled: true } }
+`,
+    );
+    const result = await task(["outpost", "check", "--manifest", manifest]);
+    assert.equal(result.code, 2, result.stderr);
+    const lines = result.stderr.split("\n").filter((line) => line.startsWith("  ")).map((line) => line.trim());
+    const paths = lines.map((line) => line.slice(0, line.indexOf(": ")));
+    assert.deepEqual(paths.sort(), [
+      "metadata.name",
+      "spec.api",
+      "spec.api.listen",
+      "spec.forwarding.batchSize",
+      "spec.forwarding.http.url",
+      "spec.network.egressAllowed[1]",
+      "spec.storage.encryption.enabled",
+    ]);
+    // Judged on the valid entries: the bad one is left out, the good ones kept.
+    assert.ok(
+      lines.includes(
+        "spec.forwarding.http.url: collector.example.com:443 is not in spec.network.egressAllowed " +
+          "(ok.example.com:443, other.example.com:443)",
+      ),
+      result.stderr,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -185,22 +185,69 @@ export function parseConfig(text: string, manifestPath: string, overrides: Confi
       document.errors.map((error) => ({ path: "(yaml)", message: error.message.split("\n")[0] })),
     );
   }
-  const result = manifestSchema.safeParse(document.toJS() ?? {});
-  if (!result.success) throw new ConfigError(manifestPath, result.error.issues.map(toConfigIssue));
-  const issues = [...egressIssues(result.data), ...listenIssues(result.data)];
-  if (issues.length > 0) throw new ConfigError(manifestPath, issues);
-  const config = resolveConfig(result.data, text, manifestPath, overrides);
-  const keyIssues = encryptionKeyIssues(config);
-  if (keyIssues.length > 0) throw new ConfigError(manifestPath, keyIssues);
-  return deepFreeze(config);
+  const input = document.toJS() ?? {};
+  const result = manifestSchema.safeParse(input);
+  // The checks across fields run also when the schema fails (on the fields that are valid), so an
+  // operator sees every problem at once, not the next one after fixing the others.
+  const spec = result.success ? result.data.spec : validSpec((input as { spec?: unknown }).spec);
+  const issues = [
+    ...(result.success ? [] : result.error.issues.map(toConfigIssue)),
+    ...(spec ? [...egressIssues(spec), ...listenIssues(spec), ...encryptionKeyIssues(spec, overrides)] : []),
+  ];
+  if (!result.success || issues.length > 0) throw new ConfigError(manifestPath, issues);
+  return deepFreeze(resolveConfig(result.data, text, manifestPath, overrides));
+}
+
+type Spec = Manifest["spec"];
+const specSchema = manifestSchema.shape.spec;
+
+/**
+ * `spec` with every value the schema refuses left out (each then takes its default or is absent),
+ * for the checks across fields; null when that does not settle.
+ */
+function validSpec(input: unknown): Spec | null {
+  let spec = structuredClone(input);
+  for (let round = 0; round < 8; round++) {
+    const result = specSchema.safeParse(spec);
+    if (result.success) return result.data;
+    for (const issue of result.error.issues) {
+      const paths = issue.code === "unrecognized_keys" ? issue.keys.map((key) => [...issue.path, key]) : [issue.path];
+      for (const path of paths) spec = dropped(spec, path);
+    }
+    spec = compacted(spec);
+  }
+  return null;
+}
+
+const DROPPED = Symbol("dropped");
+
+/**
+ * `value` with what `path` names marked dropped (array items, removed by `compacted`) or deleted;
+ * when that is gone already, its parent.
+ */
+function dropped(value: unknown, path: readonly PropertyKey[]): unknown {
+  if (path.length === 0 || value === null || typeof value !== "object") return {};
+  const [key, ...rest] = path;
+  const node = value as Record<PropertyKey, unknown>;
+  if (!(key in node)) return {};
+  if (rest.length > 0 && node[key] !== null && typeof node[key] === "object") node[key] = dropped(node[key], rest);
+  else if (Array.isArray(node)) node[key] = DROPPED;
+  else delete node[key];
+  return value;
+}
+
+function compacted(value: unknown): unknown {
+  if (Array.isArray(value)) return value.filter((item) => item !== DROPPED).map(compacted);
+  if (value === null || typeof value !== "object") return value;
+  return Object.fromEntries(Object.entries(value).map(([key, item]) => [key, compacted(item)]));
 }
 
 /**
  * An API reachable from the network must authenticate who writes and encrypt what crosses the
  * wire: beyond loopback, TLS and ingest tokens are required unless `insecureListen` says otherwise.
  */
-function listenIssues(manifest: Manifest): ConfigIssue[] {
-  const api = manifest.spec.api;
+function listenIssues(spec: Spec): ConfigIssue[] {
+  const api = spec.api;
   const { host } = splitHostPort(api.listen);
   if (isLoopback(host) || api.insecureListen) return [];
   const missing = [
@@ -215,8 +262,8 @@ function listenIssues(manifest: Manifest): ConfigIssue[] {
   }];
 }
 
-function encryptionKeyIssues(config: Config): ConfigIssue[] {
-  const key = config.storage.encryptionKey;
+function encryptionKeyIssues(spec: Spec, overrides: ConfigOverrides): ConfigIssue[] {
+  const key = encryptionKeyLocation(spec);
   if (key === null) return [];
   if (key.source === "default") {
     return [{
@@ -224,7 +271,7 @@ function encryptionKeyIssues(config: Config): ConfigIssue[] {
       message: "needs a key: OUTPOST_DB_KEY_FILE, systemd's credential db-key, or spec.storage.encryption.keyFile",
     }];
   }
-  if (isInside(key.path, config.storage.dataDir)) {
+  if (isInside(key.path, dataDirOf(spec, overrides))) {
     return [{
       path: "spec.storage.encryption.keyFile",
       message: `${key.path} is inside the data dir: a stolen disk would carry its own key`,
@@ -238,12 +285,12 @@ function encryptionKeyIssues(config: Config): ConfigIssue[] {
  * be reachable under `spec.network.egressAllowed` (the broker also receives alerts: a remote one
  * is a destination like any other).
  */
-function egressIssues(manifest: Manifest): ConfigIssue[] {
-  const allowed = manifest.spec.network.egressAllowed;
+function egressIssues(spec: Spec): ConfigIssue[] {
+  const allowed = spec.network.egressAllowed;
   const destinations = {
-    "spec.forwarding.http.url": manifest.spec.forwarding.http?.url,
-    "spec.forwarding.mqtt.url": manifest.spec.forwarding.mqtt?.url,
-    "spec.ingest.mqtt.url": manifest.spec.ingest.mqtt.url,
+    "spec.forwarding.http.url": spec.forwarding.http?.url,
+    "spec.forwarding.mqtt.url": spec.forwarding.mqtt?.url,
+    "spec.ingest.mqtt.url": spec.ingest.mqtt.url,
   };
   const issues: ConfigIssue[] = [];
   for (const [path, url] of Object.entries(destinations)) {
@@ -311,19 +358,27 @@ function resolveConfig(manifest: Manifest, text: string, manifestPath: string, o
       ...(mqtt.tls?.keyFile === undefined ? {} : { keyFile: resolve(mqtt.tls.keyFile) }),
     },
     storage: {
-      dataDir: resolve(overrides.dataDir ?? spec.storage.dataDir),
+      dataDir: dataDirOf(spec, overrides),
       retentionHours: spec.storage.retentionHours,
       maxSizeBytes: Math.round(spec.storage.maxSizeMB * 1024 * 1024),
       keepHours: spec.storage.keepHours,
-      auditKey: auditKeyLocation(spec.storage.auditKeyFile, resolve(overrides.dataDir ?? spec.storage.dataDir)),
-      encryptionKey: spec.storage.encryption.enabled
-        ? secretLocation("OUTPOST_DB_KEY_FILE", "db-key", spec.storage.encryption.keyFile, "") ??
-          { path: "", source: "default" }
-        : null,
+      auditKey: auditKeyLocation(spec.storage.auditKeyFile, dataDirOf(spec, overrides)),
+      encryptionKey: encryptionKeyLocation(spec),
     },
     limits: spec.limits,
     release: { trustedKeys: spec.release.trustedKeys },
   };
+}
+
+function dataDirOf(spec: Spec, overrides: ConfigOverrides): string {
+  return resolve(overrides.dataDir ?? spec.storage.dataDir);
+}
+
+/** The database key's file when the store is encrypted (`source: "default"`, no path: none given). */
+function encryptionKeyLocation(spec: Spec): SecretLocation | null {
+  if (!spec.storage.encryption.enabled) return null;
+  return secretLocation("OUTPOST_DB_KEY_FILE", "db-key", spec.storage.encryption.keyFile, "") ??
+    { path: "", source: "default" };
 }
 
 function resolveForwarding(manifest: Manifest): ForwardingConfig {
