@@ -5,7 +5,8 @@
  * `<out>/outpost-<version>-<target>` with `deno compile` (flags from the manifest, foreign native
  * binaries excluded) and writes a `.sha256` and a `.release.json` next to it, and with `--sign-key`
  * (PKCS#8 Ed25519) their signatures `.sig` and `.release.json.sig`. `--dry-run` prints
- * the plan as JSON instead of building. Air-gapped: the denort base binary comes from DENORT_BIN
+ * the plan as JSON instead of building, and removes what it staged to make the plan (hundreds of
+ * MB of npm packages per target) unless `--out` names where to keep it. Air-gapped: the denort base binary comes from DENORT_BIN
  * or a zip staged in $DENO_DIR; its ELF machine must match the target.
  */
 import { basename, isAbsolute, join, resolve } from "node:path";
@@ -82,25 +83,39 @@ async function main(): Promise<number> {
       denorts.set(target, denort.env);
     }
   }
+  // A dry run builds nothing, so it keeps nothing, unless --out says where its staging should stay
+  // (to inspect it, or to run main.ts from it under the plan's flags as the tests do).
+  const discardStaging = values["dry-run"] === true && values.out === undefined;
+  const outDirExisted = await Deno.stat(outDir).then(() => true, () => false);
   const plans: CompilePlan[] = [];
-  for (const target of targets as Target[]) {
-    const buildDir = join(outDir, `build-${target}`);
-    await stage(buildDir, manifest, target);
-    const config = await loadConfig(join(buildDir, "policies", "outpost.yaml"));
-    const plan = compilePlan(config, target, {
-      buildDir,
-      installRoot: values["install-root"] ?? "/opt/outpost",
-      outDir,
-      reachable: await reachableFrom(buildDir),
-    });
-    plans.push(plan);
-    console.error(
-      `${target}: payload ${(await payloadBytes(plan) / 1e6).toFixed(1)} MB (embedded files after excludes)`,
-    );
-  }
-  if (values["dry-run"]) {
-    console.log(JSON.stringify(plans.length === 1 ? plans[0] : plans, null, 2));
-    return 0;
+  try {
+    for (const target of targets as Target[]) {
+      const buildDir = join(outDir, `build-${target}`);
+      await stage(buildDir, manifest, target);
+      const config = await loadConfig(join(buildDir, "policies", "outpost.yaml"));
+      const plan = compilePlan(config, target, {
+        buildDir,
+        installRoot: values["install-root"] ?? "/opt/outpost",
+        outDir,
+        reachable: await reachableFrom(buildDir),
+      });
+      plans.push(plan);
+      console.error(
+        `${target}: payload ${(await payloadBytes(plan) / 1e6).toFixed(1)} MB (embedded files after excludes)`,
+      );
+    }
+    if (values["dry-run"]) {
+      console.log(JSON.stringify(plans.length === 1 ? plans[0] : plans, null, 2));
+      const staged = plans.map((plan) => plan.buildDir).join(", ");
+      console.error(
+        discardStaging
+          ? "Dry run: nothing built, the staging removed (--out DIR keeps it there)"
+          : `Dry run: nothing built; staged in ${staged} (kept: --out was given)`,
+      );
+      return 0;
+    }
+  } finally {
+    if (discardStaging) await removeStaging(outDir, targets as Target[], outDirExisted);
   }
   for (const plan of plans) {
     const code = await build(plan, denorts.get(plan.target)!, signer);
@@ -123,6 +138,14 @@ async function stage(buildDir: string, manifest: string, target: Target): Promis
     stderr: "inherit",
   }).output();
   if (!install.success) throw new Error(`deno install for ${target} failed`);
+}
+
+/** Removes the build folders a dry run staged, and the out dir when the run created it. */
+async function removeStaging(outDir: string, targets: Target[], outDirExisted: boolean): Promise<void> {
+  for (const target of targets) {
+    await Deno.remove(join(outDir, `build-${target}`), { recursive: true }).catch(() => {});
+  }
+  if (!outDirExisted) await Deno.remove(outDir).catch(() => {}); // only when empty
 }
 
 async function reachableFrom(buildDir: string): Promise<Set<string>> {

@@ -137,3 +137,30 @@ spec:
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("compile --dry-run builds nothing and leaves nothing in dist/", async () => {
+  const checkout = await Deno.makeTempDir();
+  try {
+    for (const entry of ["main.ts", "src", "models", "policies", "compile", "deno.json", "deno.lock"]) {
+      const copied = await new Deno.Command("cp", { args: ["-r", join(PROJECT_ROOT, entry), checkout] }).output();
+      assert.ok(copied.success, decode(copied.stderr));
+    }
+    // The packages as installed in the checkout (the staging installs its own per target).
+    await Deno.symlink(join(PROJECT_ROOT, "node_modules"), join(checkout, "node_modules"));
+    const args = ["compile", "--dry-run", "--target", "aarch64-unknown-linux-gnu"];
+    const dist = join(checkout, "dist");
+    const fresh = await task(args, checkout);
+    assert.equal(fresh.code, 0, fresh.stderr);
+    assert.equal(JSON.parse(fresh.stdout).buildDir, join(dist, "build-aarch64-unknown-linux-gnu"));
+    assert.match(fresh.stderr, /Dry run: nothing built, the staging removed/);
+    await assert.rejects(Deno.stat(dist), Deno.errors.NotFound);
+    // A dist/ that holds earlier builds keeps them; only the dry run's staging goes.
+    await Deno.mkdir(dist);
+    await Deno.writeTextFile(join(dist, "outpost-earlier"), "an earlier build");
+    const again = await task(args, checkout);
+    assert.equal(again.code, 0, again.stderr);
+    assert.deepEqual([...Deno.readDirSync(dist)].map((entry) => entry.name), ["outpost-earlier"]);
+  } finally {
+    await Deno.remove(checkout, { recursive: true });
+  }
+});
