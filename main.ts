@@ -352,7 +352,8 @@ async function waitReady(manifest: string, timeoutSeconds: number): Promise<numb
   const config = await loadOrReport(manifest);
   if (!config) return 2;
   const url = ownApiUrl(config.api, "/readyz");
-  const deadline = Date.now() + timeoutSeconds * 1000;
+  const started = Date.now();
+  const deadline = started + timeoutSeconds * 1000;
   let last = "no answer";
   while (Date.now() < deadline) {
     try {
@@ -361,15 +362,24 @@ async function waitReady(manifest: string, timeoutSeconds: number): Promise<numb
         apiListen: config.api.listen,
         tls: config.api.tls,
       });
-      last = `${response.status} ${await response.text()}`;
-      if (response.status === 200) return 0;
+      last = `answered ${response.status} ${await response.text()}`;
+      if (response.status === 200) {
+        console.log(`Ready: ${url} answered 200 after ${((Date.now() - started) / 1000).toFixed(1)} s`);
+        return 0;
+      }
     } catch (error) {
-      last = (error as Error).message;
+      last = unreachable(url, error as Error);
     }
     await new Promise((resolve) => setTimeout(resolve, 250));
   }
-  console.error(`Not ready after ${timeoutSeconds} s: ${last}`);
+  console.error(`Not ready after ${timeoutSeconds} s: ${url} ${last}`);
   return 1;
+}
+
+/** Why `url` gave no answer: fetch's own "fetch failed" says nothing, its cause does. */
+function unreachable(url: string, error: Error): string {
+  const cause = error.cause instanceof Error ? error.cause.message : error.message;
+  return `did not answer: ${cause.replace(`error sending request for url (${url}): `, "")}`;
 }
 
 async function run(manifest: string, dataDir: string | undefined, unsafeBroad: boolean): Promise<number> {

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { MAIN, PROJECT_ROOT, writeManifest } from "./helpers/outpost_process.ts";
+import { MAIN, PROJECT_ROOT, runOutpostCommand, startOutpost, writeManifest } from "./helpers/outpost_process.ts";
 
 const decode = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
 
@@ -162,5 +162,28 @@ Deno.test("compile --dry-run builds nothing and leaves nothing in dist/", async 
     assert.deepEqual([...Deno.readDirSync(dist)].map((entry) => entry.name), ["outpost-earlier"]);
   } finally {
     await Deno.remove(checkout, { recursive: true });
+  }
+});
+
+Deno.test("wait-ready says when Outpost is ready, and names the URL when it is not", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const manifest = await writeManifest(dir);
+    const outpost = await startOutpost(manifest);
+    try {
+      const ready = await runOutpostCommand(manifest, ["wait-ready", "--timeout", "10"]);
+      assert.equal(ready.code, 0, ready.stderr);
+      assert.match(ready.stdout, new RegExp(`^Ready: ${outpost.url}/readyz answered 200 after \\d+\\.\\d s\\n$`));
+    } finally {
+      assert.equal(await outpost.stop(), 0);
+    }
+    const notReady = await runOutpostCommand(manifest, ["wait-ready", "--timeout", "1"]);
+    assert.equal(notReady.code, 1);
+    assert.match(
+      notReady.stderr,
+      new RegExp(`^Not ready after 1 s: ${outpost.url}/readyz did not answer: .*Connection refused`, "m"),
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
   }
 });
