@@ -187,3 +187,27 @@ Deno.test("wait-ready says when Outpost is ready, and names the URL when it is n
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("--help lists commands and options in aligned columns", async () => {
+  const main = await bareMain(["--help"], PROJECT_ROOT);
+  assert.equal(main.code, 0, main.stderr);
+  const commands = main.stdout.split("\n\n").find((block) => block.startsWith("Commands:"))!.split("\n").slice(1);
+  assert.ok(commands.length >= 10, main.stdout);
+  const texts: [string, string][] = [["--help", main.stdout]];
+  for (const line of commands) {
+    const name = line.trim().split(/\s+/)[0];
+    const help = await bareMain([name, "--help"], PROJECT_ROOT);
+    assert.equal(help.code, 0, `${name} --help: ${help.stderr}`);
+    texts.push([`${name} --help`, help.stdout]);
+  }
+  for (const [what, text] of texts) {
+    // A block of consecutive "  NAME  text" rows: the text starts in the same column on each.
+    for (const block of text.split(/\n(?! {2}-?\w)/)) {
+      const starts = block.split("\n").flatMap((line) => {
+        const match = /^( {2}\S+(?: \S+)*? {2,})\S/.exec(line);
+        return match ? [match[1].length] : [];
+      });
+      assert.ok(new Set(starts).size <= 1, `${what}: columns at ${starts.join(", ")} in\n${block}`);
+    }
+  }
+});

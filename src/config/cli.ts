@@ -46,24 +46,35 @@ export class UsageError extends Error {
   }
 }
 
+/** The commands as `outpost --help` lists them. */
+const COMMANDS: readonly (readonly [string, string])[] = [
+  ["run", "Start Outpost (default when no command is given)"],
+  ["check", "Validate a manifest without starting"],
+  ["audit", '"audit verify|export": check the egress audit log, or export it for an archive'],
+  ["policy", '"policy show": the egress allowlist and the network paths as a diagram'],
+  ["db", '"db encrypt|decrypt": convert the stopped store to or from encryption at rest'],
+  ["wait-ready", "Wait until the local /readyz answers 200 (systemd's start gate)"],
+  ["upgrade", "Install a new release binary, health-gated, rolling back by itself on failure"],
+  ["rollback", "Return to the previous confirmed release, offline"],
+  ["resume", "Resume an interrupted upgrade before a start (systemd's ExecStartPre)"],
+  ["service", '"service start|stop|status": run Outpost without systemd'],
+  ["tokens", '"tokens list|issue|rotate|revoke": ingest tokens bound to devices'],
+  ["sign", "Sign release bundles (binary, release.json, policy, model) with an Ed25519 key"],
+  ["keygen", "Create an Ed25519 signing key and print its public key for spec.release.trustedKeys"],
+  ["version", "Print the version and the release's signature"],
+];
+
+/** Two columns, the second aligned past the longest entry of the first. */
+function columns(rows: readonly (readonly [string, string])[]): string {
+  const width = Math.max(...rows.map(([name]) => name.length)) + 2;
+  return rows.map(([name, text]) => `  ${name.padEnd(width)}${text}`).join("\n");
+}
+
 export const USAGE = {
   main: `Usage: outpost <command> [options]
 
 Commands:
-  run       Start Outpost (default when no command is given)
-  check     Validate a manifest without starting
-  audit     "audit verify|export": check the egress audit log, or export it for an archive
-  policy    "policy show": the egress allowlist and the network paths as a diagram
-  db        "db encrypt|decrypt": convert the stopped store to or from encryption at rest
-  wait-ready  Wait until the local /readyz answers 200 (systemd's start gate)
-  upgrade   Install a new release binary, health-gated, rolling back by itself on failure
-  rollback  Return to the previous confirmed release, offline
-  resume    Resume an interrupted upgrade before a start (systemd's ExecStartPre)
-  service   "service start|stop|status": run Outpost without systemd
-  tokens    "tokens list|issue|rotate|revoke": ingest tokens bound to devices
-  sign      Sign release bundles (binary, release.json, policy, model) with an Ed25519 key
-  keygen    Create an Ed25519 signing key and print its public key for spec.release.trustedKeys
-  version   Print the version and the release's signature
+${columns(COMMANDS)}
 
 Run "outpost <command> --help" for a command's options. From a checkout, run "deno task outpost <command>":
 it derives the Deno permission flags each command needs from the manifest.`,
