@@ -4,8 +4,17 @@
  * run of the compile task, Ctrl-C, `wait-ready`, `--help`, a port already in use.
  */
 import assert from "node:assert/strict";
+import { createServer } from "node:net";
 import { join } from "node:path";
-import { MAIN, PROJECT_ROOT, runOutpostCommand, startOutpost, writeManifest } from "./helpers/outpost_process.ts";
+import {
+  MAIN,
+  PROJECT_ROOT,
+  runOutpostCommand,
+  startOutpost,
+  waitForReady,
+  writeManifest,
+} from "./helpers/outpost_process.ts";
+import { freePort } from "./helpers/ports.ts";
 
 const decode = (bytes: Uint8Array) => new TextDecoder().decode(bytes);
 
@@ -165,6 +174,37 @@ Deno.test("compile --dry-run builds nothing and leaves nothing in dist/", async 
   }
 });
 
+Deno.test("Ctrl-C through deno task start stops Outpost cleanly and exits 0", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const manifest = await writeManifest(dir);
+    const port = Number((await Deno.readTextFile(manifest)).match(/listen: 127\.0\.0\.1:(\d+)/)![1]);
+    // A terminal's Ctrl-C: SIGINT to the whole foreground process group (deno task, the launcher,
+    // main.ts), with SIGINT at its default disposition as in an interactive shell.
+    const child = new Deno.Command("env", {
+      args: ["--default-signal=INT", "setsid", Deno.execPath(), "task", "--quiet", "start", "--manifest", manifest],
+      cwd: PROJECT_ROOT,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+      env: { NO_COLOR: "1" },
+    }).spawn();
+    const output = Promise.all([child.stdout, child.stderr].map((stream) => new Response(stream).text()));
+    const ready = await waitForReady(`http://127.0.0.1:${port}`, child.status, 30_000).catch((error) => error);
+    // setsid made the child (same PID) the leader of its own process group.
+    await new Deno.Command("kill", { args: ["-INT", "--", `-${child.pid}`] }).output();
+    const status = await child.status;
+    const [, log] = await output;
+    assert.equal(ready, undefined, `${ready}\n${log}`);
+    assert.equal(status.code, 0, log);
+    assert.match(log, /"event":"runtime\.stopped"/);
+    const leftover = await new Deno.Command("kill", { args: ["-0", "--", `-${child.pid}`], stderr: "null" }).output();
+    assert.equal(leftover.success, false, "a process of the group outlived the task");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("wait-ready says when Outpost is ready, and names the URL when it is not", async () => {
   const dir = await Deno.makeTempDir();
   try {
@@ -209,5 +249,27 @@ Deno.test("--help lists commands and options in aligned columns", async () => {
       });
       assert.ok(new Set(starts).size <= 1, `${what}: columns at ${starts.join(", ")} in\n${block}`);
     }
+  }
+});
+
+Deno.test("a port in use names the address and spec.api.listen", async () => {
+  const dir = await Deno.makeTempDir();
+  const port = await freePort();
+  const squatter = createServer();
+  await new Promise<void>((resolve) => squatter.listen(port, "127.0.0.1", resolve));
+  try {
+    const manifest = await writeManifest(dir, { apiPort: port });
+    const result = await runOutpostCommand(manifest, ["run"]);
+    assert.equal(result.code, 1);
+    assert.match(
+      result.stderr,
+      new RegExp(
+        `^Outpost could not start: Cannot listen on 127\\.0\\.0\\.1:${port} \\(spec\\.api\\.listen\\): address in use$`,
+        "m",
+      ),
+    );
+  } finally {
+    await new Promise((resolve) => squatter.close(resolve));
+    await Deno.remove(dir, { recursive: true });
   }
 });
