@@ -7,12 +7,14 @@ import type { Metrics } from "../observability/metrics.ts";
 import type { Store } from "../store/store.ts";
 import type { Detection } from "../detect/detection.ts";
 import type { Forwarding } from "../forward/pipeline.ts";
+import { consoleRoutes } from "../console/console_routes.ts";
 import { detectRoutes } from "./detect_routes.ts";
 import { egressRoutes } from "./egress_routes.ts";
 import { errorHandler } from "./errors.ts";
 import { healthRoutes, type ReadinessProbe } from "./health.ts";
 import type { IngestTokens } from "./ingest_tokens.ts";
 import { readingsRoutes } from "./readings.ts";
+import { seriesRoutes } from "./series_routes.ts";
 import { tokenRoutes } from "./token_routes.ts";
 
 export interface ApiOptions {
@@ -73,6 +75,8 @@ export function createApi(options: ApiOptions): Hono {
       trustedKeys: options.trustedKeys ?? [],
     }),
   );
+  app.route("/", seriesRoutes({ client: options.store.client, maxSensors: options.limits.sensorsPerDevice }));
+  app.route("/", consoleRoutes());
   app.route(
     "/",
     egressRoutes({

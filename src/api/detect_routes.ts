@@ -106,7 +106,8 @@ export function detectRoutes(
     if (limit === null) throw badRequest("limit must be an integer from 1 to 1000");
     const cursor = c.req.query("cursor");
     const after = cursor === undefined ? null : decodeNameCursor(cursor);
-    const page = await devicePage(client, { after, limit, scoreCursor: detection.scorer.cursor });
+    const only = c.req.query("device");
+    const page = await devicePage(client, { after, limit, scoreCursor: detection.scorer.cursor, only });
     const now = options.now();
     const devices = page.devices.map((row) => {
       const modelId = detection.registry.modelIdFor(row.device);

@@ -28,9 +28,9 @@ export interface DeviceRow extends DeviceActivity {
 
 export async function devicePage(
   client: Client,
-  options: { after: string | null; limit: number; scoreCursor: number },
+  options: { after: string | null; limit: number; scoreCursor: number; only?: string },
 ): Promise<{ devices: DeviceRow[]; more: boolean }> {
-  const page = await devicesAfter(client, options.after, options.limit + 1);
+  const page = await devicesAfter(client, options.after, options.limit + 1, options.only ?? null);
   const rows = page.slice(0, options.limit);
   if (rows.length === 0) return { devices: [], more: false };
   const names = rows.map((row) => row.device);

@@ -114,11 +114,14 @@ export async function devicesAfter(
   client: Client,
   after: string | null,
   limit: number,
+  only: string | null = null,
 ): Promise<(Omit<StoredDevice, "lastReadingId" | "openEventId"> & { missingJson: string | null })[]> {
   const columns = `SELECT device, state, calibration_after_id, readings, anomaly,
     json_extract(baseline_json, '$.missing') AS missing_json FROM devices`;
   const result = await client.execute(
-    after === null
+    only !== null
+      ? { sql: `${columns} WHERE device = ?`, args: [only] }
+      : after === null
       ? { sql: `${columns} ORDER BY device LIMIT ?`, args: [limit] }
       : { sql: `${columns} WHERE device > ? ORDER BY device LIMIT ?`, args: [after, limit] },
   );

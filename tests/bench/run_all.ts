@@ -9,6 +9,7 @@ import { evaluateDetection } from "./detect_eval.ts";
 import { benchForward } from "./forward_bench.ts";
 import { benchImportCosts } from "./import_costs.ts";
 import { benchIngest } from "./ingest_bench.ts";
+import { benchConsole } from "./console_bench.ts";
 import { benchMemory } from "./memory_bench.ts";
 
 const { values } = parseArgs({ args: Deno.args, options: { quick: { type: "boolean" } } });
@@ -37,6 +38,9 @@ await benchForward({ seconds: quick ? 300 : 3600 });
 console.log("\n## Detection");
 await evaluateDetection({ recordingsPerFault: quick ? 1 : 10 });
 await benchDetect(quick ? { seconds: 1, readings: 2_000 } : { seconds: 10, readings: 50_000 });
+
+console.log("\n## Console: a day of readings for the device chart");
+await benchConsole(quick ? { hours: 1, runs: 2 } : { hours: 24, runs: 5 });
 
 console.log("\n## Memory: each situation in a fresh process, against the 128 MB budget");
 await benchMemory(
