@@ -9,8 +9,11 @@
  *   (408), and an idle keep-alive socket is closed after `keepAliveTimeoutMs`.
  * - Malformed HTTP (request line, headers, chunk framing) is answered 400 (431 for headers too
  *   large) with a JSON body, never a bare status line.
- * - Running out of file descriptors refuses connections (the accept loop retries) instead of
- *   ending the process.
+ * - Running out of file descriptors is a refusal, not a silent stop: Deno 2.9.5's listener stops
+ *   accepting for good after one failed accept() (EMFILE), with no 'error' event, so an
+ *   AcceptWatchdog (./accept_watchdog.ts) probes it when idle, closes it while no descriptor is
+ *   free (new connections are refused at once) and opens it again on the same address; measured
+ *   by tests/descriptor_exhaustion_test.ts.
  * - A body is read as it arrives: memory per slow connection is what it has actually sent.
  * - With `tls`, it is node:https with the same bounds; a socket over the cap is closed before
  *   its handshake (it cannot be answered in clear), the handshake must end within
@@ -25,6 +28,7 @@ import { limitKey } from "../limit_exceeded_error.ts";
 import type { Logger } from "../observability/log.ts";
 import { RateLimitedLog } from "../observability/rate_limited_log.ts";
 import type { Metrics } from "../observability/metrics.ts";
+import { AcceptWatchdog } from "./accept_watchdog.ts";
 import { readTlsPair, type TlsFiles, watchTlsFiles } from "./tls_files.ts";
 
 export type ConnectionLimits = Pick<
@@ -77,6 +81,7 @@ export function serveHttp(fetch: (request: Request) => Response | Promise<Respon
     if (!refused.has(request.socket)) void listener(request, response);
   });
   let open = 0;
+  let watchdog: AcceptWatchdog | null = null;
   server.on("connection", (socket: Socket) => {
     open++;
     socket.once("close", () => open--);
@@ -102,6 +107,8 @@ export function serveHttp(fetch: (request: Request) => Response | Promise<Respon
   if (tls !== null && pair !== null) {
     log.info("http.tls", { server: options.name, certificate: pair.fingerprint256, validTo: pair.validTo });
     server.on("tlsClientError", (error: Error & { code?: string }, socket: Socket) => {
+      // The watchdog's probe closes without a ClientHello: not a client's failed handshake.
+      if (watchdog?.isProbe(socket)) return void socket.destroy();
       metrics.tlsHandshakeFailures.inc({ server: options.name });
       refusals.warn("http.tls_handshake_failed", { server: options.name, error: error.message });
       socket.destroy();
@@ -115,10 +122,6 @@ export function serveHttp(fetch: (request: Request) => Response | Promise<Respon
       log.error("http.tls_reload_failed", { server: options.name, error: error.message, kept: "the current pair" });
     });
   }
-  server.on("error", (error: Error & { code?: string }) => {
-    // Accept failures (EMFILE, ENFILE) are reported here while the server keeps listening.
-    refusals.warn("http.accept_failed", { server: options.name, code: error.code, error: error.message });
-  });
   return new Promise<HttpServer>((resolve, reject) => {
     const onListenError = (error: Error & { code?: string }) => {
       const where = `${options.host}:${options.port}`;
@@ -131,9 +134,19 @@ export function serveHttp(fetch: (request: Request) => Response | Promise<Respon
       const address = server.address();
       const port = typeof address === "object" && address ? address.port : options.port;
       log.info("http.listening", { server: options.name, address: `${options.host}:${port}` });
+      // From here on it also holds the server's 'error' listener.
+      watchdog = new AcceptWatchdog(server, {
+        name: options.name,
+        host: options.host,
+        port,
+        log,
+        metrics,
+        mayProbe: () => open < limits.connections,
+      });
       resolve({
         port,
         close: (graceMs) => {
+          watchdog?.stop();
           stopWatching();
           return closeServer(server, graceMs);
         },

@@ -45,6 +45,14 @@ export class Metrics {
     labelNames: ["server", "result"] as const,
     registers: [this.registry],
   });
+  readonly httpListenerEvents = new Counter({
+    name: "outpost_http_listener_events_total",
+    help: "What the HTTP listener's watchdog saw and did, by event: descriptors_exhausted (no descriptor " +
+      "free, listener closed so connections are refused), accept_stalled (a connection was not accepted), " +
+      "reopened, reopen_failed",
+    labelNames: ["server", "event"] as const,
+    registers: [this.registry],
+  });
   readonly httpDuration = new Histogram({
     name: "outpost_http_request_duration_seconds",
     help: "Local API request latency by route, method and status",
