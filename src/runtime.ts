@@ -150,7 +150,13 @@ export async function startRuntime(config: Config, log: Logger, signal: AbortSig
   }
   serving = true;
   // The release confirms itself once its readiness has held for the settle period (upgrade gate).
-  const confirmation = startConfirmation({ dataDir: config.storage.dataDir, identity, readiness }, { signal });
+  const confirmation = startConfirmation({
+    dataDir: config.storage.dataDir,
+    identity,
+    readiness,
+    onWriteFailed: (error) =>
+      log.warn("release.confirmation_failed", { error, retry: "after readiness settles again" }),
+  }, { signal });
 
   const finished = (async () => {
     await new Promise<void>((resolve) => {

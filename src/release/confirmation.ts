@@ -38,7 +38,12 @@ export async function readConfirmation(dataDir: string): Promise<Confirmation | 
  * when written or when `signal` aborts.
  */
 export function startConfirmation(
-  deps: { dataDir: string; identity: ReleaseIdentity; readiness: ReadinessProbe },
+  deps: {
+    dataDir: string;
+    identity: ReleaseIdentity;
+    readiness: ReadinessProbe;
+    onWriteFailed?: (error: Error) => void;
+  },
   options: { signal: AbortSignal; settleMs?: number },
 ): { finished: Promise<void> } {
   const settleMs = options.settleMs ?? CONFIRM_SETTLE_MS;
@@ -49,17 +54,24 @@ export function startConfirmation(
       readySince = ok ? readySince ?? performance.now() : null;
       if (readySince !== null && performance.now() - readySince >= settleMs) {
         const { version, instanceId, pid } = deps.identity;
-        await writeJsonAtomic(
-          confirmationFile(deps.dataDir),
-          {
-            version,
-            instanceId,
-            pid,
-            confirmedAt: new Date().toISOString(),
-            settleMs,
-          } satisfies Confirmation,
-        );
-        return;
+        try {
+          await writeJsonAtomic(
+            confirmationFile(deps.dataDir),
+            {
+              version,
+              instanceId,
+              pid,
+              confirmedAt: new Date().toISOString(),
+              settleMs,
+            } satisfies Confirmation,
+          );
+          return;
+        } catch (error) {
+          // A full disk or no free descriptor: not confirmed yet, tried again after another settle.
+          // Never a rejection nobody awaits until shutdown, which would end the process.
+          deps.onWriteFailed?.(error as Error);
+          readySince = null;
+        }
       }
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, 250);
