@@ -95,8 +95,8 @@ export function renderUnit(config: Config, options: UnitOptions): string {
     // MemoryMax's OOM kill.
     "MemoryHigh=112M",
     "MemoryMax=128M",
-    // Far above spec.limits.connections: refused connections are accepted and closed at once,
-    // and Deno's node:net listener stops accepting for good once it meets EMFILE.
+    // Far above spec.limits.connections: refused connections are accepted and closed at once.
+    // Should it run out anyway, the listener's watchdog refuses and recovers (src/api/accept_watchdog.ts).
     "LimitNOFILE=65536",
     "CPUQuota=50%",
     "",
