@@ -102,7 +102,8 @@ function walk(
   if (external) found.push(`${path}${name ? ` (${JSON.stringify(name)})` : ""}`);
 }
 
-function varint(bytes: Uint8Array, at: number, end: number): [number, number] {
+/** A varint as a number (exact below 2^53: keys, lengths) and the index after it. */
+export function varint(bytes: Uint8Array, at: number, end: number): [number, number] {
   let value = 0;
   let scale = 1;
   for (let i = 0; i < 10; i++) {

@@ -7,7 +7,7 @@
  * Reading costs O(model bytes) and keeps at most `maxNodes` nodes: a model with more is refused
  * while it is read, before any of it reaches onnxruntime.
  */
-import { MalformedProtobufError } from "./onnx_external_data.ts";
+import { MalformedProtobufError, varint } from "./onnx_external_data.ts";
 
 export interface TensorInfo {
   dims: number[];
@@ -256,18 +256,18 @@ interface Field {
 function* fields(bytes: Uint8Array, start: number, end: number): Generator<Field> {
   let at = start;
   while (at < end) {
-    const [key, afterKey] = smallVarint(bytes, at, end);
+    const [key, afterKey] = varint(bytes, at, end);
     const number = Math.floor(key / 8);
     const wire = key % 8;
     if (wire === 0) {
-      at = smallVarint(bytes, afterKey, end)[1];
+      at = varint(bytes, afterKey, end)[1];
       yield { number, wire, start: afterKey, end: at };
     } else if (wire === 1 || wire === 5) {
       at = afterKey + (wire === 1 ? 8 : 4);
       if (at > end) throw new MalformedProtobufError("A field runs past the end of its message");
       yield { number, wire, start: afterKey, end: at };
     } else if (wire === 2) {
-      const [length, next] = smallVarint(bytes, afterKey, end);
+      const [length, next] = varint(bytes, afterKey, end);
       at = next + length;
       if (at > end) throw new MalformedProtobufError("A field runs past the end of its message");
       yield { number, wire, start: next, end: at };
@@ -277,11 +277,11 @@ function* fields(bytes: Uint8Array, start: number, end: number): Generator<Field
 
 /** A repeated int64 field, packed or not, as signed values. */
 function int64s(bytes: Uint8Array, field: Field): bigint[] {
-  if (field.wire === 0) return [BigInt.asIntN(64, varint(bytes, field.start, field.end)[0])];
+  if (field.wire === 0) return [BigInt.asIntN(64, bigVarint(bytes, field.start, field.end)[0])];
   if (field.wire !== 2) return [];
   const values: bigint[] = [];
   for (let at = field.start; at < field.end;) {
-    const [value, next] = varint(bytes, at, field.end);
+    const [value, next] = bigVarint(bytes, at, field.end);
     values.push(BigInt.asIntN(64, value));
     at = next;
   }
@@ -292,21 +292,7 @@ function text(bytes: Uint8Array, field: Field): string {
   return TEXT.decode(bytes.subarray(field.start, field.end));
 }
 
-/** A varint as a number (exact below 2^53: keys, lengths) and the index after it. */
-function smallVarint(bytes: Uint8Array, at: number, end: number): [number, number] {
-  let value = 0;
-  let scale = 1;
-  for (let i = 0; i < 10; i++) {
-    if (at >= end) throw new MalformedProtobufError("A number runs past the end of its message");
-    const byte = bytes[at++];
-    value += (byte & 0x7f) * scale;
-    if (byte < 0x80) return [value, at];
-    scale *= 128;
-  }
-  throw new MalformedProtobufError("A number is longer than 10 bytes");
-}
-
-function varint(bytes: Uint8Array, at: number, end: number): [bigint, number] {
+function bigVarint(bytes: Uint8Array, at: number, end: number): [bigint, number] {
   let value = 0n;
   for (let shift = 0n; shift < 70n; shift += 7n) {
     if (at >= end) throw new MalformedProtobufError("A number runs past the end of its message");
