@@ -11,7 +11,11 @@ Deno.test("a confirmation that cannot be written (disk full, no descriptor) is r
   await Deno.mkdir(join(blocker, "in-the-way"), { recursive: true });
   const outpost = await startOutpost(await writeManifest(dir, { logLevel: "warn" }));
   try {
-    await eventually(async () => outpost.log(), (log) => log.includes("release.confirmation_failed"), 15_000);
+    await eventually(
+      () => Promise.resolve(outpost.log()),
+      (log) => log.includes("release.confirmation_failed"),
+      15_000,
+    );
     // Past the settle period and the failed write: still serving.
     await new Promise((resolve) => setTimeout(resolve, 1_000));
     assert.equal((await fetch(`${outpost.url}/healthz`)).status, 200);
