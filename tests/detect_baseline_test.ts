@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import {
   FEATURES,
   LEVEL,
+  RATE,
   referenceScore,
   SITE_BOUNDS,
   SITE_RISE,
@@ -194,21 +195,75 @@ Deno.test("the baseline follows slow drift while normal, freezes in an episode, 
     );
   }
   assert.deepEqual(state.center, frozen, "frozen during the episode");
+  // The fault goes; the plant settles 1.2 thresholds from where it was, well below the fault's 3.
+  const settled = shifted.map((f, i) => i < s ? f + 1.2 / params.up[LEVEL * s + i] : f);
   let moved: string | null = null;
   let seconds = 0;
   while (moved === null && seconds < 200) {
     moved = advanceBaseline(
       state,
       params,
-      { features: far, score: 1.2, inEpisode: true, peakScore: 3, ts: ts += 1000 },
+      { features: settled, score: 1.4, inEpisode: true, peakScore: 3, ts: ts += 1000 },
       OPTIONS,
     );
     seconds++;
   }
   assert.equal(moved, "rebaselined");
   assert.ok(seconds >= 60 && seconds <= 62, `rebaselined after ${seconds} s of a faded score`);
-  assert.ok(Math.abs(state.center[0] - far[0]) < 1e-9, "the baseline is where the plant settled");
+  assert.ok(Math.abs(state.center[0] - settled[0]) < 1e-9, "the baseline is where the plant settled");
   assert.deepEqual(state.scoring, state.center, "and readings are scored against it at once");
+});
+
+Deno.test("a fault that alarmed on a rate while coming on is not rebaselined while its level deviation lasts", () => {
+  // Hot water: the fluid temperature's rate alarms (z 3.3) while it rises, then its level holds
+  // 1.7 thresholds above the baseline (a slow sensor's level is judged 3x wider) for minutes. The
+  // score has fallen to half its peak, but the fault has not gone.
+  const { rows, params } = recordingRows(49, "hot_water");
+  const s = rows[0].length;
+  const fluid = s - 1;
+  const state = initialBaseline(params, s);
+  const at = (level: number, rate: number) =>
+    params.center.slice(0, FEATURES.length * s).map((c, i) =>
+      i === LEVEL * s + fluid ? c + level / params.up[i] : i === RATE * s + fluid ? c + rate / params.up[i] : c
+    );
+  let ts = 0;
+  const step = (features: number[], score: number, peakScore: number) =>
+    advanceBaseline(state, params, { features, score, inEpisode: true, peakScore, ts: ts += 1000 }, OPTIONS);
+  for (let k = 0; k < 20; k++) assert.equal(step(at(0.2 + k * 0.075, 3.3), 3.3, 3.3), null);
+  for (let k = 0; k < 300; k++) assert.equal(step(at(1.7, 0.2), 1.7, 3.3), null, `rebaselined after ${k} s`);
+  // The water is shut off: the level falls back and stays a little off (the plant settled elsewhere).
+  // The fluid cools fast (its rate alarms the other way), yet the rate's centre is not moved to
+  // that transition: a settled plant's temperature is flat.
+  const rateCentre = state.center[RATE * s + fluid];
+  let moved: string | null = null;
+  for (let k = 0; k < 90 && moved === null; k++) moved = step(at(0.5, k < 20 ? -3 : 0), 1, 3.3);
+  assert.equal(moved, "rebaselined");
+  assert.equal(state.center[RATE * s + fluid], rateCentre);
+  assert.ok(Math.abs(state.center[LEVEL * s + fluid] - at(0.5, 0)[LEVEL * s + fluid]) < 1e-9);
+});
+
+Deno.test("an episode is not held open by a deviation that appears only once the fault has gone", () => {
+  // A step on flow (z 4) ends; meanwhile vibration settles 1.5 thresholds off (PLANT_BEHAVIOUR.md:
+  // the plant settles elsewhere). The step's terms faded: the episode rebaselines after settleSeconds.
+  const { rows, params } = recordingRows(50, "step");
+  const s = rows[0].length;
+  const state = initialBaseline(params, s);
+  const at = (flow: number, vibration: number) =>
+    params.center.slice(0, FEATURES.length * s).map((c, i) =>
+      i === LEVEL * s + 5 ? c + flow / params.up[i] : i === LEVEL * s ? c + vibration / params.up[i] : c
+    );
+  let ts = 0;
+  const step = (features: number[], score: number) =>
+    advanceBaseline(state, params, { features, score, inEpisode: true, peakScore: 4, ts: ts += 1000 }, OPTIONS);
+  for (let k = 0; k < 60; k++) assert.equal(step(at(4, 0), 4), null);
+  let seconds = 0;
+  let moved: string | null = null;
+  while (moved === null && seconds < 200) {
+    moved = step(at(0.1, 1.5), 1.5);
+    seconds++;
+  }
+  assert.equal(moved, "rebaselined");
+  assert.ok(seconds <= 62, `rebaselined after ${seconds} s`);
 });
 
 Deno.test("scoring centres change only at refresh blocks, whatever the adapting centres do in between", () => {

@@ -4,9 +4,10 @@
  * `adaptSeconds` of reading time) and are frozen during an episode, since adapting then would make
  * the return to normal look like a new fault.
  *
- * An episode ends as `rebaselined` when the plant has settled somewhere else: either the score has
- * stayed below `settleRatio` of the episode's peak for `settleSeconds` (the fault went away, the
- * plant did not come back to where it was), or no sensor's level has moved by more than
+ * An episode ends as `rebaselined` when the plant has settled somewhere else: either the deviation
+ * has stayed below `settleRatio` of the episode's peak for `settleSeconds` (the fault went away, the
+ * plant did not come back to where it was; judged on the terms of a state, level and spread, when
+ * they alarmed, since a rate of change alarms only while a fault comes on), or no sensor's level has moved by more than
  * `settleTolerance` (in units of its alarm threshold) for `acceptSeconds` (a lasting change). The
  * baseline then moves to the mean of that settled period.
  *
@@ -14,7 +15,17 @@
  * faster `settleSeconds`, even through a new episode whose score stays below RECOVERY_SCORE: a
  * plant settling after a fault would otherwise start small episodes that never fade.
  */
-import { ADAPTIVE_TERMS, FEATURES, LEVEL, type TermParams, WINDOW } from "./baseline_features.ts";
+import {
+  ADAPTIVE_TERMS,
+  FEATURES,
+  LEVEL,
+  RATE,
+  TERM_FEATURE,
+  type TermParams,
+  TERMS,
+  termScores,
+  WINDOW,
+} from "./baseline_features.ts";
 
 export interface BaselineOptions {
   adaptSeconds: number;
@@ -61,6 +72,12 @@ export interface BaselineState {
   faded: Period | null;
   /** ...and since when no sensor's level has moved. */
   steady: Period | null;
+  /**
+   * During an episode, what carries the fault (see `fadedNow`): the largest z so far of the terms
+   * that judge a state (level, spread, site bounds), each such term's own largest z (term-major,
+   * TERMS x sensors), and the terms that alarmed up to the state's peak.
+   */
+  carry?: { peak: number; peaks: number[]; carriers: number[] } | null;
   /** The reading after which the debouncer was last settled (a rebaseline or an operator action). */
   settledAfterId?: number;
   /** Until then (reading time), the baseline adapts at the faster `settleSeconds` (after an episode). */
@@ -111,6 +128,7 @@ export function copyBaseline(state: BaselineState): BaselineState {
     lastTs: state.lastTs,
     faded: copyPeriod(state.faded),
     steady: copyPeriod(state.steady),
+    carry: state.carry ? { ...state.carry, peaks: [...state.carry.peaks], carriers: [...state.carry.carriers] } : null,
     recoverUntilTs: state.recoverUntilTs,
     settledAfterId: state.settledAfterId,
     followUntilCount: state.followUntilCount,
@@ -139,14 +157,17 @@ export function advanceBaseline(
     if (!step.inEpisode && (state.steady || state.faded)) {
       state.recoverUntilTs = step.ts + RECOVERY_PERIODS * options.settleSeconds * 1000;
     }
-    if (!step.inEpisode) state.steady = state.faded = null;
+    if (!step.inEpisode) {
+      state.steady = state.faded = null;
+      state.carry = null;
+    }
     const alpha = 1 - Math.exp(-elapsed / (recovering ? options.settleSeconds : options.adaptSeconds));
     for (let i = 0; i < state.center.length; i++) state.center[i] += alpha * (step.features[i] - state.center[i]);
     if (!step.inEpisode) return null;
   }
   const width = FEATURES.length * sensors;
-  // The fault went away: the score has stayed well below the episode's peak.
-  if (step.score >= options.settleRatio * step.peakScore) state.faded = null;
+  // The fault went away: every term that alarmed has stayed well below its own peak.
+  if (!fadedNow(state, params, step, options.settleRatio)) state.faded = null;
   else state.faded = accumulate(state.faded, step, width);
   // A lasting change: no sensor's level has moved since the steady period began.
   const moved = state.steady ? movedSince(state.steady.ref, step.features, params, sensors) : Infinity;
@@ -176,12 +197,54 @@ export function heldWhereMissing(state: BaselineState, features: ArrayLike<numbe
   return held ?? features;
 }
 
-/** Takes the plant's present state as normal: the centres move to `features`. */
+/**
+ * Takes the plant's present state as normal: the centres of level and spread move to `features`.
+ * The rate's centres stay: a rate of change describes a transition, not an operating point, and
+ * the period a plant settles over starts in the transition (a fluid cooling after hot water), so
+ * its mean rate would make the settled plant's flat temperature look like a rise.
+ */
 export function acceptCurrent(state: BaselineState, features: ArrayLike<number>): void {
-  for (let i = 0; i < state.center.length; i++) state.center[i] = features[i];
+  const sensors = state.center.length / ADAPTIVE_TERMS;
+  for (let i = 0; i < state.center.length; i++) {
+    if (TERM_FEATURE[Math.floor(i / sensors)] !== RATE) state.center[i] = features[i];
+  }
   state.scoring = [...state.center];
   state.steady = state.faded = null;
+  state.carry = null;
 }
+
+/**
+ * Whether the fault has gone. A rate of change alarms while a fault comes on (a temperature
+ * rising) and falls back while the fault stays, and a fault's terms rise and fall at their own pace
+ * (spikes that first lifted a level keep a spread raised), so the episode's score against its peak
+ * score says little. The fault is carried by the terms of a state (level, spread, site bounds) that
+ * alarmed up to the episode's largest state deviation; it has gone when each of them is below
+ * `ratio` of its own peak. A term that alarms only later (the plant settling elsewhere after the
+ * fault) does not hold the episode open. An episode of rates alone compares its score with its peak.
+ */
+function fadedNow(state: BaselineState, params: TermParams, step: BaselineStep, ratio: number): boolean {
+  const z = termScores(Array.from(step.features), scoringTerms(params, state));
+  const sensors = z.length / TERMS.length;
+  const carry = state.carry && state.carry.peaks.length === z.length
+    ? state.carry
+    : (state.carry = { peak: 0, peaks: z.map(() => 0), carriers: [] });
+  let now = 0;
+  for (let i = 0; i < z.length; i++) {
+    carry.peaks[i] = Math.max(carry.peaks[i], z[i]);
+    if (!RATE_TERMS.has(Math.floor(i / sensors))) now = Math.max(now, z[i]);
+  }
+  if (now >= carry.peak) {
+    carry.peak = now;
+    for (let i = 0; i < z.length; i++) {
+      if (z[i] >= 1 && !RATE_TERMS.has(Math.floor(i / sensors)) && !carry.carriers.includes(i)) carry.carriers.push(i);
+    }
+  }
+  if (carry.carriers.length === 0) return step.score < ratio * step.peakScore;
+  return carry.carriers.every((i) => z[i] < ratio * carry.peaks[i]);
+}
+
+/** Terms that judge a rate of change rather than a state. */
+const RATE_TERMS = new Set(TERMS.flatMap((_, t) => TERM_FEATURE[t] === RATE ? [t] : []));
 
 /**
  * An operator's word that the present operating point is normal (accept, false alarm): the
