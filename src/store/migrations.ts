@@ -176,6 +176,33 @@ export const MIGRATIONS: readonly Migration[] = [
     description: "keyed audit log: checkpoints left by pruning carry an HMAC (the key is never stored)",
     statements: ["ALTER TABLE audit_checkpoints ADD COLUMN mac TEXT"],
   },
+  {
+    version: 9,
+    description: "per-minute rollups of each device's sensors for charts (src/store/reading_rollups.ts)",
+    statements: [
+      // One row per device and minute of reading time that holds readings folded so far: how
+      // many, the earliest arrival among them (retention finds the minutes it cut by it), and
+      // the sensor limit when names beyond it were dropped from that minute.
+      `CREATE TABLE rollup_minutes (
+        device TEXT NOT NULL,
+        minute INTEGER NOT NULL,
+        readings INTEGER NOT NULL,
+        min_received_ms INTEGER NOT NULL,
+        dropped_above INTEGER,
+        PRIMARY KEY (device, minute)
+      ) WITHOUT ROWID`,
+      "CREATE INDEX rollup_minutes_received ON rollup_minutes(min_received_ms)",
+      `CREATE TABLE rollup_sensors (
+        device TEXT NOT NULL,
+        minute INTEGER NOT NULL,
+        sensor TEXT NOT NULL,
+        count INTEGER NOT NULL,
+        min REAL NOT NULL,
+        max REAL NOT NULL,
+        PRIMARY KEY (device, minute, sensor)
+      ) WITHOUT ROWID`,
+    ],
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1].version;

@@ -1,0 +1,188 @@
+/**
+ * Keeps the per-minute rollups (src/store/reading_rollups.ts) behind the writer: folds the
+ * readings committed after its cursor, a bounded pass at a time, and rebuilds the minutes that
+ * retention cut.
+ *
+ * Why behind the writer and not in the ingest commit: that commit is what every acknowledgement
+ * waits for (fsync'd, one transaction for all pending requests). A reading may fall in any minute,
+ * so folding there could add up to `sensorsPerReading` upserted rows per reading (a client sending
+ * one reading per minute would multiply each commit's work), and duplicates would have to be told
+ * apart before the commit instead of after it. Behind a cursor, like the scorer and the aggregator,
+ * the ingest path is unchanged, and a series reads the few readings above the cursor raw. The
+ * aggregator's windows cannot serve: they exist only while a sink is configured, and leave the
+ * store once closed.
+ *
+ * It shares the event loop with ingest: while commits keep arriving, each full pass is followed by
+ * a pause 19 times as long as the pass took (about 5% of the loop at most); when ingest is quiet,
+ * e.g. during the backfill of a database from before rollups, the next pass follows at once.
+ * Nothing waits for it: readiness does not, and a series is exact at any lag.
+ */
+import type { Client } from "@libsql/client";
+import type { Logger } from "../observability/log.ts";
+import { RateLimitedLog } from "../observability/rate_limited_log.ts";
+import { cursorStatement, readCursor } from "./cursors.ts";
+import { commitDerived } from "./derived_commit.ts";
+import {
+  cutMinutes,
+  foldMinutes,
+  foldReadingsAfter,
+  mergeStatements,
+  rebuildStatements,
+  ROLLUP_CURSOR,
+} from "./reading_rollups.ts";
+
+/**
+ * Readings one pass folds: a pass blocks the event loop while it runs (a few ms), and holds their
+ * JSON at once (10 MB for readings of 64 sensors with 128-character names, 0.2 MB for 8 sensors).
+ */
+export const READINGS_PER_PASS = 1_000;
+/** Minutes one rebuild commits; most minutes retention cut have no reading left. */
+const MINUTES_PER_REBUILD = 100;
+/** Folding waits this long after a commit, so that one pass covers many commits. */
+const AFTER_COMMIT_MS = 1_000;
+/** Retention runs every minute (src/store/store.ts); cut minutes are looked for as often. */
+const REBUILD_INTERVAL_MS = 60_000;
+/** A failed fold or rebuild is tried again after this long. */
+const RETRY_MS = 5_000;
+/** The share of the event loop a catch-up may take while ingest is busy... */
+const BUSY_SHARE = 0.05;
+/** ...which it is while a commit came within this long. */
+const BUSY_WINDOW_MS = 1_000;
+
+/** One fold or rebuild at a time over the rollups; `catchUp` runs them without pausing. */
+export class RollupPass {
+  readonly #client: Client;
+  readonly #maxSensors: number;
+
+  constructor(client: Client, options: { maxSensors: number }) {
+    this.#client = client;
+    this.#maxSensors = options.maxSensors;
+  }
+
+  /** Folds up to READINGS_PER_PASS readings after the cursor; returns how many. */
+  async fold(): Promise<number> {
+    const cursor = await readCursor(this.#client, ROLLUP_CURSOR);
+    const fold = await foldReadingsAfter(this.#client, cursor, READINGS_PER_PASS);
+    if (fold.readings === 0) return 0;
+    await commitDerived(this.#client, [
+      ...mergeStatements(fold, this.#maxSensors),
+      cursorStatement(ROLLUP_CURSOR, fold.lastId),
+    ]);
+    return fold.readings;
+  }
+
+  /** Rebuilds up to MINUTES_PER_REBUILD minutes that retention cut; returns how many. */
+  async rebuild(): Promise<number> {
+    const minutes = await cutMinutes(this.#client, MINUTES_PER_REBUILD);
+    if (minutes.length === 0) return 0;
+    // Only this pass moves the cursor, so it stays where it is until the commit.
+    const cursor = await readCursor(this.#client, ROLLUP_CURSOR);
+    const fold = await foldMinutes(this.#client, minutes, cursor);
+    await commitDerived(this.#client, rebuildStatements(minutes, fold, this.#maxSensors));
+    return minutes.length;
+  }
+
+  /** Folds and rebuilds until nothing is left (tests, benchmarks). */
+  async catchUp(): Promise<void> {
+    while (await this.fold() === READINGS_PER_PASS);
+    while (await this.rebuild() === MINUTES_PER_REBUILD);
+  }
+}
+
+export interface Rollups {
+  /** Settles once `signal` aborted and the pass under way ended; before the store closes. */
+  readonly finished: Promise<void>;
+}
+
+/** Starts keeping the rollups of `store`'s readings until `signal` aborts. */
+export function startRollups(
+  deps: { store: { readonly client: Client; onCommit(listener: () => void): void }; log: Logger },
+  options: { maxSensors: number; signal: AbortSignal },
+): Rollups {
+  const { store, log } = deps;
+  const { signal } = options;
+  const pass = new RollupPass(store.client, options);
+  const failures = new RateLimitedLog(log, 60_000);
+  let lastCommitAt = -Infinity;
+  let foldDue = true;
+  let wake: (() => void) | null = null;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  store.onCommit(() => {
+    lastCommitAt = performance.now();
+    timer ??= setTimeout(() => {
+      timer = undefined;
+      foldDue = true;
+      wake?.();
+    }, AFTER_COMMIT_MS);
+  });
+  const onAbort = () => wake?.();
+  signal.addEventListener("abort", onAbort, { once: true });
+
+  /** Runs `step` until it does less than `full`, pausing after each step while ingest is busy. */
+  const repeat = async (step: () => Promise<number>, full: number): Promise<number> => {
+    let total = 0;
+    while (!signal.aborted) {
+      const began = performance.now();
+      const done = await step();
+      total += done;
+      if (done < full) break;
+      const took = performance.now() - began;
+      const busy = began - lastCommitAt < BUSY_WINDOW_MS;
+      await pause(busy ? took * (1 / BUSY_SHARE - 1) : 0, signal);
+    }
+    return total;
+  };
+
+  const run = async () => {
+    let rebuiltAt = -Infinity;
+    while (!signal.aborted) {
+      let failed = false;
+      try {
+        if (foldDue) {
+          foldDue = false;
+          const began = performance.now();
+          const folded = await repeat(() => pass.fold(), READINGS_PER_PASS);
+          if (folded >= 50 * READINGS_PER_PASS) {
+            log.info("store.rollups_caught_up", { readings: folded, ms: Math.round(performance.now() - began) });
+          }
+        }
+        if (performance.now() - rebuiltAt >= REBUILD_INTERVAL_MS) {
+          rebuiltAt = performance.now();
+          const minutes = await repeat(() => pass.rebuild(), MINUTES_PER_REBUILD);
+          if (minutes > 0) log.info("store.rollups_rebuilt", { minutes });
+        }
+      } catch (error) {
+        // Retried shortly (a full disk, a lock held elsewhere); a series stays exact meanwhile.
+        failed = true;
+        foldDue = true;
+        failures.warn("store.rollup_failed", { error });
+      }
+      if (signal.aborted) break;
+      if (foldDue && !failed) continue;
+      await new Promise<void>((resolve) => {
+        const waitMs = failed ? RETRY_MS : rebuiltAt + REBUILD_INTERVAL_MS - performance.now();
+        const until = setTimeout(resolve, Math.max(0, waitMs));
+        wake = () => {
+          clearTimeout(until);
+          resolve();
+        };
+      });
+      wake = null;
+    }
+    clearTimeout(timer);
+    signal.removeEventListener("abort", onAbort);
+  };
+  return { finished: run() };
+}
+
+function pause(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener("abort", done, { once: true });
+  });
+}
