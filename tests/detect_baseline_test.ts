@@ -242,28 +242,35 @@ Deno.test("a fault that alarmed on a rate while coming on is not rebaselined whi
   assert.ok(Math.abs(state.center[LEVEL * s + fluid] - at(0.5, 0)[LEVEL * s + fluid]) < 1e-9);
 });
 
-Deno.test("an episode is not held open by a deviation that appears only once the fault has gone", () => {
+Deno.test("an episode is not held open by a deviation that appears once the fault has gone, and settles sooner once the fault's terms are quiet", () => {
   // A step on flow (z 4) ends; meanwhile vibration settles 1.5 thresholds off (PLANT_BEHAVIOUR.md:
-  // the plant settles elsewhere). The step's terms faded: the episode rebaselines after settleSeconds.
+  // the plant settles elsewhere). The step's terms faded: the episode rebaselines after settleSeconds,
+  // or after a third of it when the step's terms no longer alarm at all.
   const { rows, params } = recordingRows(50, "step");
   const s = rows[0].length;
-  const state = initialBaseline(params, s);
-  const at = (flow: number, vibration: number) =>
-    params.center.slice(0, FEATURES.length * s).map((c, i) =>
-      i === LEVEL * s + 5 ? c + flow / params.up[i] : i === LEVEL * s ? c + vibration / params.up[i] : c
-    );
-  let ts = 0;
-  const step = (features: number[], score: number) =>
-    advanceBaseline(state, params, { features, score, inEpisode: true, peakScore: 4, ts: ts += 1000 }, OPTIONS);
-  for (let k = 0; k < 60; k++) assert.equal(step(at(4, 0), 4), null);
-  let seconds = 0;
-  let moved: string | null = null;
-  while (moved === null && seconds < 200) {
-    moved = step(at(0.1, 1.5), 1.5);
-    seconds++;
-  }
-  assert.equal(moved, "rebaselined");
-  assert.ok(seconds <= 62, `rebaselined after ${seconds} s`);
+  const settleAfter = (flowAfter: number) => {
+    const state = initialBaseline(params, s);
+    const at = (flow: number, vibration: number) =>
+      params.center.slice(0, FEATURES.length * s).map((c, i) =>
+        i === LEVEL * s + 5 ? c + flow / params.up[i] : i === LEVEL * s ? c + vibration / params.up[i] : c
+      );
+    let ts = 0;
+    const step = (features: number[], score: number) =>
+      advanceBaseline(state, params, { features, score, inEpisode: true, peakScore: 4, ts: ts += 1000 }, OPTIONS);
+    for (let k = 0; k < 60; k++) assert.equal(step(at(4, 0), 4), null);
+    let seconds = 0;
+    let moved: string | null = null;
+    while (moved === null && seconds < 200) {
+      moved = step(at(flowAfter, 1.5), 1.5);
+      seconds++;
+    }
+    assert.equal(moved, "rebaselined");
+    return seconds;
+  };
+  const quiet = settleAfter(0.1);
+  assert.ok(quiet >= 20 && quiet <= 22, `rebaselined ${quiet} s after the step's terms went quiet`);
+  const faded = settleAfter(1.3);
+  assert.ok(faded >= 60 && faded <= 62, `rebaselined ${faded} s after the step faded to 1.3 of 4`);
 });
 
 Deno.test("scoring centres change only at refresh blocks, whatever the adapting centres do in between", () => {

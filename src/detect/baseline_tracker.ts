@@ -54,6 +54,8 @@ export const REFRESH_READINGS = 16;
 const RECOVERY_PERIODS = 3;
 /** ...even through an episode whose score stays below this. */
 const RECOVERY_SCORE = 2;
+/** A faded episode whose fault's terms no longer alarm at all settles this many times sooner. */
+const GONE_SPEEDUP = 3;
 
 /** The refresh block a device's n-th reading (counting from 1) belongs to. */
 export function refreshBlock(readingCount: number): number {
@@ -78,6 +80,8 @@ export interface BaselineState {
    * TERMS x sensors), and the terms that alarmed up to the state's peak.
    */
   carry?: { peak: number; peaks: number[]; carriers: number[] } | null;
+  /** ...and since when none of those terms alarms any more. */
+  gone?: Period | null;
   /** The reading after which the debouncer was last settled (a rebaseline or an operator action). */
   settledAfterId?: number;
   /** Until then (reading time), the baseline adapts at the faster `settleSeconds` (after an episode). */
@@ -128,6 +132,7 @@ export function copyBaseline(state: BaselineState): BaselineState {
     lastTs: state.lastTs,
     faded: copyPeriod(state.faded),
     steady: copyPeriod(state.steady),
+    gone: copyPeriod(state.gone ?? null),
     carry: state.carry ? { ...state.carry, peaks: [...state.carry.peaks], carriers: [...state.carry.carriers] } : null,
     recoverUntilTs: state.recoverUntilTs,
     settledAfterId: state.settledAfterId,
@@ -160,6 +165,7 @@ export function advanceBaseline(
     if (!step.inEpisode) {
       state.steady = state.faded = null;
       state.carry = null;
+      state.gone = null;
     }
     const alpha = 1 - Math.exp(-elapsed / (recovering ? options.settleSeconds : options.adaptSeconds));
     for (let i = 0; i < state.center.length; i++) state.center[i] += alpha * (step.features[i] - state.center[i]);
@@ -167,16 +173,25 @@ export function advanceBaseline(
   }
   const width = FEATURES.length * sensors;
   // The fault went away: every term that alarmed has stayed well below its own peak.
-  if (!fadedNow(state, params, step, options.settleRatio)) state.faded = null;
-  else state.faded = accumulate(state.faded, step, width);
+  const fault = faultNow(state, params, step, options.settleRatio);
+  state.faded = fault === "present" ? null : accumulate(state.faded, step, width);
+  state.gone = fault === "gone" ? accumulate(state.gone ?? null, step, width) : null;
   // A lasting change: no sensor's level has moved since the steady period began.
   const moved = state.steady ? movedSince(state.steady.ref, step.features, params, sensors) : Infinity;
   state.steady = moved > options.settleTolerance ? null : state.steady;
   state.steady = accumulate(state.steady, step, width, sensors);
-  const settled = [state.faded && { period: state.faded, needed: options.settleSeconds }, {
-    period: state.steady,
-    needed: options.acceptSeconds,
-  }].find((candidate) => candidate && (step.ts - candidate.period.sinceTs) / 1000 >= candidate.needed);
+  // Once the fault's terms no longer alarm at all, what still deviates is where the plant settled.
+  const settled = [
+    state.gone && { period: state.gone, needed: options.settleSeconds / GONE_SPEEDUP },
+    state.faded && {
+      period: state.faded,
+      needed: options.settleSeconds,
+    },
+    {
+      period: state.steady,
+      needed: options.acceptSeconds,
+    },
+  ].find((candidate) => candidate && (step.ts - candidate.period.sinceTs) / 1000 >= candidate.needed);
   if (!settled) return null;
   const { sum, count } = settled.period;
   acceptCurrent(state, sum.slice(0, state.center.length).map((total) => total / count));
@@ -211,6 +226,7 @@ export function acceptCurrent(state: BaselineState, features: ArrayLike<number>)
   state.scoring = [...state.center];
   state.steady = state.faded = null;
   state.carry = null;
+  state.gone = null;
 }
 
 /**
@@ -222,7 +238,12 @@ export function acceptCurrent(state: BaselineState, features: ArrayLike<number>)
  * `ratio` of its own peak. A term that alarms only later (the plant settling elsewhere after the
  * fault) does not hold the episode open. An episode of rates alone compares its score with its peak.
  */
-function fadedNow(state: BaselineState, params: TermParams, step: BaselineStep, ratio: number): boolean {
+function faultNow(
+  state: BaselineState,
+  params: TermParams,
+  step: BaselineStep,
+  ratio: number,
+): "present" | "faded" | "gone" {
   const z = termScores(Array.from(step.features), scoringTerms(params, state));
   const sensors = z.length / TERMS.length;
   const carry = state.carry && state.carry.peaks.length === z.length
@@ -239,8 +260,9 @@ function fadedNow(state: BaselineState, params: TermParams, step: BaselineStep, 
       if (z[i] >= 1 && !RATE_TERMS.has(Math.floor(i / sensors)) && !carry.carriers.includes(i)) carry.carriers.push(i);
     }
   }
-  if (carry.carriers.length === 0) return step.score < ratio * step.peakScore;
-  return carry.carriers.every((i) => z[i] < ratio * carry.peaks[i]);
+  if (carry.carriers.length === 0) return step.score < ratio * step.peakScore ? "faded" : "present";
+  if (!carry.carriers.every((i) => z[i] < ratio * carry.peaks[i])) return "present";
+  return carry.carriers.every((i) => z[i] < 1) ? "gone" : "faded";
 }
 
 /** Terms that judge a rate of change rather than a state. */
