@@ -11,8 +11,10 @@ import { checkModelSignature } from "../detect/model_signature.ts";
 import { readModelUpload, UploadInProgressError } from "../detect/model_upload.ts";
 import type { TrustedKey } from "../release/signature.ts";
 import { decodeUtf8, readBoundedBody } from "./bounded_body.ts";
+import { CALIBRATED_PREFIX } from "../detect/calibration.ts";
 import { GLOBAL_SCOPE } from "../detect/registry.ts";
 import { eventsPage } from "../store/events_table.ts";
+import { type HistoryModel, scopeAssignment, scopeModelsPage } from "../store/model_history.ts";
 import { scoredReadings } from "../store/scores.ts";
 import { adminAuth } from "./admin_auth.ts";
 import { parseLimit, parseTime } from "./query_params.ts";
@@ -147,6 +149,62 @@ export function detectRoutes(
     });
     const last = devices[devices.length - 1];
     return c.json({ devices, nextCursor: page.more ? encodeCursor(last.device) : null });
+  });
+
+  // A scope's models as the store keeps them (src/store/model_history.ts says what that covers).
+  app.get("/v1/models", async (c) => {
+    const device = c.req.query("device");
+    const scopeParam = c.req.query("scope");
+    if ((device === undefined) === (scopeParam === undefined)) {
+      throw badRequest("Give one of device (a device id) or scope=global");
+    }
+    if (scopeParam !== undefined && scopeParam !== "global") throw badRequest("scope must be global");
+    const nameLength = detection.limits.nameLength;
+    if (device !== undefined && (device.length === 0 || device.length > nameLength)) {
+      throw badRequest(`device must be 1 to ${nameLength} characters`);
+    }
+    const limit = parseLimit(c.req.query("limit"), 20, 100);
+    if (limit === null) throw badRequest("limit must be an integer from 1 to 100");
+    const cursor = c.req.query("cursor");
+    const scope = device ?? GLOBAL_SCOPE;
+    const [assignment, page] = await Promise.all([
+      scopeAssignment(client, scope),
+      scopeModelsPage(client, {
+        scope,
+        name: device === undefined ? null : `${CALIBRATED_PREFIX}${device}`,
+        beforeId: cursor === undefined ? null : decodeIdCursor(cursor),
+        limit,
+      }),
+    ]);
+    const role = (id: number) =>
+      id === assignment?.modelId ? "current" : id === assignment?.previousModelId ? "previous" : "kept";
+    const entry = (model: HistoryModel) => ({
+      id: model.id,
+      name: model.name,
+      version: model.version,
+      source: model.source,
+      sha256: model.sha256,
+      stored: new Date(model.createdMs).toISOString(),
+      role: role(model.id),
+    });
+    const registry = detection.registry;
+    const own = device === undefined || registry.hasOwnModel(device);
+    const last = page.models[page.models.length - 1];
+    return c.json({
+      scope: scopeLabel(scope),
+      // Whose model scores the device now: its own, the global one, or none (calibrating).
+      ...(device === undefined
+        ? {}
+        : { scoredBy: own ? "device" : registry.modelIdFor(device) === undefined ? null : "global" }),
+      assignment: assignment && {
+        current: assignment.modelId,
+        previous: assignment.previousModelId,
+        changed: new Date(assignment.updatedMs).toISOString(),
+        deactivated: (own ? registry.deactivationFor(device ?? GLOBAL_SCOPE) : undefined) ?? null,
+      },
+      models: page.models.map(entry),
+      nextCursor: page.more ? encodeCursor(String(last.id)) : null,
+    });
   });
 
   app.post("/v1/devices/:device/accept", admin, async (c) => {
