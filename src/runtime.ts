@@ -7,6 +7,8 @@ import { startDetection } from "./detect/detection.ts";
 import { startForwarding } from "./forward/pipeline.ts";
 import { checkpointMac } from "./egress/audit.ts";
 import { AuditKey } from "./egress/audit_key.ts";
+import { headPath } from "./egress/audit_head.ts";
+import { startAuditVerification } from "./egress/audit_verification.ts";
 import { checkBrokerFiles } from "./ingest/broker_access.ts";
 import type { MqttSource } from "./ingest/mqtt_source.ts";
 import type { Logger } from "./observability/log.ts";
@@ -99,6 +101,16 @@ export async function startRuntime(config: Config, log: Logger, signal: AbortSig
     return checks;
   };
 
+  metrics.addCollector(async () => metrics.observeReadiness(await readiness()));
+  // `audit verify` after start and on a schedule; its last result is in /v1/status and the gauge.
+  const auditVerification = startAuditVerification({
+    client: store.client,
+    key: auditKey,
+    headPath: headPath(config.storage.dataDir),
+    log,
+    metrics,
+  }, { signal });
+
   const identity = await releaseIdentity(config.manifestPath, config.release.trustedKeys);
   const separateMetrics = config.metrics.enabled && config.metrics.port !== config.api.listen.port;
   const api = createApi({
@@ -117,6 +129,7 @@ export async function startRuntime(config: Config, log: Logger, signal: AbortSig
     ingestTokens: new IngestTokens(config.storage.dataDir, config.limits),
     ingestAuth: config.api.ingestAuth === "token",
     serveMetrics: config.metrics.enabled && !separateMetrics,
+    auditVerification,
   });
   const servers: HttpServer[] = [];
   const serverOptions = { host: config.api.listen.host, limits: config.limits, log, metrics, tls: config.api.tls };
@@ -176,6 +189,7 @@ export async function startRuntime(config: Config, log: Logger, signal: AbortSig
     ]);
     await detection.stop();
     await forwarding.stop();
+    await auditVerification.finished;
     await rollups.finished;
     await store.close();
     log.info("runtime.stopped", {});

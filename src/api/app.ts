@@ -8,6 +8,8 @@ import type { Store } from "../store/store.ts";
 import type { Detection } from "../detect/detection.ts";
 import type { Forwarding } from "../forward/pipeline.ts";
 import { consoleRoutes } from "../console/console_routes.ts";
+import type { AuditVerification } from "../egress/audit_verification.ts";
+import { auditVerifyRoutes } from "./audit_verify_routes.ts";
 import { detectRoutes } from "./detect_routes.ts";
 import { egressRoutes } from "./egress_routes.ts";
 import { errorHandler } from "./errors.ts";
@@ -39,6 +41,8 @@ export interface ApiOptions {
   adminTokenFile?: string | null;
   /** Serve /metrics on this app (false when a separate metrics port serves it). */
   serveMetrics: boolean;
+  /** The running program's `audit verify` (its last result is in /v1/status). */
+  auditVerification: AuditVerification;
 }
 
 /** The local HTTP API over the running components. */
@@ -81,9 +85,14 @@ export function createApi(options: ApiOptions): Hono {
     "/",
     egressRoutes({
       audit: options.forwarding.audit,
-      status: async () => ({ service: options.service, ...(await options.forwarding.status()) }),
+      status: async () => ({
+        service: options.service,
+        ...(await options.forwarding.status()),
+        audit: { verify: options.auditVerification.status() },
+      }),
     }),
   );
+  app.route("/", auditVerifyRoutes({ verification: options.auditVerification, adminToken }));
   app.notFound((c) => {
     throw new HTTPException(404, { message: `No route for ${c.req.method} ${c.req.path}` });
   });

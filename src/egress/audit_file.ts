@@ -141,7 +141,8 @@ function parseExport(text: string) {
   return { head: header.head, checkpoints, rows };
 }
 
-function databaseSource(client: Client): AuditSource {
+/** The live store as verify reads it (also the running program's periodic check, audit_verification.ts). */
+export function databaseSource(client: Client): AuditSource {
   return {
     tablePresent: async () => (await auditSchema(client)).table,
     keyedSinceMs: async () => (await auditSchema(client)).keyedSinceMs,

@@ -5,7 +5,6 @@ import type { AuditKey } from "../egress/audit_key.ts";
 import { Egress } from "../egress/egress.ts";
 import type { Logger } from "../observability/log.ts";
 import type { Metrics } from "../observability/metrics.ts";
-import { Gauge } from "../observability/prometheus.ts";
 import type { Store } from "../store/store.ts";
 import { Aggregator } from "./aggregator.ts";
 import { Forwarder } from "./forwarder.ts";
@@ -40,15 +39,9 @@ export async function startForwarding(
 ): Promise<Forwarding> {
   const { store, log, metrics } = deps;
   const forwarding = config.forwarding;
-  // Only the check at open compares the log with its signed head; `outpost audit verify` walks the
-  // whole chain. The gauge says what that check found, for alerting (compile/monitoring/).
-  const tamperDetected = new Gauge({
-    name: "outpost_audit_tamper_detected",
-    help: "1 when this start's check of the egress audit log against its signed head found tampering " +
-      "(audit.tamper_detected: rows cut from the end or the last one changed, head missing or invalid), else 0; " +
-      "not a full audit verify",
-    registers: [metrics.registry],
-  });
+  // The check at open compares the log with its signed head; the full walk (`audit verify`) runs
+  // after start and on a schedule (src/egress/audit_verification.ts), and sets the same gauge.
+  const tamperDetected = metrics.auditTamperDetected;
   const audit = await AuditLog.open(store.client, {
     now: () => store.now(),
     key: deps.auditKey,

@@ -108,6 +108,36 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly auditTamperDetected = new Gauge({
+    name: "outpost_audit_tamper_detected",
+    help: "1 when the egress audit log was found not intact: by the latest audit verify the running program " +
+      "made (at start, then every 10 minutes or more, or on POST /v1/egress/audit/verify), or, until the first " +
+      "one completes, by the check against its signed head at start; else 0",
+    registers: [this.registry],
+  });
+  readonly auditVerified = new Gauge({
+    name: "outpost_audit_verify_last_completed_timestamp_seconds",
+    help: "Unix time at which the running program last completed an audit verify (whatever it found); 0 before",
+    registers: [this.registry],
+  });
+  readonly auditVerifyDuration = new Gauge({
+    name: "outpost_audit_verify_duration_seconds",
+    help: "How long the last completed audit verify took (one HMAC per audit row)",
+    registers: [this.registry],
+  });
+  readonly ready = new Gauge({
+    name: "outpost_ready",
+    help: "1 when /readyz would answer 200 (every check passes, degraded ones included), else 0; " +
+      "computed at each scrape",
+    registers: [this.registry],
+  });
+  readonly readinessChecks = new Gauge({
+    name: "outpost_readiness_check",
+    help: "Each /readyz check at the scrape: 2 passes, 1 passes degraded (broker, uplink, scoring), 0 fails",
+    labelNames: ["check"] as const,
+    registers: [this.registry],
+  });
+
   readonly scored = new Counter({
     name: "outpost_scored_readings_total",
     help: "Readings scored by a model",
@@ -225,6 +255,14 @@ export class Metrics {
   /** Runs `collector` before every render (to refresh gauges kept elsewhere). */
   addCollector(collector: () => Promise<unknown>): void {
     this.#collectors.push(collector);
+  }
+
+  /** Sets `outpost_ready` and `outpost_readiness_check` from a readiness probe's checks. */
+  observeReadiness(checks: readonly { name: string; ok: boolean; degraded?: boolean }[]): void {
+    this.ready.set(checks.every((check) => check.ok) ? 1 : 0);
+    for (const check of checks) {
+      this.readinessChecks.set({ check: check.name }, check.ok ? (check.degraded ? 1 : 2) : 0);
+    }
   }
 
   /** The exposition text, refreshed from the store and the process. */
