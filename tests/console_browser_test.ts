@@ -2,8 +2,9 @@
  * The console in a real browser (Debian's chromium over the DevTools protocol) against the real
  * program: every page loads with no console error, no uncaught exception and no failed request
  * (a CSP violation is a console error), shows what was just ingested, the device chart shades
- * the injected fault's episode, and an admin action is refused without the token and works with
- * it. Screenshots of each page go to $OUTPOST_SCREENSHOTS (CI keeps them) or a temp folder.
+ * the injected fault's episode and the device's model history, the audit page says whether the
+ * egress audit chain verifies (and turns bad once its head file is removed while Outpost runs),
+ * and an admin action is refused without the token and works with it. Screenshots of each page go to $OUTPOST_SCREENSHOTS (CI keeps them) or a temp folder.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
@@ -52,6 +53,12 @@ Deno.test({
       await page.navigate(`${outpost.url}/`);
       await show(page, "#/", `document.querySelector("[data-view=overview] [data-table=checks] tbody tr")`, "overview");
       assert.match(await page.evaluate<string>(`document.querySelector("[data-view=overview]").innerText`), /ready/);
+      // The start's audit verify has run by now (2 s after start; the device took longer to score).
+      await page.waitFor(`document.querySelector("[data-view=overview] [data-audit-verify=ok]")`, "audit chain intact");
+      assert.match(
+        await page.evaluate<string>(`document.querySelector("[data-view=overview] [data-audit-verify]").innerText`),
+        /audit chain\s+intact \(0 rows/,
+      );
       await page.screenshot(join(shots, "console-overview.png"));
 
       await show(
@@ -80,13 +87,31 @@ Deno.test({
       );
       assert.deepEqual(bands, Array(sensors).fill("1"), "the open episode is shaded on every chart");
       assert.match(await page.evaluate<string>(`document.querySelector("[data-table=episodes]").innerText`), /open/);
+      const models = await page.evaluate<string[][]>(
+        `[...document.querySelectorAll("[data-table=models] tbody tr")].map((tr) => [...tr.cells].map((td) => td.innerText))`,
+      );
+      assert.equal(models.length, 1, JSON.stringify(models));
+      assert.deepEqual([models[0][2], models[0][3], models[0][5]], ["baseline/pump 7", "calibrated", "current"]);
+      assert.match(
+        await page.evaluate<string>(`document.querySelector("[data-view=device]").innerText`),
+        /Scored by its own model[\s\S]*No previous model to roll back to/,
+      );
       await page.screenshot(join(shots, "console-device.png"));
 
       await show(page, "#/events", `document.querySelector("[data-table=events] tbody tr")`, "the events page");
       assert.match(await page.evaluate<string>(`document.querySelector("[data-table=events]").innerText`), /pump 7/);
       await page.screenshot(join(shots, "console-events.png"));
 
-      await show(page, "#/audit", `document.querySelector("main section")`, "the audit page");
+      await show(
+        page,
+        "#/audit",
+        `document.querySelector("[data-view=audit] [data-audit-verify=ok]")`,
+        "the audit page",
+      );
+      assert.match(
+        await page.evaluate<string>(`document.querySelector("[data-audit-verify]").innerText`),
+        /chain\s+intact[\s\S]*rows checked\s+0[\s\S]*checked on\s+start/,
+      );
       await page.screenshot(join(shots, "console-audit.png"));
 
       assert.deepEqual(structuredClone(page.problems), { consoleErrors: [], exceptions: [], failedRequests: [] });
@@ -114,6 +139,25 @@ Deno.test({
       await page.waitFor(`${outcome} === "Recalibrate: done"`, "the recalibration with the token");
       const row = (await (await fetch(`${outpost.url}/v1/devices`)).json()).devices[0];
       assert.equal(row.state, "calibrating");
+
+      // The audit log loses its signed head while Outpost runs: "Verify now" (with the token) finds it.
+      await Deno.remove(join(dir, "data", "audit-head.json"));
+      await show(page, "#/audit", `document.querySelector("[data-action='Verify now']")`, "the audit page");
+      await page.evaluate(`document.querySelector("[data-action='Verify now']").click()`);
+      await page.waitFor(
+        `document.querySelector("[data-view=audit] [data-audit-verify=failed]") && document.querySelector("[data-audit-problem]")`,
+        "the audit chain reported not intact",
+        15_000,
+      );
+      assert.match(
+        await page.evaluate<string>(`document.querySelector("[data-view=audit]").innerText`),
+        /NOT INTACT: head_missing[\s\S]*checked on\s+operator[\s\S]*audit head file is missing/,
+      );
+      await page.screenshot(join(shots, "console-audit-tampered.png"));
+      const metrics = await (await fetch(`${outpost.url}/metrics`)).text();
+      assert.match(metrics, /^outpost_audit_tamper_detected 1$/m);
+      assert.deepEqual(page.problems.exceptions, []);
+      assert.deepEqual(page.problems.consoleErrors.filter((error) => !error.includes("401")), []);
       page.close();
     } finally {
       await browser.close();

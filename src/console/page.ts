@@ -40,14 +40,14 @@ main { padding: 1rem; }
 .card h3 { margin: 0.8rem 0 0.4rem; font-size: 1rem; }
 .stats { display: flex; flex-wrap: wrap; gap: 1.2rem; margin-bottom: 0.6rem; }
 .stat span { display: block; color: var(--muted); font-size: 0.8rem; }
-.stat.ok strong, span.ok, .outcome.ok { color: var(--ok); }
+.stat.ok strong, span.ok, a.ok, .outcome.ok { color: var(--ok); }
 .stat.bad strong, span.bad, td.bad, a.bad, p.bad, .outcome.bad { color: var(--bad); }
 .stat.warn strong, span.warn, p.warn { color: var(--warn); }
 .muted { color: var(--muted); }
 table { border-collapse: collapse; width: 100%; }
 th, td { text-align: left; padding: 0.3rem 0.5rem; border-bottom: 1px solid var(--line); white-space: nowrap; }
 button.sort { background: none; border: 0; font: inherit; font-weight: 600; cursor: pointer; padding: 0; }
-.actions { display: flex; gap: 0.5rem; flex-wrap: wrap; }
+.actions { display: flex; gap: 0.5rem; flex-wrap: wrap; margin: 0.6rem 0; }
 button.action { padding: 0.3rem 0.7rem; cursor: pointer; }
 .ranges a { margin-right: 0.5rem; }
 .chart { margin: 0.5rem 0 1rem; }

@@ -6,14 +6,14 @@
  * The browser files' `/// <reference lib="dom" />` makes the DOM's types part of the whole type
  * check: a timer handle is typed `ReturnType<typeof setTimeout>`, not `number`.
  */
-import { adminPost, adminToken, api, ApiError, metricValues, setAdminToken } from "./browser/api.ts";
-import { auditView } from "./browser/audit_view.ts";
+import { adminButton, adminPost, adminToken, api, ApiError, metricValues, setAdminToken } from "./browser/api.ts";
+import { auditChainSummary, auditView } from "./browser/audit_view.ts";
 import { drawEpisodes, plotClass, sensorChart, sparkline } from "./browser/charts.ts";
-import { deviceView } from "./browser/device_view.ts";
+import { deviceView, modelHistory } from "./browser/device_view.ts";
 import { devicesView } from "./browser/devices_view.ts";
 import { formatBytes, formatNumber, formatTime, h, section, stat, table } from "./browser/dom.ts";
 import { eventsView } from "./browser/events_view.ts";
-import { overviewView } from "./browser/overview_view.ts";
+import { overviewView, signatureStat } from "./browser/overview_view.ts";
 import { startConsole, viewFor } from "./browser/router.ts";
 
 /** Every declaration the browser script holds; tests/console_test.ts checks none of browser/ is missing. */
@@ -23,6 +23,7 @@ export const BROWSER_PARTS: readonly { name: string; toString(): string }[] = [
   adminToken,
   setAdminToken,
   adminPost,
+  adminButton,
   metricValues,
   h,
   formatTime,
@@ -35,10 +36,13 @@ export const BROWSER_PARTS: readonly { name: string; toString(): string }[] = [
   sparkline,
   drawEpisodes,
   sensorChart,
+  signatureStat,
   overviewView,
   devicesView,
+  modelHistory,
   deviceView,
   eventsView,
+  auditChainSummary,
   auditView,
   viewFor,
   startConsole,

@@ -1,5 +1,6 @@
 /// <reference lib="dom" />
 /** The console's calls to Outpost's own API (same origin); the admin token lives in sessionStorage. */
+import { h } from "./dom.ts";
 
 export class ApiError extends Error {
   status: number;
@@ -44,6 +45,39 @@ export function adminPost(path: string, body: unknown = {}): Promise<unknown> {
     headers: { authorization: `Bearer ${adminToken()}`, "content-type": "application/json" },
     body: JSON.stringify(body),
   });
+}
+
+/**
+ * A button for an admin action: POSTs `body` to `path` with the token and says in `outcome` what
+ * came of it (a refusal for want of the token says where to set it); `after` runs once it is done.
+ */
+export function adminButton(
+  label: string,
+  path: string,
+  body: unknown,
+  outcome: HTMLElement,
+  after?: (answer: unknown) => void,
+): HTMLElement {
+  return h("button", {
+    class: "action",
+    "data-action": label,
+    onclick: async () => {
+      outcome.textContent = `${label}…`;
+      outcome.className = "outcome";
+      try {
+        const answer = await adminPost(path, body);
+        outcome.textContent = `${label}: done`;
+        outcome.className = "outcome ok";
+        after?.(answer);
+      } catch (error) {
+        const refused = error instanceof ApiError && (error.status === 401 || error.status === 403);
+        outcome.textContent = refused
+          ? `${label}: refused (${(error as Error).message}); set the admin token above`
+          : `${label}: ${(error as Error).message}`;
+        outcome.className = "outcome bad";
+      }
+    },
+  }, label);
 }
 
 /** The samples of one Prometheus metric (no labels or any labels), from the exposition text. */

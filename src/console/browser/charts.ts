@@ -38,7 +38,7 @@ export function sparkline(target: HTMLElement, series: { ts: number[]; score: (n
       cursor: { show: false },
       scales: { x: { time: false } },
       axes: [{ show: false }, { show: false }],
-      series: [{}, { stroke: "#c0392b", width: 1 }],
+      series: [{}, { stroke: "#c0392b", width: 1, points: { show: false } }],
     },
     [series.ts.map((t) => t / 1000), series.score],
     target,

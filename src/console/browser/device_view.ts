@@ -1,7 +1,20 @@
 /// <reference lib="dom" />
-import { adminPost, api, ApiError } from "./api.ts";
+import { adminButton, api } from "./api.ts";
 import { formatNumber, formatTime, h, section, stat, table } from "./dom.ts";
 import { sensorChart, type Series } from "./charts.ts";
+
+/** `GET /v1/models?device=`: the device's models as the store keeps them. */
+export interface ModelHistory {
+  scoredBy: "device" | "global" | null;
+  assignment: {
+    current: number;
+    previous: number | null;
+    changed: string;
+    deactivated: { reason: string; since: string } | null;
+  } | null;
+  models: { id: number; name: string; version: string; source: string; sha256: string; stored: string; role: string }[];
+  nextCursor: string | null;
+}
 
 /** One device: state, model, actions, each sensor's chart over the chosen range, its episodes. */
 export async function deviceView(device: string, params: URLSearchParams): Promise<HTMLElement> {
@@ -9,9 +22,10 @@ export async function deviceView(device: string, params: URLSearchParams): Promi
     "7 d",
     604_800_000,
   ]];
-  const listing = await api(`/v1/devices?device=${encodeURIComponent(device)}`) as {
-    devices: Record<string, unknown>[];
-  };
+  const [listing, models] = await Promise.all([
+    api(`/v1/devices?device=${encodeURIComponent(device)}`) as Promise<{ devices: Record<string, unknown>[] }>,
+    api(`/v1/models?device=${encodeURIComponent(device)}&limit=10`) as Promise<ModelHistory>,
+  ]);
   const entry = listing.devices[0] as {
     state: string;
     model: { name?: string; version?: string; scope?: string; deactivated?: unknown } | null;
@@ -28,25 +42,7 @@ export async function deviceView(device: string, params: URLSearchParams): Promi
     `/v1/devices/${encodeURIComponent(device)}/series?from=${fromMs}&to=${toMs}&buckets=600`,
   ) as Series & { bucketMs: number; truncated: boolean };
   const outcome = h("p", { class: "outcome", role: "status" });
-  const act = (label: string, path: string, body: unknown = {}) =>
-    h("button", {
-      class: "action",
-      "data-action": label,
-      onclick: async () => {
-        outcome.textContent = `${label}…`;
-        try {
-          await adminPost(path, body);
-          outcome.textContent = `${label}: done`;
-          outcome.className = "outcome ok";
-        } catch (error) {
-          const refused = error instanceof ApiError && (error.status === 401 || error.status === 403);
-          outcome.textContent = refused
-            ? `${label}: refused (${(error as Error).message}); set the admin token above`
-            : `${label}: ${(error as Error).message}`;
-          outcome.className = "outcome bad";
-        }
-      },
-    }, label);
+  const act = (label: string, path: string, body: unknown = {}) => adminButton(label, path, body, outcome);
   const encoded = encodeURIComponent(device);
   const rangeLinks = h(
     "p",
@@ -80,10 +76,10 @@ export async function deviceView(device: string, params: URLSearchParams): Promi
         { class: "actions" },
         act("Recalibrate", `/v1/devices/${encoded}/calibrate`),
         act("Accept operating point", `/v1/devices/${encoded}/accept`),
-        act("Roll back model", "/v1/models/rollback", { device }),
       ),
       outcome,
     ),
+    modelHistory(device, models),
     section(
       "Sensors",
       rangeLinks,
@@ -122,4 +118,79 @@ export async function deviceView(device: string, params: URLSearchParams): Promi
     }
   });
   return view;
+}
+
+/** The device's model: who scores it, its models newest first (paged), and the rollback next to them. */
+export function modelHistory(device: string, history: ModelHistory): HTMLElement {
+  const outcome = h("p", { class: "outcome", role: "status" });
+  const assignment = history.assignment;
+  const rows = (page: ModelHistory) =>
+    page.models.map((model) => [
+      `#${model.id}`,
+      model.version,
+      model.name,
+      model.source,
+      formatTime(model.stored),
+      h("span", { class: model.role === "current" ? "ok" : model.role === "previous" ? "warn" : "muted" }, model.role),
+      h("code", { title: model.sha256 }, model.sha256.slice(0, 12)),
+    ]);
+  const list = table(["model", "version", "name", "source", "stored", "role", "sha256"], rows(history), {
+    "data-table": "models",
+  });
+  let cursor = history.nextCursor;
+  const more = h("button", {
+    class: "action",
+    onclick: async () => {
+      const page = await api(
+        `/v1/models?device=${encodeURIComponent(device)}&limit=10&cursor=${encodeURIComponent(cursor!)}`,
+      ) as ModelHistory;
+      const body = list.querySelector("tbody")!;
+      for (const cells of rows(page)) body.append(h("tr", {}, cells.map((cell) => h("td", {}, cell))));
+      cursor = page.nextCursor;
+      if (!cursor) more.remove();
+    },
+  }, "Older models");
+  const scoredBy = history.scoredBy === "device"
+    ? "its own model"
+    : history.scoredBy === "global"
+    ? "the global model (GET /v1/models?scope=global)"
+    : "no model yet (calibrating)";
+  return section(
+    "Model",
+    h(
+      "p",
+      {},
+      `Scored by ${scoredBy}.`,
+      assignment ? ` Its assignment last changed ${formatTime(assignment.changed)}.` : "",
+    ),
+    assignment?.deactivated
+      ? h(
+        "p",
+        { class: "bad" },
+        `Deactivated since ${formatTime(assignment.deactivated.since)}: ${assignment.deactivated.reason}`,
+      )
+      : null,
+    history.models.length === 0 ? h("p", { class: "muted" }, "No model of its own is stored.") : list,
+    cursor ? more : null,
+    h(
+      "div",
+      { class: "actions" },
+      assignment?.previous
+        ? adminButton(
+          "Roll back model",
+          "/v1/models/rollback",
+          { device },
+          outcome,
+          () => dispatchEvent(new HashChangeEvent("hashchange")),
+        )
+        : h("span", { class: "muted" }, "No previous model to roll back to."),
+    ),
+    outcome,
+    h(
+      "p",
+      { class: "muted" },
+      "Kept: each model's version, hash and storage time, and the device's current and previous model. " +
+        "Older calibrations are pruned; upload signatures and earlier deactivations are not kept.",
+    ),
+  );
 }

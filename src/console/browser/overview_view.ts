@@ -1,5 +1,6 @@
 /// <reference lib="dom" />
 import { api, metricValues } from "./api.ts";
+import { auditChainSummary, type AuditVerifyStatus } from "./audit_view.ts";
 import { formatBytes, formatTime, h, section, stat, table } from "./dom.ts";
 
 interface Readiness {
@@ -7,7 +8,7 @@ interface Readiness {
   name: string;
   version: string;
   source?: string;
-  signature: { keyId?: string } | null;
+  signature: { status: string; keyId?: string; reason?: string } | null;
   checks: { name: string; ok: boolean; degraded?: boolean; detail: string }[];
 }
 
@@ -18,6 +19,7 @@ interface Status {
     outbox: { items: Record<string, number>; bytes: number; maxBytes: number };
   };
   egress: { enabled: boolean; allowed: string[]; destinations: { destination: string; circuit: string }[] };
+  audit: { verify: AuditVerifyStatus };
 }
 
 /** Health, readiness, store, outbox, egress, the last audit rows, memory and version. */
@@ -37,6 +39,7 @@ export async function overviewView(): Promise<HTMLElement> {
   const budget = 128 * 1024 * 1024;
   const outbox = status.forwarding.outbox;
   const lastAudit = audit.entries.slice(-20).reverse();
+  const chain = auditChainSummary(status.audit.verify);
   return h(
     "div",
     { class: "grid", "data-view": "overview" },
@@ -47,7 +50,7 @@ export async function overviewView(): Promise<HTMLElement> {
         { class: "stats" },
         stat("readiness", ready.status, ready.status === "ready" ? "ok" : "bad"),
         stat("release", `${ready.name} ${ready.version}`),
-        stat("signature", ready.signature ? `key ${ready.signature.keyId ?? "?"}` : "unsigned"),
+        signatureStat(ready.signature),
         stat("memory (RSS)", `${formatBytes(rss)} of 128 MiB`, rss !== null && rss > budget * 0.9 ? "warn" : "ok"),
       ),
       table(
@@ -83,7 +86,11 @@ export async function overviewView(): Promise<HTMLElement> {
       h(
         "div",
         { class: "stats" },
-        stat("forwarding", status.forwarding.state, status.forwarding.state === "forwarding" ? "ok" : "warn"),
+        stat(
+          "forwarding",
+          status.forwarding.state,
+          status.forwarding.state === "ok" ? "ok" : status.forwarding.state === "retrying" ? "warn" : undefined,
+        ),
         stat("outbox", `${formatBytes(outbox.bytes)} of ${formatBytes(outbox.maxBytes)}`),
       ),
       status.forwarding.reason ? h("p", { class: "muted" }, status.forwarding.reason) : null,
@@ -96,11 +103,18 @@ export async function overviewView(): Promise<HTMLElement> {
         {},
         status.egress.enabled ? `Allowed: ${status.egress.allowed.join(", ")}` : "Egress disabled: nothing leaves.",
       ),
-      table(
-        ["destination", "circuit"],
-        status.egress.destinations.map((
-          d,
-        ) => [d.destination, h("span", { class: d.circuit === "closed" ? "ok" : "bad" }, d.circuit)]),
+      status.egress.destinations.length === 0
+        ? h("p", { class: "muted" }, "No destination called since the start.")
+        : table(
+          ["destination", "circuit"],
+          status.egress.destinations.map((
+            d,
+          ) => [d.destination, h("span", { class: d.circuit === "closed" ? "ok" : "bad" }, d.circuit)]),
+        ),
+      h(
+        "div",
+        { class: "stats", "data-audit-verify": status.audit.verify.state },
+        stat("audit chain", h("a", { href: "#/audit", class: chain.state }, chain.text), chain.state),
       ),
       h("h3", {}, "Last audit rows (24 h)"),
       lastAudit.length === 0 ? h("p", { class: "muted" }, "No outbound call in the last 24 hours.") : table(
@@ -112,4 +126,12 @@ export async function overviewView(): Promise<HTMLElement> {
       h("p", {}, h("a", { href: "#/audit" }, "The whole audit log")),
     ),
   );
+}
+
+/** The release's signature as checked at start: verified (by which key), unsigned, or invalid (why). */
+export function signatureStat(signature: Readiness["signature"]): HTMLElement {
+  if (signature === null) return stat("signature", "not a release (run from source)");
+  if (signature.status === "verified") return stat("signature", `verified, key ${signature.keyId}`, "ok");
+  if (signature.status === "invalid") return stat("signature", `invalid: ${signature.reason}`, "bad");
+  return stat("signature", signature.status, "warn");
 }
