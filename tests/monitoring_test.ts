@@ -247,6 +247,8 @@ Deno.test("every alert has a severity, a plain duration in for, and a summary an
       "OutpostEgressCircuitOpen",
       "OutpostMemoryNearBudget",
       "OutpostAuditTamperDetected",
+      "OutpostAuditVerifyStale",
+      "OutpostNotReady",
     ]
   ) assert.ok(names.includes(expected), `${expected} is missing`);
   assert.equal(new Set(names).size, names.length, "alert names are unique");
@@ -303,6 +305,9 @@ Deno.test("the dashboard imports anywhere: its datasource is the DS_PROMETHEUS i
       "Scoring lag per device",
       "Memory",
       "HTTP latency by route",
+      "Ready",
+      "Readiness checks",
+      "Audit chain",
     ]
   ) assert.ok(titles.includes(expected), `panel "${expected}" is missing`);
 });
@@ -443,7 +448,7 @@ Deno.test("every metric the rules and the dashboard use is in the real program's
   }
 });
 
-Deno.test("outpost_audit_tamper_detected is 0 on a clean start and 1 when the audit head file was removed", async () => {
+Deno.test("outpost_audit_tamper_detected is 0 on a clean start and 1 when the audit head file was removed, and stays 1 while verify finds it", async () => {
   const dir = await Deno.makeTempDir();
   const collector = await Collector.create();
   const manifest = await writeManifest(dir, {
@@ -451,6 +456,8 @@ Deno.test("outpost_audit_tamper_detected is 0 on a clean start and 1 when the au
     forwarding: ["raw: true", "backoff: { minMs: 50, maxMs: 400 }", `http: { url: "${collector.url}" }`],
     logLevel: "warn",
   });
+  const verified = (outpost: { url: string }) =>
+    eventually(() => fetch(`${outpost.url}/v1/egress/audit/verify`).then((r) => r.json()), (s) => s.last !== null);
   let outpost = await startOutpost(manifest);
   try {
     const response = await postJson(`${outpost.url}/v1/readings`, { device: "d", ts: Date.now(), values: { a: 1 } });
@@ -462,15 +469,56 @@ Deno.test("outpost_audit_tamper_detected is 0 on a clean start and 1 when the au
     await outpost.stop();
     outpost = await startOutpost(manifest);
     assert.match(await scrape(outpost.url), /^outpost_audit_tamper_detected 0$/m, "a clean restart finds nothing");
+    assert.equal((await verified(outpost)).state, "ok");
+    assert.match(await scrape(outpost.url), /^outpost_audit_tamper_detected 0$/m, "nor does the walk after it");
     await outpost.stop();
 
     await Deno.remove(join(dir, "data", "audit-head.json"));
     outpost = await startOutpost(manifest);
     assert.match(await scrape(outpost.url), /^outpost_audit_tamper_detected 1$/m);
     assert.match(outpost.log(), /audit\.tamper_detected/);
+    await outpost.stop();
+    // The next start finds the head it wrote again, but its walk still reports the log not intact.
+    outpost = await startOutpost(manifest);
+    const status = await verified(outpost);
+    assert.deepEqual([status.state, status.last.problem], ["failed", "head_recreated"]);
+    assert.match(await scrape(outpost.url), /^outpost_audit_tamper_detected 1$/m);
   } finally {
     await outpost.stop();
     await collector.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("outpost_ready and outpost_readiness_check follow /readyz: 1 and every check 2 when ready, 0 and the failing check 0 when not", async () => {
+  const dir = await Deno.makeTempDir();
+  await Deno.mkdir(join(dir, "full"));
+  await Deno.mkdir(join(dir, "ok"));
+  // A store limit below what an empty migrated store takes: the store check fails from the start.
+  const full = await startOutpost(await writeManifest(join(dir, "full"), { maxSizeMB: 0.01, logLevel: "error" }), {
+    waitReady: false,
+  });
+  const ready = await startOutpost(await writeManifest(join(dir, "ok"), { logLevel: "warn" }));
+  try {
+    const text = await scrape(ready.url);
+    assert.match(text, /^outpost_ready 1$/m);
+    for (const check of ["store", "http_intake", "detection", "mqtt_broker", "forwarding"]) {
+      assert.match(text, new RegExp(`^outpost_readiness_check\\{check="${check}"\\} 2$`, "m"), check);
+    }
+    const notReady = await eventually(
+      async () => {
+        const response = await fetch(`${full.url}/readyz`).catch(() => null);
+        return response && { status: response.status, text: await scrape(full.url), body: await response.json() };
+      },
+      (seen) => seen?.status === 503,
+      20_000,
+    );
+    assert.match(notReady!.text, /^outpost_ready 0$/m);
+    assert.match(notReady!.text, /^outpost_readiness_check\{check="store"\} 0$/m);
+    assert.match(notReady!.text, /^outpost_readiness_check\{check="http_intake"\} 2$/m);
+  } finally {
+    await full.stop();
+    await ready.stop();
     await Deno.remove(dir, { recursive: true });
   }
 });
