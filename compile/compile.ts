@@ -3,20 +3,21 @@
  *
  * Stages the sources and the target's npm packages in `<out>/build-<target>`, then builds
  * `<out>/outpost-<version>-<target>` with `deno compile` (flags from the manifest, foreign native
- * binaries excluded) and writes a `.sha256` and a `.release.json` next to it, and with `--sign-key`
+ * binaries excluded) and writes a `.sha256` and a `.release.json` next to it, the monitoring files
+ * (Prometheus rules, Grafana dashboard) into `<out>/outpost-<version>-monitoring/`, and with `--sign-key`
  * (PKCS#8 Ed25519) their signatures `.sig` and `.release.json.sig`. `--dry-run` prints
  * the plan as JSON instead of building, and removes what it staged to make the plan (hundreds of
  * MB of npm packages per target) unless `--out` names where to keep it. Air-gapped: the denort base binary comes from DENORT_BIN
  * or a zip staged in $DENO_DIR; its ELF machine must match the target.
  */
-import { basename, isAbsolute, join, resolve } from "node:path";
+import { basename, dirname, isAbsolute, join, relative, resolve } from "node:path";
 import { parse } from "yaml";
 import { parseArgs } from "node:util";
 import { readPrivateKey, signFile } from "../src/release/signature.ts";
 import { loadConfig } from "../src/config/config.ts";
 import { sha256File, sha256Hex } from "../src/sha256.ts";
 import { ConfigError } from "../src/config/errors.ts";
-import { type CompilePlan, compilePlan, DENO_VERSION, reachablePackages } from "./plan.ts";
+import { type CompilePlan, compilePlan, DENO_VERSION, MONITORING_FILES, reachablePackages } from "./plan.ts";
 import { elfMachine, isTarget, type Target, TARGETS } from "./targets.ts";
 
 const PROJECT_ROOT = resolve(import.meta.dirname!, "..");
@@ -130,6 +131,10 @@ async function stage(buildDir: string, manifest: string, target: Target): Promis
   await Deno.mkdir(join(buildDir, "policies"), { recursive: true });
   for (const entry of STAGED) await copy(join(PROJECT_ROOT, entry), join(buildDir, entry));
   await Deno.copyFile(manifest, join(buildDir, "policies", "outpost.yaml"));
+  await Deno.mkdir(join(buildDir, "monitoring"));
+  for (const file of MONITORING_FILES) {
+    await Deno.copyFile(join(PROJECT_ROOT, "compile", "monitoring", file), join(buildDir, "monitoring", file));
+  }
   const { os, arch } = TARGETS[target];
   const install = await new Deno.Command(Deno.execPath(), {
     args: ["install", "--frozen", "--quiet", "--os", os, "--arch", arch],
@@ -224,6 +229,7 @@ async function build(plan: CompilePlan, denortEnv: Record<string, string>, signe
     stderr: "inherit",
   }).output();
   if (!compiled.success) return compiled.code || 1;
+  await shipMonitoring(plan);
   const binary = await Deno.readFile(plan.output);
   const sha256 = sha256Hex(binary);
   await Deno.writeTextFile(`${plan.output}.sha256`, `${sha256}  ${basename(plan.output)}\n`);
@@ -240,6 +246,14 @@ async function build(plan: CompilePlan, denortEnv: Record<string, string>, signe
     console.error(`${plan.output}: unsigned (--sign-key KEY, or outpost sign): devices refuse unsigned releases`);
   }
   return 0;
+}
+
+/** Copies the monitoring files from the staging to their place beside the binaries. */
+export async function shipMonitoring(plan: CompilePlan): Promise<void> {
+  for (const { source, output } of plan.monitoring) {
+    await Deno.mkdir(dirname(output), { recursive: true });
+    await Deno.copyFile(source, output);
+  }
 }
 
 /** What a release carries, checked by `outpost upgrade` before it switches. */
@@ -263,6 +277,11 @@ export async function releaseManifest(plan: CompilePlan, sha256: string) {
       sha256: await sha256File(join(plan.buildDir, "policies", "outpost.yaml")),
     },
     models,
+    // For the monitoring host: relative to the binary's folder, e.g. outpost-<version>-monitoring/outpost.rules.yml.
+    monitoring: await Promise.all(plan.monitoring.map(async ({ source, output }) => ({
+      path: relative(dirname(plan.output), output),
+      sha256: await sha256File(source),
+    }))),
     releaseDir: plan.releaseDir,
     flags: plan.flags,
   };

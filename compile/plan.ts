@@ -23,7 +23,16 @@ export interface CompilePlan {
   /** Where the release runs from on the device; reads and native addons are scoped to it. */
   releaseDir: string;
   flags: string[];
+  /**
+   * Shipped beside the binaries, not embedded: the Prometheus rules and Grafana dashboard (for the
+   * monitoring host, not the device), from their staged copy to `<outDir>/outpost-<version>-monitoring/`.
+   * `release.json` lists each with its SHA-256.
+   */
+  monitoring: { source: string; output: string }[];
 }
+
+/** The files of compile/monitoring/ a release ships (the rules' own unit tests stay in the repository). */
+export const MONITORING_FILES = ["outpost.rules.yml", "grafana-dashboard.json"] as const;
 
 export interface PlanOptions {
   buildDir: string;
@@ -141,6 +150,10 @@ export function compilePlan(config: Config, target: Target, options: PlanOptions
     output,
     releaseDir,
     flags,
+    monitoring: MONITORING_FILES.map((file) => ({
+      source: join(options.buildDir, "monitoring", file),
+      output: join(options.outDir, `outpost-${VERSION}-monitoring`, file),
+    })),
   };
 }
 

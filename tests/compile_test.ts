@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
+import { releaseManifest, shipMonitoring } from "../compile/compile.ts";
 import type { CompilePlan } from "../compile/plan.ts";
+import { sha256File } from "../src/sha256.ts";
 import { Collector } from "./helpers/collector.ts";
 import { eventually } from "./helpers/eventually.ts";
 import { PROJECT_ROOT, waitForReady } from "./helpers/outpost_process.ts";
@@ -84,6 +86,29 @@ Deno.test("the compile plan for both targets follows the manifest; the aarch64 p
       assert.ok(natives.length >= 3, natives.join());
       for (const file of natives) assert.match(file, new RegExp(`linux[-/]${arch}(-gnu)?/`), file);
       assert.ok(plan.excludes.some((path) => path.includes("aedes@")), "test-only packages are left out");
+      // The monitoring files ship beside the binaries (the same ones for every target), listed with
+      // their SHA-256 in release.json.
+      const shipped = join(out, `outpost-${plan.version}-monitoring`);
+      assert.deepEqual(plan.monitoring, [
+        { source: join(plan.buildDir, "monitoring", "outpost.rules.yml"), output: join(shipped, "outpost.rules.yml") },
+        {
+          source: join(plan.buildDir, "monitoring", "grafana-dashboard.json"),
+          output: join(shipped, "grafana-dashboard.json"),
+        },
+      ]);
+      const release = await releaseManifest(plan, "0".repeat(64));
+      assert.deepEqual(release.monitoring, [
+        {
+          path: `outpost-${plan.version}-monitoring/outpost.rules.yml`,
+          sha256: await sha256File(join(PROJECT_ROOT, "compile", "monitoring", "outpost.rules.yml")),
+        },
+        {
+          path: `outpost-${plan.version}-monitoring/grafana-dashboard.json`,
+          sha256: await sha256File(join(PROJECT_ROOT, "compile", "monitoring", "grafana-dashboard.json")),
+        },
+      ]);
+      await shipMonitoring(plan);
+      for (const { path, sha256 } of release.monitoring) assert.equal(await sha256File(join(out, path)), sha256, path);
     }
 
     // The x86_64 release, staged as the device would have it, run with exactly the baked flags.
