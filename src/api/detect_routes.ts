@@ -14,6 +14,7 @@ import { decodeUtf8, readBoundedBody } from "./bounded_body.ts";
 import { CALIBRATED_PREFIX } from "../detect/calibration.ts";
 import { GLOBAL_SCOPE } from "../detect/registry.ts";
 import { eventsPage } from "../store/events_table.ts";
+import { type HistoryEntry, historyPage } from "../store/assignment_history.ts";
 import { type HistoryModel, scopeAssignment, scopeModelsPage } from "../store/model_history.ts";
 import { scoredReadings } from "../store/scores.ts";
 import { adminAuth } from "./admin_auth.ts";
@@ -166,13 +167,19 @@ export function detectRoutes(
     const limit = parseLimit(c.req.query("limit"), 20, 100);
     if (limit === null) throw badRequest("limit must be an integer from 1 to 100");
     const cursor = c.req.query("cursor");
+    const historyCursor = c.req.query("historyCursor");
     const scope = device ?? GLOBAL_SCOPE;
-    const [assignment, page] = await Promise.all([
+    const [assignment, page, history] = await Promise.all([
       scopeAssignment(client, scope),
       scopeModelsPage(client, {
         scope,
         name: device === undefined ? null : `${CALIBRATED_PREFIX}${device}`,
         beforeId: cursor === undefined ? null : decodeIdCursor(cursor),
+        limit,
+      }),
+      historyPage(client, {
+        scope,
+        beforeId: historyCursor === undefined ? null : decodeIdCursor(historyCursor, "historyCursor"),
         limit,
       }),
     ]);
@@ -204,6 +211,8 @@ export function detectRoutes(
       },
       models: page.models.map(entry),
       nextCursor: page.more ? encodeCursor(String(last.id)) : null,
+      history: history.entries.map(historyEntry),
+      nextHistoryCursor: history.more ? encodeCursor(String(history.entries[history.entries.length - 1].id)) : null,
     });
   });
 
@@ -224,6 +233,7 @@ export function detectRoutes(
   app.post("/v1/devices/:device/calibrate", admin, async (c) => {
     const device = c.req.param("device");
     await detection.scorer.recalibrate(device);
+    await detection.registry.recordRecalibration(device);
     return c.json({ device, state: "calibrating", readingsNeeded: detection.calibrationReadings }, 202);
   });
 
@@ -238,7 +248,11 @@ export function detectRoutes(
       const bound = vetUploadedModel(bundle, detection.limits);
       const scope = upload.device ?? GLOBAL_SCOPE;
       const samples = await detection.samples(scope, bundle.manifest.features);
-      const model = await detection.registry.activate(bundle, scope, "uploaded", { samples });
+      const model = await detection.registry.activate(bundle, scope, "uploaded", {
+        samples,
+        keyId: signature.verified ? signature.keyId : null,
+        reason: signature.verified ? `signed by trusted key ${signature.key}` : "signature not checked",
+      });
       void detection.scorer.catchUp();
       const working = bound &&
         { tensorBytes: bound.tensorBytes, nodes: bound.nodes, batchSize: detection.limits.batchSize };
@@ -267,13 +281,31 @@ export function detectRoutes(
   return app;
 }
 
+/** A row of a scope's model history as `GET /v1/models` answers it. */
+function historyEntry(entry: HistoryEntry) {
+  return {
+    id: entry.id,
+    at: new Date(entry.tsMs).toISOString(),
+    kind: entry.kind,
+    model: entry.modelId === null ? null : {
+      id: entry.modelId,
+      name: entry.name,
+      version: entry.version,
+      sha256: entry.sha256,
+    },
+    previous: entry.previousModelId,
+    reason: entry.reason,
+    signedBy: entry.keyId,
+  };
+}
+
 /** Opaque page cursors: base64url of a reading's time, an event id or a device name. */
 function encodeCursor(text: string): string {
   return Buffer.from(text, "utf8").toString("base64url");
 }
 
-function decodeCursorText(cursor: string, maxLength: number): string {
-  const invalid = () => badRequest("cursor is not one this API returned");
+function decodeCursorText(cursor: string, maxLength: number, param = "cursor"): string {
+  const invalid = () => badRequest(`${param} is not one this API returned`);
   if (cursor.length === 0 || cursor.length > maxLength || !/^[A-Za-z0-9_-]+$/.test(cursor)) throw invalid();
   const bytes = Buffer.from(cursor, "base64url");
   if (bytes.toString("base64url") !== cursor) throw invalid();
@@ -292,11 +324,11 @@ function decodeTimeCursor(cursor: string | undefined): number {
   return ts;
 }
 
-function decodeIdCursor(cursor: string): number {
-  const text = decodeCursorText(cursor, 32);
+function decodeIdCursor(cursor: string, param = "cursor"): number {
+  const text = decodeCursorText(cursor, 32, param);
   const id = Number(text);
   if (!/^[1-9]\d{0,15}$/.test(text) || !Number.isSafeInteger(id)) {
-    throw badRequest("cursor is not one this API returned");
+    throw badRequest(`${param} is not one this API returned`);
   }
   return id;
 }

@@ -153,6 +153,7 @@ export interface KeepHours {
   readonly events: number;
   readonly alerts: number;
   readonly audit: number;
+  readonly modelHistory: number;
 }
 
 export interface ConfigOverrides {

@@ -274,6 +274,8 @@ export const manifestSchema = z.object({
         alerts: z.number().positive().max(24 * 3650).default(24 * 30),
         /** Compliance logs: 90 days unless the site says otherwise; pruning leaves a checkpoint. */
         audit: z.number().positive().max(24 * 3650).default(24 * 90),
+        /** Each scope's model history (src/store/assignment_history.ts); its newest row always stays. */
+        modelHistory: z.number().positive().max(24 * 3650).default(24 * 365),
       }).strict().prefault({}),
       /** The audit log's HMAC key file (OUTPOST_AUDIT_KEY_FILE and systemd's credential win over it). */
       auditKeyFile: z.string().min(1).optional(),

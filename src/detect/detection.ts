@@ -53,6 +53,7 @@ export async function startDetection(
     modelsDir: join(config.storage.dataDir, "models"),
     log,
     sealer: await BundleSealer.forStore(config.storage.encryptionKey),
+    now: () => store.now(),
   });
   await registry.init();
   let quarantined = () => 0;

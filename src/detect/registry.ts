@@ -21,6 +21,7 @@ import {
   deleteAssignment,
   deleteUnusedModels,
   modelsOfSource,
+  recordModelEvent,
   swapToPreviousModel,
 } from "../store/models_table.ts";
 import type { Inference, LoadedModel } from "./inference.ts";
@@ -86,17 +87,22 @@ export class ModelRegistry {
   readonly #info = new Map<number, ModelInfo & { path: string }>();
   readonly #deactivated: Map<string, Deactivation>;
   readonly #unavailable = new Map<number, { reason: string; failures: number; retryAt: number }>();
+  /** The store's clock (src/store/store_clock.ts): the times of assignments and their history. */
+  readonly #now: () => number;
+  /** History rows written outside an assignment's transaction (deactivations), in order. */
+  #historyWrites: Promise<void> = Promise.resolve();
 
   constructor(
     client: Client,
     inference: Inference,
-    deps: { modelsDir: string; log: Logger; sealer?: BundleSealer | null },
+    deps: { modelsDir: string; log: Logger; sealer?: BundleSealer | null; now?: () => number },
   ) {
     this.#client = client;
     this.#inference = inference;
     this.#dir = deps.modelsDir;
     this.#log = deps.log;
     this.#sealer = deps.sealer ?? null;
+    this.#now = deps.now ?? Date.now;
     this.#deactivated = new Map(Object.entries(readJsonState<Record<string, Deactivation>>(this.#deactivatedPath, {})));
   }
 
@@ -184,8 +190,27 @@ export class ModelRegistry {
     if (scopes.length > 0) {
       this.#saveDeactivated();
       this.#log.error("detect.model_deactivated", { id, scopes, reason });
+      // The deactivation itself lives in deactivated.json; its history rows follow it (a failed
+      // write is logged: the deactivation stands either way).
+      const nowMs = this.#now();
+      this.#historyWrites = this.#historyWrites.then(async () => {
+        for (const scope of scopes) {
+          await recordModelEvent(this.#client, { scope, kind: "deactivated", modelId: id, reason }, nowMs);
+        }
+      }).catch((error) => this.#log.error("detect.model_history_failed", { id, scopes, error }));
     }
     return scopes;
+  }
+
+  /** Resolves once the history rows of earlier deactivations are written (or failed, logged). */
+  historyWritten(): Promise<void> {
+    return this.#historyWrites;
+  }
+
+  /** Records an operator's request to recalibrate `device` in its history (the model keeps scoring). */
+  async recordRecalibration(device: string): Promise<void> {
+    const reason = "an operator asked to recalibrate; the device's model scores it until the new one is made";
+    await recordModelEvent(this.#client, { scope: device, kind: "recalibration", modelId: null, reason }, this.#now());
   }
 
   /** Scopes whose model is deactivated, and models that failed to load and wait for a retry. */
@@ -227,7 +252,7 @@ export class ModelRegistry {
     bundle: ModelBundle,
     scope: string,
     source: string,
-    options: { samples?: readonly (readonly number[])[] } = {},
+    options: { samples?: readonly (readonly number[])[]; keyId?: string | null; reason?: string | null } = {},
   ): Promise<StagedActivation> {
     await this.#inference.test(bundle, options.samples);
     const { name, version, sha256 } = bundle.manifest;
@@ -242,7 +267,11 @@ export class ModelRegistry {
     }
     return {
       name,
-      statements: activationStatements({ name, version, source, path, sha256 }, scope, Date.now()),
+      statements: activationStatements({ name, version, source, path, sha256 }, scope, this.#now(), {
+        kind: source === CALIBRATED_SOURCE ? "calibrated" : "uploaded",
+        keyId: options.keyId,
+        reason: options.reason,
+      }),
       adopt: (firstResult) => {
         const id = activatedModelId(firstResult);
         this.#info.set(id, { id, name, version, source, path });
@@ -258,7 +287,7 @@ export class ModelRegistry {
     bundle: ModelBundle,
     scope: string,
     source: string,
-    options: { samples?: readonly (readonly number[])[] } = {},
+    options: { samples?: readonly (readonly number[])[]; keyId?: string | null; reason?: string | null } = {},
   ): Promise<ModelInfo> {
     const staged = await this.stage(bundle, scope, source, options);
     const results = await commitDerived(this.#client, staged.statements);
@@ -267,7 +296,7 @@ export class ModelRegistry {
 
   /** Returns `scope` to its previous model; throws NoPreviousModelError when there is none. */
   async rollback(scope: string): Promise<{ from: ModelInfo; to: ModelInfo }> {
-    const swapped = await swapToPreviousModel(this.#client, scope, Date.now());
+    const swapped = await swapToPreviousModel(this.#client, scope, this.#now());
     if (swapped === null) throw new NoPreviousModelError(scope);
     const to = swapped.modelId;
     const from = swapped.previousModelId;
@@ -278,7 +307,7 @@ export class ModelRegistry {
 
   /** Drops a device's own model (recalibration); the global model, if any, applies meanwhile. */
   async unassign(device: string): Promise<void> {
-    await deleteAssignment(this.#client, device);
+    await deleteAssignment(this.#client, device, this.#now());
     this.#assign(device, undefined);
   }
 

@@ -18,6 +18,7 @@ import { BundleSealer } from "../detect/bundle_seal.ts";
 import { readBundle } from "../detect/model_bundle.ts";
 import { type StoreLocation, withDatabaseFile } from "../store/database.ts";
 import { modelsWithSha256, restoreAssignments, snapshotAssignments } from "../store/models_table.ts";
+import { StoreClock } from "../store/store_clock.ts";
 import { readJson, type ReleaseLayout, writeJsonAtomic } from "./layout.ts";
 
 export interface PinnedAssignment {
@@ -144,7 +145,9 @@ export async function restorePin(
       }
       const named = new Set(pinned.map((each) => each.scope));
       report.unassigned = [...current.keys()].filter((scope) => !named.has(scope));
-      await restoreAssignments(client, { assign, unassign: report.unassigned }, Date.now());
+      const reason = `release ${version} restored its pinned models`;
+      const now = (await StoreClock.open(client)).now();
+      await restoreAssignments(client, { assign, unassign: report.unassigned, reason }, now);
     });
   } catch (error) {
     if (!(error instanceof Deno.errors.NotFound)) {

@@ -203,6 +203,35 @@ export const MIGRATIONS: readonly Migration[] = [
       ) WITHOUT ROWID`,
     ],
   },
+  {
+    version: 10,
+    description: "append-only history of model assignments per scope (src/store/assignment_history.ts)",
+    statements: [
+      // One row per change of a scope's model, written in the change's own transaction. The
+      // model's name, version and hash are copied: calibrated `models` rows are pruned.
+      `CREATE TABLE model_assignment_history (
+        id INTEGER PRIMARY KEY,
+        scope TEXT NOT NULL,
+        ts_ms INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        model_id INTEGER,
+        name TEXT,
+        version TEXT,
+        sha256 TEXT,
+        previous_model_id INTEGER,
+        reason TEXT,
+        key_id TEXT
+      )`,
+      "CREATE INDEX model_assignment_history_scope ON model_assignment_history(scope, id)",
+      "CREATE INDEX model_assignment_history_ts ON model_assignment_history(ts_ms)",
+      // What a store from before this table can say: each scope's assignment as it stands.
+      `INSERT INTO model_assignment_history (scope, ts_ms, kind, model_id, name, version, sha256, previous_model_id,
+         reason)
+       SELECT a.scope, a.updated_ms, 'recorded', a.model_id, m.name, m.version, m.sha256, a.previous_model_id,
+         'the assignment when this history began (an upgrade); earlier changes were not kept'
+       FROM model_assignments a LEFT JOIN models m ON m.id = a.model_id ORDER BY a.scope`,
+    ],
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1].version;

@@ -4,12 +4,11 @@
  * changed) and the `models` rows that belong to it, newest first. The registry
  * (src/detect/registry.ts) owns what these rows mean; this file only reads them.
  *
- * What is kept, and so what a history can show: every `models` row with its version, bundle
- * hash and the time it was stored; per scope only the current and previous assignment and the
- * time of the last change (an activation, a rollback or a release's restore). Calibrated rows
- * beyond a device's current, previous and newest are pruned with their bundles. Which scope an
- * uploaded model was sent to is not kept once the scope moves on from it, nor are upload
- * signatures or earlier deactivations.
+ * The `models` rows are what can still run: calibrated rows beyond a device's current, previous
+ * and newest are pruned with their bundles, and a row does not say which scope it served. What
+ * happened to a scope over time (each activation, rollback, deactivation with its reason,
+ * recalibration request, release restore, an upload's signing key) is its append-only history,
+ * src/store/assignment_history.ts.
  */
 import type { Client } from "@libsql/client";
 

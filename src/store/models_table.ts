@@ -4,6 +4,7 @@
  * that a calibration commits its model with the scoring pass that fitted it.
  */
 import type { Client, InStatement, ResultSet } from "@libsql/client";
+import { type HistoryKind, recordAssignmentStatements, recordEventStatements } from "./assignment_history.ts";
 
 /** A `models` row: a bundle stored at `path`. */
 export interface StoredModel {
@@ -26,15 +27,17 @@ export async function allAssignments(client: Client): Promise<{ scope: string; m
 }
 
 /**
- * Two adjacent statements that store a model and make it the model of `scope`, keeping the
- * scope's current one as its previous; read the new id from the first one's result with
+ * Adjacent statements that store a model, make it the model of `scope` (keeping the scope's
+ * current one as its previous) and record that in the scope's history (`kind`, with the upload's
+ * verified signing key when there was one); read the new id from the first one's result with
  * `activatedModelId`.
  */
 export function activationStatements(
   model: Omit<StoredModel, "id"> & { sha256: string },
   scope: string,
   nowMs: number,
-): [InStatement, InStatement] {
+  history: { kind: HistoryKind; keyId?: string | null; reason?: string | null },
+): InStatement[] {
   return [
     {
       sql:
@@ -48,6 +51,7 @@ export function activationStatements(
               updated_ms = excluded.updated_ms`,
       args: [scope, nowMs],
     },
+    ...recordAssignmentStatements({ scope, ...history }, nowMs),
   ];
 }
 
@@ -57,26 +61,45 @@ export function activatedModelId(firstResult: ResultSet): number {
 }
 
 /**
- * Swaps `scope`'s model with its previous one; null (and nothing changed) when the scope has no
- * previous model.
+ * Swaps `scope`'s model with its previous one, recorded in its history in the same transaction;
+ * null (and nothing changed) when the scope has no previous model.
  */
 export async function swapToPreviousModel(
   client: Client,
   scope: string,
   nowMs: number,
 ): Promise<{ modelId: number; previousModelId: number } | null> {
-  const result = await client.execute({
-    sql: `UPDATE model_assignments SET model_id = previous_model_id, previous_model_id = model_id, updated_ms = ?
-          WHERE scope = ? AND previous_model_id IS NOT NULL RETURNING model_id, previous_model_id`,
-    args: [nowMs, scope],
-  });
+  const [result] = await client.batch([
+    {
+      sql: `UPDATE model_assignments SET model_id = previous_model_id, previous_model_id = model_id, updated_ms = ?
+            WHERE scope = ? AND previous_model_id IS NOT NULL RETURNING model_id, previous_model_id`,
+      args: [nowMs, scope],
+    },
+    ...recordAssignmentStatements({ scope, kind: "rollback" }, nowMs, { onlyIfChanged: true }),
+  ], "write");
   const row = result.rows[0];
   return row ? { modelId: Number(row.model_id), previousModelId: Number(row.previous_model_id) } : null;
 }
 
-/** Drops `scope`'s assignment (and with it its previous model). */
-export async function deleteAssignment(client: Client, scope: string): Promise<void> {
-  await client.execute({ sql: "DELETE FROM model_assignments WHERE scope = ?", args: [scope] });
+/** Drops `scope`'s assignment (and with it its previous model), recorded in its history. */
+export async function deleteAssignment(client: Client, scope: string, nowMs: number): Promise<void> {
+  await client.batch(unassignStatements(scope, "unassigned", null, nowMs), "write");
+}
+
+/** Records a model event that changes no assignment (a deactivation, a recalibration request). */
+export async function recordModelEvent(
+  client: Client,
+  entry: { scope: string; kind: HistoryKind; modelId: number | null; reason?: string | null },
+  nowMs: number,
+): Promise<void> {
+  await client.batch(recordEventStatements(entry, nowMs), "write");
+}
+
+function unassignStatements(scope: string, kind: HistoryKind, reason: string | null, nowMs: number): InStatement[] {
+  return [
+    ...recordEventStatements({ scope, kind, modelId: null, reason }, nowMs, { onlyIfAssigned: true }),
+    { sql: "DELETE FROM model_assignments WHERE scope = ?", args: [scope] },
+  ];
 }
 
 /** The versions of the stored models named `name`, oldest first. */
@@ -152,23 +175,35 @@ export async function modelsWithSha256(client: Client, sha256: string): Promise<
 
 /**
  * Sets every scope in `assign` to its model (the scope's model until then becomes its previous,
- * so that a model rollback can return to it) and drops the assignments of `unassign`, in one
- * transaction.
+ * so that a model rollback can return to it) and drops the assignments of `unassign`, each
+ * recorded in its scope's history with `reason`, in one transaction.
  */
 export async function restoreAssignments(
   client: Client,
-  change: { assign: { scope: string; modelId: number }[]; unassign: string[] },
+  change: { assign: { scope: string; modelId: number }[]; unassign: string[]; reason: string },
   nowMs: number,
 ): Promise<void> {
+  // A store no program of this version has opened yet has no history table: its migration will
+  // record the assignments as they stand then.
+  const history = (await client.execute(
+    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'model_assignment_history'",
+  )).rows.length > 0;
   const statements: InStatement[] = [
-    ...change.assign.map(({ scope, modelId }) => ({
-      sql: `INSERT INTO model_assignments (scope, model_id, previous_model_id, updated_ms) VALUES (?, ?, NULL, ?)
-            ON CONFLICT (scope) DO UPDATE SET
-              previous_model_id = CASE WHEN model_id = excluded.model_id THEN previous_model_id ELSE model_id END,
-              model_id = excluded.model_id, updated_ms = excluded.updated_ms`,
-      args: [scope, modelId, nowMs],
-    })),
-    ...change.unassign.map((scope) => ({ sql: "DELETE FROM model_assignments WHERE scope = ?", args: [scope] })),
+    ...change.assign.flatMap(({ scope, modelId }) => [
+      {
+        sql: `INSERT INTO model_assignments (scope, model_id, previous_model_id, updated_ms) VALUES (?, ?, NULL, ?)
+              ON CONFLICT (scope) DO UPDATE SET
+                previous_model_id = CASE WHEN model_id = excluded.model_id THEN previous_model_id ELSE model_id END,
+                model_id = excluded.model_id, updated_ms = excluded.updated_ms`,
+        args: [scope, modelId, nowMs],
+      },
+      ...(history ? recordAssignmentStatements({ scope, kind: "release_restore", reason: change.reason }, nowMs) : []),
+    ]),
+    ...change.unassign.flatMap((scope) =>
+      history
+        ? unassignStatements(scope, "release_unassigned", change.reason, nowMs)
+        : [{ sql: "DELETE FROM model_assignments WHERE scope = ?", args: [scope] }]
+    ),
   ];
   if (statements.length > 0) await client.batch(statements, "write");
 }

@@ -1,4 +1,5 @@
 import type { Client } from "@libsql/client";
+import { pruneHistory } from "./assignment_history.ts";
 
 const ROWS_PER_DELETE = 5_000;
 
@@ -48,6 +49,8 @@ export interface TableCutoffs {
   alerts: number;
   /** By the time the audit row was written. */
   audit: number;
+  /** By the time the model history row was written (each scope's newest row is kept). */
+  modelHistory: number;
 }
 
 export type PrunedCounts = Record<keyof TableCutoffs, number>;
@@ -84,6 +87,7 @@ export async function pruneTables(
       cutoffs.alerts,
     ),
     audit: await pruneAudit(client, cutoffs.audit, nowMs, options.signCheckpoint),
+    modelHistory: await pruneHistory(client, cutoffs.modelHistory, ROWS_PER_DELETE),
   };
 }
 

@@ -19,8 +19,8 @@ export interface StoreOptions {
   dataDir: string;
   maxSizeBytes: number;
   retentionHours: number;
-  /** Retention of dead letters, events, alerts and the audit log; kept forever when absent. */
-  keepHours?: { deadLetters: number; events: number; alerts: number; audit: number };
+  /** Retention of dead letters, events, alerts, the audit log and the model history; kept forever when absent. */
+  keepHours?: { deadLetters: number; events: number; alerts: number; audit: number; modelHistory?: number };
   /** Signs the checkpoint audit retention leaves at a cut (src/egress/audit.ts); unsigned when absent. */
   signAuditCheckpoint?: CheckpointSigner;
   /** The key's file when the database is encrypted at rest (`spec.storage.encryption`). */
@@ -284,6 +284,8 @@ export class Store {
         events: wallNow - hours(keep.events),
         alerts: wallNow - hours(keep.alerts),
         audit: storeNow - hours(keep.audit),
+        // Kept forever when not given (tests of other tables); the manifest's default is a year.
+        modelHistory: keep.modelHistory === undefined ? 0 : storeNow - hours(keep.modelHistory),
       },
       wallNow,
       { signCheckpoint: this.#options.signAuditCheckpoint },
