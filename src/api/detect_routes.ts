@@ -4,7 +4,7 @@ import { HTTPException } from "hono/http-exception";
 import { Buffer } from "node:buffer";
 import { z } from "zod";
 import type { Detection } from "../detect/detection.ts";
-import { devicePage } from "../detect/device_listing.ts";
+import { DEVICE_SORTS, devicePage, type DeviceSort, type SortPosition } from "../detect/device_listing.ts";
 import { checkBundle } from "../detect/model_bundle.ts";
 import { vetUploadedModel } from "../detect/model_vetting.ts";
 import { checkModelSignature } from "../detect/model_signature.ts";
@@ -108,9 +108,25 @@ export function detectRoutes(
     const limit = parseLimit(c.req.query("limit"), 100, 1000);
     if (limit === null) throw badRequest("limit must be an integer from 1 to 1000");
     const cursor = c.req.query("cursor");
-    const after = cursor === undefined ? null : decodeNameCursor(cursor);
+    const sortParam = c.req.query("sort") ?? "device";
+    if (!(DEVICE_SORTS as readonly string[]).includes(sortParam)) {
+      throw badRequest(`sort must be one of ${DEVICE_SORTS.join(", ")}`);
+    }
+    const sortBy = sortParam as DeviceSort;
+    const order = c.req.query("order") ?? "asc";
+    if (order !== "asc" && order !== "desc") throw badRequest("order must be asc or desc");
+    // Name order keeps its cursor (a device name); other orders carry their key in theirs.
+    const plain = sortBy === "device" && order === "asc";
+    const after = cursor === undefined || !plain ? null : decodeNameCursor(cursor);
+    const position = cursor === undefined || plain ? null : decodeSortCursor(cursor, sortBy, order);
     const only = c.req.query("device");
-    const page = await devicePage(client, { after, limit, scoreCursor: detection.scorer.cursor, only });
+    const page = await devicePage(client, {
+      after,
+      limit,
+      scoreCursor: detection.scorer.cursor,
+      only,
+      sort: { by: sortBy, order, after: position },
+    });
     const now = options.now();
     const devices = page.devices.map((row) => {
       const modelId = detection.registry.modelIdFor(row.device);
@@ -148,8 +164,13 @@ export function detectRoutes(
         },
       };
     });
-    const last = devices[devices.length - 1];
-    return c.json({ devices, nextCursor: page.more ? encodeCursor(last.device) : null });
+    const last = page.devices[page.devices.length - 1];
+    const next = !page.more
+      ? null
+      : plain
+      ? encodeCursor(last.device)
+      : encodeCursor(JSON.stringify([sortBy, order, last.sortKey, last.device]));
+    return c.json({ devices, sort: sortBy, order, nextCursor: next });
   });
 
   // A scope's models as the store keeps them (src/store/model_history.ts says what that covers).
@@ -335,6 +356,24 @@ function decodeIdCursor(cursor: string, param = "cursor"): number {
 
 function decodeNameCursor(cursor: string): string {
   return decodeCursorText(cursor, 8_192);
+}
+
+/** A sorted device page's cursor: `[sort, order, key, device]`, given back with the same sort and order. */
+function decodeSortCursor(cursor: string, sort: DeviceSort, order: string): SortPosition {
+  const invalid = () => badRequest("cursor is not one this API returned");
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(decodeCursorText(cursor, 8_192));
+  } catch {
+    throw invalid();
+  }
+  if (!Array.isArray(parsed) || parsed.length !== 4) throw invalid();
+  const [by, direction, key, device] = parsed;
+  if (by !== sort || direction !== order) throw badRequest("cursor belongs to another sort or order");
+  const keyOk = key === null ||
+    (sort === "lastSeen" || sort === "score" ? Number.isFinite(key) : typeof key === "string");
+  if (!keyOk || typeof device !== "string") throw invalid();
+  return { key, device };
 }
 
 async function readSmallText(request: Request, maxBytes: number): Promise<string> {

@@ -46,7 +46,7 @@ main { padding: 1rem; }
 .muted { color: var(--muted); }
 table { border-collapse: collapse; width: 100%; }
 th, td { text-align: left; padding: 0.3rem 0.5rem; border-bottom: 1px solid var(--line); white-space: nowrap; }
-button.sort { background: none; border: 0; font: inherit; font-weight: 600; cursor: pointer; padding: 0; }
+a.sort { color: inherit; font-weight: 600; text-decoration: none; }
 .actions { display: flex; gap: 0.5rem; flex-wrap: wrap; margin: 0.6rem 0; }
 button.action { padding: 0.3rem 0.7rem; cursor: pointer; }
 .ranges a { margin-right: 0.5rem; }

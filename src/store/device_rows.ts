@@ -135,6 +135,41 @@ export async function devicesAfter(
   }));
 }
 
+/** The rows `devicesAfter` gives, of the devices named (in no particular order). */
+export async function devicesNamed(
+  client: Client,
+  names: readonly string[],
+): Promise<Awaited<ReturnType<typeof devicesAfter>>> {
+  if (names.length === 0) return [];
+  const result = await client.execute({
+    sql: `SELECT device, state, calibration_after_id, readings, anomaly,
+            json_extract(baseline_json, '$.missing') AS missing_json FROM devices WHERE device IN (${
+      placeholders(names)
+    })`,
+    args: [...names],
+  });
+  return result.rows.map((row) => ({
+    device: String(row.device),
+    state: String(row.state) as DeviceStateName,
+    calibrationAfterId: Number(row.calibration_after_id),
+    readings: Number(row.readings),
+    anomaly: Number(row.anomaly) === 1,
+    missingJson: row.missing_json === null ? null : String(row.missing_json),
+  }));
+}
+
+/** Every device's state (at most `spec.limits.devices` rows): what sorting by state needs. */
+export async function allDeviceStates(client: Client): Promise<{ device: string; state: string }[]> {
+  const result = await client.execute("SELECT device, state FROM devices");
+  return result.rows.map((row) => ({ device: String(row.device), state: String(row.state) }));
+}
+
+/** Every device's name. */
+export async function allDeviceNames(client: Client): Promise<string[]> {
+  const result = await client.execute("SELECT device FROM devices");
+  return result.rows.map((row) => String(row.device));
+}
+
 /**
  * Readings of `devices` with ids above `afterId` (not yet scored when it is the score cursor):
  * how many, and the arrival time of the oldest, for the devices that have any. One query.

@@ -13,19 +13,27 @@ interface DeviceEntry {
   readings: number;
 }
 
-/** A page of devices (50), sortable by any column within the page, each with a sparkline of its score. */
+/**
+ * A page of devices (50), sorted by the server (`sort`, `order`: the order holds across pages),
+ * each with a sparkline of its score. A column header sorts by it; again, the other way.
+ */
 export async function devicesView(params: URLSearchParams): Promise<HTMLElement> {
   const cursor = params.get("cursor");
-  const query = new URLSearchParams({ limit: "50", ...(cursor ? { cursor } : {}) });
+  const sort = params.get("sort") ?? "device";
+  const order = params.get("order") ?? "asc";
+  const query = new URLSearchParams({ limit: "50", sort, order, ...(cursor ? { cursor } : {}) });
   const page = await api(`/v1/devices?${query}`) as { devices: DeviceEntry[]; nextCursor: string | null };
-  const columns: [string, (d: DeviceEntry) => string | number][] = [
-    ["device", (d) => d.device],
-    ["state", (d) => d.state],
-    ["last seen", (d) => d.lastSeen ?? ""],
-    ["latest score", (d) => d.latestScore?.score ?? -Infinity],
-    ["calibration", (d) => d.calibration ? d.calibration.collected / d.calibration.needed : 2],
-    ["open event", (d) => d.openEvent?.id ?? 0],
+  // Column, the server's sort key (null: not sortable), the order a first click asks for.
+  const columns: [string, string | null, string][] = [
+    ["device", "device", "asc"],
+    ["state", "state", "asc"],
+    ["last seen", "lastSeen", "desc"],
+    ["latest score", "score", "desc"],
+    ["calibration", null, ""],
+    ["open event", null, ""],
   ];
+  const link = (by: string, direction: string, next?: string) =>
+    `#/devices?${new URLSearchParams({ sort: by, order: direction, ...(next ? { cursor: next } : {}) })}`;
   const body = h("tbody");
   const sparklines: { device: string; lastSeen: string | null; cell: HTMLElement }[] = [];
   const rows = page.devices.map((d) => {
@@ -58,33 +66,34 @@ export async function devicesView(params: URLSearchParams): Promise<HTMLElement>
     );
     return { entry: d, row };
   });
-  let sortedBy = -1;
-  const sort = (index: number) => {
-    const direction = sortedBy === index ? -1 : 1;
-    sortedBy = sortedBy === index ? -1 : index;
-    const key = columns[index][1];
-    rows.sort((a, b) => {
-      const x = key(a.entry);
-      const y = key(b.entry);
-      return (x < y ? -1 : x > y ? 1 : 0) * direction;
-    });
-    body.replaceChildren(...rows.map((r) => r.row));
-  };
+
   body.replaceChildren(...rows.map((r) => r.row));
   const header = h(
     "tr",
     {},
-    columns.map(([name], index) => h("th", {}, h("button", { class: "sort", onclick: () => sort(index) }, name))),
+    columns.map(([name, key, first]) => {
+      if (key === null) return h("th", {}, name);
+      const current = key === sort;
+      const direction = current ? (order === "asc" ? "desc" : "asc") : first;
+      return h(
+        "th",
+        current ? { "aria-sort": order === "asc" ? "ascending" : "descending" } : {},
+        h(
+          "a",
+          { class: "sort", href: link(key, direction), "data-sort": key },
+          name,
+          current ? (order === "asc" ? " ▲" : " ▼") : "",
+        ),
+      );
+    }),
     h("th", {}, "score, its last hour"),
   );
-  const next = page.nextCursor
-    ? h("a", { href: `#/devices?cursor=${encodeURIComponent(page.nextCursor)}` }, "Next page →")
-    : null;
+  const next = page.nextCursor ? h("a", { href: link(sort, order, page.nextCursor) }, "Next page →") : null;
   const view = section(
     "Devices",
     page.devices.length === 0 ? h("p", { class: "muted" }, "No device has sent a reading yet.") : null,
     h("table", { "data-table": "devices" }, h("thead", {}, header), body),
-    h("p", {}, cursor ? h("a", { href: "#/devices" }, "← First page") : null, " ", next),
+    h("p", {}, cursor ? h("a", { href: link(sort, order) }, "← First page") : null, " ", next),
   );
   for (const { device, lastSeen, cell } of sparklines) {
     const to = lastSeen ? Date.parse(lastSeen) + 1 : Date.now();
