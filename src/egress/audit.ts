@@ -2,6 +2,7 @@ import type { Client } from "@libsql/client";
 import { sha256Hex } from "../sha256.ts";
 import {
   auditCheckpoint,
+  auditRowsBefore,
   auditRowsSince,
   auditSchema,
   firstAuditId,
@@ -225,6 +226,11 @@ export class AuditLog {
   /** Rows with `ts_ms >= sinceMs` and `id > afterId`, oldest first. */
   async list(sinceMs: number, limit: number, afterId = 0): Promise<AuditRow[]> {
     return (await auditRowsSince(this.#client, sinceMs, afterId, limit)) as AuditRow[];
+  }
+
+  /** Rows written at or after `sinceMs` with ids below `beforeId` (all when null), newest first. */
+  async listNewest(sinceMs: number, limit: number, beforeId: number | null): Promise<AuditRow[]> {
+    return (await auditRowsBefore(this.#client, sinceMs, beforeId, limit)) as AuditRow[];
   }
 }
 

@@ -133,6 +133,20 @@ export async function auditRowsSince(
   return result.rows.map(toStoredAuditRow);
 }
 
+/** Rows with `ts_ms >= sinceMs` and `id < beforeId` (every id when null), newest first. */
+export async function auditRowsBefore(
+  client: Client,
+  sinceMs: number,
+  beforeId: number | null,
+  limit: number,
+): Promise<StoredAuditRow[]> {
+  const result = await client.execute({
+    sql: "SELECT * FROM egress_audit WHERE ts_ms >= ? AND (? IS NULL OR id < ?) ORDER BY id DESC LIMIT ?",
+    args: [sinceMs, beforeId, beforeId, limit],
+  });
+  return result.rows.map(toStoredAuditRow);
+}
+
 /** Rows with `id >= fromId`, oldest first. */
 export async function auditRowsFrom(client: Client, fromId: number, limit: number): Promise<StoredAuditRow[]> {
   const result = await client.execute({

@@ -30,14 +30,15 @@ export function auditChainSummary(status: AuditVerifyStatus): { text: string; st
   return { text: `NOT INTACT: ${last.problem} (${formatTime(last.finished)})`, state: "bad" };
 }
 
-/** Whether the egress audit chain verifies, then the log of the last 24 hours, newest first. */
-export async function auditView(): Promise<HTMLElement> {
-  const since = Date.now() - 86_400_000;
+/** Whether the egress audit chain verifies, then the whole log newest first, 100 rows a page (`before`). */
+export async function auditView(params: URLSearchParams): Promise<HTMLElement> {
+  const before = params.get("before");
+  const query = new URLSearchParams({ order: "desc", limit: "100", ...(before ? { before } : {}) });
   const [verify, audit] = await Promise.all([
     api("/v1/egress/audit/verify") as Promise<AuditVerifyStatus>,
-    api(`/v1/egress/audit?since=${since}&limit=10000`) as Promise<{ entries: Record<string, unknown>[] }>,
+    api(`/v1/egress/audit?${query}`) as Promise<{ entries: Record<string, unknown>[]; nextBefore: number | null }>,
   ]);
-  const rows = audit.entries.slice(-500).reverse();
+  const rows = audit.entries;
   const summary = auditChainSummary(verify);
   const last = verify.last;
   const outcome = h("p", { class: "outcome", role: "status" });
@@ -79,9 +80,9 @@ export async function auditView(): Promise<HTMLElement> {
       outcome,
     ),
     section(
-      "Egress audit (24 h)",
-      h("p", { class: "muted" }, "Every outbound call, written before it leaves."),
-      rows.length === 0 ? h("p", { class: "muted" }, "No outbound call in the last 24 hours.") : table(
+      "Egress audit",
+      h("p", { class: "muted" }, "Every outbound call, written before it leaves; newest first."),
+      rows.length === 0 ? h("p", { class: "muted" }, before ? "No older row." : "No outbound call yet.") : table(
         ["id", "time", "destination", "purpose", "outcome", "out", "in", "error"],
         rows.map((row) => [
           String(row.id),
@@ -94,6 +95,15 @@ export async function auditView(): Promise<HTMLElement> {
           row.error ? String(row.error) : "",
         ]),
         { "data-table": "audit" },
+      ),
+      h(
+        "p",
+        {},
+        before ? h("a", { href: "#/audit" }, "← Newest") : null,
+        " ",
+        audit.nextBefore === null
+          ? null
+          : h("a", { href: `#/audit?before=${audit.nextBefore}`, "data-page": "older" }, "Older →"),
       ),
     ),
   );

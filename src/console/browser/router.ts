@@ -15,7 +15,7 @@ export function viewFor(hash: string): Promise<HTMLElement> {
   if (parts[0] === "devices") return devicesView(params);
   if (parts[0] === "device" && parts[1]) return deviceView(decodeURIComponent(parts[1]), params);
   if (parts[0] === "events") return eventsView(params);
-  if (parts[0] === "audit") return auditView();
+  if (parts[0] === "audit") return auditView(params);
   return overviewView();
 }
 
