@@ -4,13 +4,14 @@
  * (a CSP violation is a console error), shows what was just ingested, the device chart shades
  * the injected fault's episode and the device's model history, the audit page says whether the
  * egress audit chain verifies (and turns bad once its head file is removed while Outpost runs),
- * and an admin action is refused without the token and works with it. Screenshots of each page go to $OUTPOST_SCREENSHOTS (CI keeps them) or a temp folder.
+ * and an admin action is refused without the token and works with it (and shows in the model's
+ * history); the devices page sorts across pages by the server. Screenshots of each page go to $OUTPOST_SCREENSHOTS (CI keeps them) or a temp folder.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { Browser, type BrowserPage, chromiumAvailable } from "./helpers/browser.ts";
 import { eventually } from "./helpers/eventually.ts";
-import { startOutpost, writeManifest } from "./helpers/outpost_process.ts";
+import { postJson, startOutpost, writeManifest } from "./helpers/outpost_process.ts";
 import { replay } from "./helpers/replay.ts";
 import { simulateRecording } from "./sim/pump_simulator.ts";
 
@@ -48,6 +49,17 @@ Deno.test({
         (row) => row?.openEvent !== null && row?.latestScore?.ts === new Date(inFault.at(-1)!.ts).toISOString(),
         30_000,
       );
+      // 60 more devices (after "pump 7" by name), so the devices page has two pages of 50.
+      const others = Array.from({ length: 60 }, (_, i) => `zz-${String(i).padStart(2, "0")}`);
+      const extra = await postJson(`${outpost.url}/v1/readings`, {
+        readings: others.map((name) => ({ device: name, ts: inFault[0].ts, values: { a: 1 } })),
+      });
+      assert.equal(extra.status, 202);
+      await extra.body?.cancel();
+      await eventually(
+        async () => (await (await fetch(`${outpost.url}/v1/devices?limit=100`)).json()).devices.length,
+        (count) => count === 61,
+      );
 
       const page = await browser.page();
       await page.navigate(`${outpost.url}/`);
@@ -72,6 +84,18 @@ Deno.test({
         /pump 7\s+active/,
       );
       await page.screenshot(join(shots, "console-devices.png"));
+      // The device header sorts by name the other way, across both pages (the server sorts).
+      const firstRow = `document.querySelector("[data-table=devices] tbody tr")?.dataset.device`;
+      await page.evaluate(`document.querySelector("a[data-sort=device]").click()`);
+      await page.waitFor(`${firstRow} === "zz-59"`, "devices by name, descending");
+      await page.evaluate(`[...document.querySelectorAll("a")].find((a) => a.textContent === "Next page →").click()`);
+      await page.waitFor(`${firstRow} === "zz-09"`, "the second page of devices by name, descending");
+      assert.deepEqual(
+        await page.evaluate<string[]>(
+          `[...document.querySelectorAll("[data-table=devices] tbody tr")].map((tr) => tr.dataset.device)`,
+        ),
+        [...others.slice(0, 10).reverse(), "pump 7"],
+      );
 
       const sensors = Object.keys(inFault[0].values).length;
       const from = inFault[0].ts;
@@ -92,6 +116,9 @@ Deno.test({
       );
       assert.equal(models.length, 1, JSON.stringify(models));
       assert.deepEqual([models[0][2], models[0][3], models[0][5]], ["baseline/pump 7", "calibrated", "current"]);
+      const changes =
+        `[...document.querySelectorAll("[data-table=model-history] tbody tr")].map((tr) => tr.cells[1].innerText)`;
+      assert.deepEqual(await page.evaluate<string[]>(changes), ["calibrated"]);
       assert.match(
         await page.evaluate<string>(`document.querySelector("[data-view=device]").innerText`),
         /Scored by its own model[\s\S]*No previous model to roll back to/,
@@ -139,6 +166,8 @@ Deno.test({
       await page.waitFor(`${outcome} === "Recalibrate: done"`, "the recalibration with the token");
       const row = (await (await fetch(`${outpost.url}/v1/devices`)).json()).devices[0];
       assert.equal(row.state, "calibrating");
+      await page.evaluate(`dispatchEvent(new HashChangeEvent("hashchange"))`);
+      await page.waitFor(`${changes}.join() === "recalibration,calibrated"`, "the recalibration in the model history");
 
       // The audit log loses its signed head while Outpost runs: "Verify now" (with the token) finds it.
       await Deno.remove(join(dir, "data", "audit-head.json"));

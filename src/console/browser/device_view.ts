@@ -3,7 +3,7 @@ import { adminButton, api } from "./api.ts";
 import { formatNumber, formatTime, h, section, stat, table } from "./dom.ts";
 import { sensorChart, type Series } from "./charts.ts";
 
-/** `GET /v1/models?device=`: the device's models as the store keeps them. */
+/** `GET /v1/models?device=`: the device's models as the store keeps them, and its history of changes. */
 export interface ModelHistory {
   scoredBy: "device" | "global" | null;
   assignment: {
@@ -14,6 +14,15 @@ export interface ModelHistory {
   } | null;
   models: { id: number; name: string; version: string; source: string; sha256: string; stored: string; role: string }[];
   nextCursor: string | null;
+  history: {
+    id: number;
+    at: string;
+    kind: string;
+    model: { id: number; name: string | null; version: string | null; sha256: string | null } | null;
+    reason: string | null;
+    signedBy: string | null;
+  }[];
+  nextHistoryCursor: string | null;
 }
 
 /** One device: state, model, actions, each sensor's chart over the chosen range, its episodes. */
@@ -120,7 +129,10 @@ export async function deviceView(device: string, params: URLSearchParams): Promi
   return view;
 }
 
-/** The device's model: who scores it, its models newest first (paged), and the rollback next to them. */
+/**
+ * The device's model: who scores it, its history of changes and its models, each newest first
+ * (paged), and the rollback next to them.
+ */
 export function modelHistory(device: string, history: ModelHistory): HTMLElement {
   const outcome = h("p", { class: "outcome", role: "status" });
   const assignment = history.assignment;
@@ -150,6 +162,31 @@ export function modelHistory(device: string, history: ModelHistory): HTMLElement
       if (!cursor) more.remove();
     },
   }, "Older models");
+  const changes = (page: ModelHistory) =>
+    page.history.map((change) => [
+      formatTime(change.at),
+      h("span", { class: change.kind === "deactivated" ? "bad" : "" }, change.kind.replace(/_/g, " ")),
+      change.model ? `#${change.model.id} ${change.model.name ?? "?"} ${change.model.version ?? ""}` : "none",
+      change.model?.sha256 ? h("code", { title: change.model.sha256 }, change.model.sha256.slice(0, 12)) : "",
+      change.reason ?? "",
+      change.signedBy ? h("code", {}, change.signedBy) : "",
+    ]);
+  const changeList = table(["when", "change", "model", "sha256", "reason", "signing key"], changes(history), {
+    "data-table": "model-history",
+  });
+  let historyCursor = history.nextHistoryCursor;
+  const moreHistory = h("button", {
+    class: "action",
+    onclick: async () => {
+      const page = await api(
+        `/v1/models?device=${encodeURIComponent(device)}&limit=10&historyCursor=${encodeURIComponent(historyCursor!)}`,
+      ) as ModelHistory;
+      const body = changeList.querySelector("tbody")!;
+      for (const cells of changes(page)) body.append(h("tr", {}, cells.map((cell) => h("td", {}, cell))));
+      historyCursor = page.nextHistoryCursor;
+      if (!historyCursor) moreHistory.remove();
+    },
+  }, "Older changes");
   const scoredBy = history.scoredBy === "device"
     ? "its own model"
     : history.scoredBy === "global"
@@ -170,6 +207,10 @@ export function modelHistory(device: string, history: ModelHistory): HTMLElement
         `Deactivated since ${formatTime(assignment.deactivated.since)}: ${assignment.deactivated.reason}`,
       )
       : null,
+    h("h3", {}, "History"),
+    history.history.length === 0 ? h("p", { class: "muted" }, "No change of its model is recorded.") : changeList,
+    historyCursor ? moreHistory : null,
+    h("h3", {}, "Stored models"),
     history.models.length === 0 ? h("p", { class: "muted" }, "No model of its own is stored.") : list,
     cursor ? more : null,
     h(
@@ -189,8 +230,8 @@ export function modelHistory(device: string, history: ModelHistory): HTMLElement
     h(
       "p",
       { class: "muted" },
-      "Kept: each model's version, hash and storage time, and the device's current and previous model. " +
-        "Older calibrations are pruned; upload signatures and earlier deactivations are not kept.",
+      "The history keeps every change for a year (200 at most); stored models are those that can still run: " +
+        "calibrations beyond the current, previous and newest are pruned.",
     ),
   );
 }
