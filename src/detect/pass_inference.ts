@@ -6,7 +6,7 @@
  * scope; the others' scores are kept. When a shared run fails, each calibrated model is run on
  * its own, so that only the failing one is deactivated.
  */
-import { type BaselineResult, scoreBaseline } from "./baseline_scoring.ts";
+import { type BaselineScores, scoreBaselineColumns } from "./baseline_scoring.ts";
 import { scoreWindows } from "./batch_scoring.ts";
 import { type LoadedModel, ModelRunError } from "./inference.ts";
 import type { PassDeps } from "./scoring_pass.ts";
@@ -68,15 +68,16 @@ async function scoreShared(
   failed: Map<LoadedModel, string>,
 ): Promise<void> {
   if (items.length === 0) return;
-  const run = (group: readonly PendingReading[]): Promise<BaselineResult[]> =>
-    scoreBaseline(
+  const run = (group: readonly PendingReading[]): Promise<BaselineScores> =>
+    scoreBaselineColumns(
       deps.inference,
       group[0].model.session,
       group.map((item) => ({ rows: item.window, params: item.model.manifest.baseline!, center: item.center! })),
       deps.config.batchSize,
     );
-  const keep = (group: readonly PendingReading[], results: BaselineResult[]) =>
-    group.forEach((item, i) => scored.set(item.id, results[i]));
+  const keep = (group: readonly PendingReading[], results: BaselineScores) => {
+    for (let i = 0; i < group.length; i++) scored.set(group[i].id, results.result(i));
+  };
   try {
     keep(items, await run(items));
     return;
