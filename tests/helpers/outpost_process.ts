@@ -80,6 +80,10 @@ export interface StartOptions {
   args?: string[];
   waitReady?: boolean;
   env?: Record<string, string>;
+  /** A cgroup folder the process starts in (tests/helpers/memory_cgroup.ts), as the unit's MemoryMax= does. */
+  cgroup?: string;
+  /** The Deno executable to run (default: this one). */
+  executable?: string;
 }
 
 /** Starts `main.ts run` as a child with the manifest's derived permission flags. */
@@ -87,8 +91,23 @@ export async function startOutpost(manifest: string, options: StartOptions = {})
   const config = await loadConfig(manifest);
   const derived = runtimeFlags(config, { projectRoot: PROJECT_ROOT });
   const flags = options.replaceFlags ? options.flags ?? [] : [...derived, ...(options.flags ?? [])];
-  const process = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--cached-only", ...flags, MAIN, "run", "--manifest", manifest, ...(options.args ?? [])],
+  const command = [
+    options.executable ?? Deno.execPath(),
+    "run",
+    "--cached-only",
+    ...flags,
+    MAIN,
+    "run",
+    "--manifest",
+    manifest,
+  ];
+  command.push(...(options.args ?? []));
+  // In a cgroup from its first page: the shell joins it, then becomes Outpost (same PID).
+  const [program, ...args] = options.cgroup
+    ? ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', options.cgroup, ...command]
+    : command;
+  const process = new Deno.Command(program, {
+    args,
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
