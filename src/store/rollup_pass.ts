@@ -12,9 +12,12 @@
  * aggregator's windows cannot serve: they exist only while a sink is configured, and leave the
  * store once closed.
  *
- * It shares the event loop with ingest: while commits keep arriving, each full pass is followed by
- * a pause 19 times as long as the pass took (about 5% of the loop at most); when ingest is quiet,
- * e.g. during the backfill of a database from before rollups, the next pass follows at once.
+ * It shares the event loop with ingest: while commits keep arriving, passes are small
+ * (BUSY_READINGS_PER_PASS: each holds the loop well under a millisecond, where a pass of 1,000
+ * readings held it for several and put that into the tail of commit-to-flag) and each full pass is
+ * followed by a pause 19 times as long as it took (about 5% of the loop at most); when ingest is
+ * quiet, e.g. during the backfill of a database from before rollups, passes are full-sized and
+ * the next follows at once.
  * Nothing waits for it: readiness does not, and a series is exact at any lag.
  */
 import type { Client } from "@libsql/client";
@@ -36,6 +39,8 @@ import {
  * JSON at once (10 MB for readings of 64 sensors with 128-character names, 0.2 MB for 8 sensors).
  */
 export const READINGS_PER_PASS = 1_000;
+/** Readings one pass folds while ingest is busy (see the module comment). */
+export const BUSY_READINGS_PER_PASS = 100;
 /** Minutes one rebuild commits; most minutes retention cut have no reading left. */
 const MINUTES_PER_REBUILD = 100;
 /** Folding waits this long after a commit, so that one pass covers many commits. */
@@ -59,10 +64,10 @@ export class RollupPass {
     this.#maxSensors = options.maxSensors;
   }
 
-  /** Folds up to READINGS_PER_PASS readings after the cursor; returns how many. */
-  async fold(): Promise<number> {
+  /** Folds up to `limit` readings after the cursor; returns how many. */
+  async fold(limit = READINGS_PER_PASS): Promise<number> {
     const cursor = await readCursor(this.#client, ROLLUP_CURSOR);
-    const fold = await foldReadingsAfter(this.#client, cursor, READINGS_PER_PASS);
+    const fold = await foldReadingsAfter(this.#client, cursor, Math.min(limit, READINGS_PER_PASS));
     if (fold.readings === 0) return 0;
     await commitDerived(this.#client, [
       ...mergeStatements(fold, this.#maxSensors),
@@ -118,17 +123,25 @@ export function startRollups(
   const onAbort = () => wake?.();
   signal.addEventListener("abort", onAbort, { once: true });
 
-  /** Runs `step` until it does less than `full`, pausing after each step while ingest is busy. */
-  const repeat = async (step: () => Promise<number>, full: number): Promise<number> => {
+  const busy = () => performance.now() - lastCommitAt < BUSY_WINDOW_MS;
+  /**
+   * Runs `step` (which does at most `limit`, smaller while ingest is busy) until it does less than
+   * that, pausing after each step while ingest is busy.
+   */
+  const repeat = async (
+    step: (limit: number) => Promise<number>,
+    limit: (busy: boolean) => number,
+  ): Promise<number> => {
     let total = 0;
     while (!signal.aborted) {
       const began = performance.now();
-      const done = await step();
+      const wasBusy = busy();
+      const full = limit(wasBusy);
+      const done = await step(full);
       total += done;
       if (done < full) break;
       const took = performance.now() - began;
-      const busy = began - lastCommitAt < BUSY_WINDOW_MS;
-      await pause(busy ? took * (1 / BUSY_SHARE - 1) : 0, signal);
+      await pause(wasBusy ? took * (1 / BUSY_SHARE - 1) : 0, signal);
     }
     return total;
   };
@@ -141,14 +154,17 @@ export function startRollups(
         if (foldDue) {
           foldDue = false;
           const began = performance.now();
-          const folded = await repeat(() => pass.fold(), READINGS_PER_PASS);
+          const folded = await repeat(
+            (limit) => pass.fold(limit),
+            (busy) => busy ? BUSY_READINGS_PER_PASS : READINGS_PER_PASS,
+          );
           if (folded >= 50 * READINGS_PER_PASS) {
             log.info("store.rollups_caught_up", { readings: folded, ms: Math.round(performance.now() - began) });
           }
         }
         if (performance.now() - rebuiltAt >= REBUILD_INTERVAL_MS) {
           rebuiltAt = performance.now();
-          const minutes = await repeat(() => pass.rebuild(), MINUTES_PER_REBUILD);
+          const minutes = await repeat(() => pass.rebuild(), () => MINUTES_PER_REBUILD);
           if (minutes > 0) log.info("store.rollups_rebuilt", { minutes });
         }
       } catch (error) {
