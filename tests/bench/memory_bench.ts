@@ -15,6 +15,8 @@ import {
 } from "../helpers/outpost_process.ts";
 import { httpLoad, makeReading, mqttLoad } from "./ingest_bench.ts";
 import { mb, processMemory } from "./process_memory.ts";
+import { coldExecutable, createMemoryCgroup } from "../helpers/memory_cgroup.ts";
+import { PROJECT_ROOT } from "../helpers/outpost_process.ts";
 
 const BUDGET = 128 * 1024 * 1024;
 
@@ -120,6 +122,7 @@ export async function benchMemory(options: MemoryBenchOptions): Promise<void> {
   } finally {
     await broker.close();
   }
+  await benchUnderLimit(options.loadSeconds);
   await benchMemoryCalibrated(options.calibratedDevices);
   const collector = await Collector.create({ up: false });
   try {
@@ -152,6 +155,64 @@ export async function benchMemory(options: MemoryBenchOptions): Promise<void> {
     );
   } finally {
     await collector.stop();
+  }
+}
+
+/**
+ * The full-speed HTTP load again, under the limit the unit sets (MemoryMax=128M, and MemoryHigh=112M
+ * where cgroup v2 has it), with cold pages so that what Outpost maps is charged to its group as on
+ * the device (this bench process maps libSQL itself, so about 5 MB of its library is not). The
+ * unconstrained run comes first in the same conditions, for the throughput the limit costs.
+ */
+export async function benchUnderLimit(loadSeconds: number): Promise<void> {
+  const limits = { maxBytes: BUDGET, highBytes: 112 * 1024 * 1024 };
+  const probe = createMemoryCgroup("outpost-bench-probe", limits);
+  if (!probe) {
+    console.log("under the unit's limit: skipped (no memory cgroup can be created here: not root, or no cgroupfs)");
+    return;
+  }
+  await probe.remove();
+  console.log(
+    "| HTTP batched ingest at full speed, detection on | readings/s | group peak | anonymous peak | OOM kills |",
+  );
+  console.log("| --- | --- | --- | --- | --- |");
+  for (const limited of [false, true]) {
+    const dir = await Deno.makeTempDir();
+    const cgroup = limited ? createMemoryCgroup("outpost-bench", limits) : null;
+    try {
+      const executable = limited ? await coldExecutable(dir, PROJECT_ROOT) : undefined;
+      const outpost = await startOutpost(await writeManifest(dir, { logLevel: "error" }), {
+        cgroup: cgroup?.path,
+        executable,
+      });
+      let anonymousPeak = 0;
+      let sampling = true;
+      const sampler = (async () => {
+        while (sampling) {
+          anonymousPeak = Math.max(anonymousPeak, (await processMemory(outpost.process.pid)).anonymous);
+          await new Promise((resolve) => setTimeout(resolve, 100));
+        }
+      })();
+      try {
+        const { rate } = await httpLoad(outpost.url, loadSeconds, 100, 4, "limit");
+        sampling = false;
+        await sampler;
+        const peak = cgroup ? cgroup.peakBytes() : (await processMemory(outpost.process.pid)).peak;
+        console.log(
+          `| ${limited ? `in a cgroup v${cgroup!.version} of 128 MiB` : "unconstrained (VmHWM)"} | ${
+            Math.round(rate)
+          } | ` +
+            `${mb(peak)} | ${mb(anonymousPeak)} | ${cgroup ? cgroup.oomKills() : "-"} |`,
+        );
+      } finally {
+        sampling = false;
+        await sampler;
+        await outpost.stop();
+      }
+    } finally {
+      await cgroup?.remove();
+      await Deno.remove(dir, { recursive: true });
+    }
   }
 }
 
