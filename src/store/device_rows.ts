@@ -3,7 +3,7 @@
  * queries behind the `GET /v1/devices` listing. The scorer upserts rows with statements that
  * commit with its pass (src/detect/device_states.ts keeps the in-memory copy).
  */
-import type { Client, InStatement } from "@libsql/client";
+import type { Client, InStatement, Row } from "@libsql/client";
 
 export type DeviceStateName = "calibrating" | "active" | "quarantined";
 
@@ -125,14 +125,7 @@ export async function devicesAfter(
       ? { sql: `${columns} ORDER BY device LIMIT ?`, args: [limit] }
       : { sql: `${columns} WHERE device > ? ORDER BY device LIMIT ?`, args: [after, limit] },
   );
-  return result.rows.map((row) => ({
-    device: String(row.device),
-    state: String(row.state) as DeviceStateName,
-    calibrationAfterId: Number(row.calibration_after_id),
-    readings: Number(row.readings),
-    anomaly: Number(row.anomaly) === 1,
-    missingJson: row.missing_json === null ? null : String(row.missing_json),
-  }));
+  return result.rows.map(toDeviceRow);
 }
 
 /** The rows `devicesAfter` gives, of the devices named (in no particular order). */
@@ -148,14 +141,7 @@ export async function devicesNamed(
     })`,
     args: [...names],
   });
-  return result.rows.map((row) => ({
-    device: String(row.device),
-    state: String(row.state) as DeviceStateName,
-    calibrationAfterId: Number(row.calibration_after_id),
-    readings: Number(row.readings),
-    anomaly: Number(row.anomaly) === 1,
-    missingJson: row.missing_json === null ? null : String(row.missing_json),
-  }));
+  return result.rows.map(toDeviceRow);
 }
 
 /** Every device's state (at most `spec.limits.devices` rows): what sorting by state needs. */
@@ -266,4 +252,15 @@ export async function deviceActivity(
 
 function placeholders(values: readonly unknown[]): string {
   return values.map(() => "?").join(",");
+}
+
+function toDeviceRow(row: Row) {
+  return {
+    device: String(row.device),
+    state: String(row.state) as DeviceStateName,
+    calibrationAfterId: Number(row.calibration_after_id),
+    readings: Number(row.readings),
+    anomaly: Number(row.anomaly) === 1,
+    missingJson: row.missing_json === null ? null : String(row.missing_json),
+  };
 }
