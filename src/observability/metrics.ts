@@ -228,6 +228,12 @@ export class Metrics {
       help: "Memory outside the V8 heap held by JavaScript objects (buffers, typed arrays)",
       registers: [this.registry],
     });
+    // Set once: an unplanned restart (the unit's MemoryMax= kill, a crash) shows as a change of it.
+    new Gauge({
+      name: "outpost_process_start_time_seconds",
+      help: "When this Outpost process started, seconds since the epoch",
+      registers: [this.registry],
+    }).set(Math.round(Date.now() - performance.now()) / 1000);
     this.#collect = () => {
       const current = stats();
       storeSize.set(current.usedBytes);
