@@ -122,6 +122,8 @@ export async function startDetection(
       // holding the shutdown past its grace.
       if (config.detection.enabled) await settledWithin(scorer.catchUp(), STOP_CATCH_UP_MS);
       await scorer.stop();
+      // A deactivation's history row is written just after it; the store closes after this.
+      await registry.historyWritten();
       await alerts?.close();
       await inference.release();
     },
