@@ -131,9 +131,10 @@ export function startRollups(
   const repeat = async (
     step: (limit: number) => Promise<number>,
     limit: (busy: boolean) => number,
+    yieldWhen: () => boolean = () => false,
   ): Promise<number> => {
     let total = 0;
-    while (!signal.aborted) {
+    while (!signal.aborted && !yieldWhen()) {
       const began = performance.now();
       const wasBusy = busy();
       const full = limit(wasBusy);
@@ -148,21 +149,25 @@ export function startRollups(
 
   const run = async () => {
     let rebuiltAt = -Infinity;
+    const rebuildDue = () => performance.now() - rebuiltAt >= REBUILD_INTERVAL_MS;
     while (!signal.aborted) {
       let failed = false;
       try {
         if (foldDue) {
           foldDue = false;
           const began = performance.now();
+          // A fold that cannot catch up (ingest faster than its share) still lets the rebuild run on
+          // time: retention's cut minutes would otherwise keep their rollups for ever.
           const folded = await repeat(
             (limit) => pass.fold(limit),
             (busy) => busy ? BUSY_READINGS_PER_PASS : READINGS_PER_PASS,
+            () => rebuildDue() && (foldDue = true),
           );
           if (folded >= 50 * READINGS_PER_PASS) {
             log.info("store.rollups_caught_up", { readings: folded, ms: Math.round(performance.now() - began) });
           }
         }
-        if (performance.now() - rebuiltAt >= REBUILD_INTERVAL_MS) {
+        if (rebuildDue()) {
           rebuiltAt = performance.now();
           const minutes = await repeat(() => pass.rebuild(), () => MINUTES_PER_REBUILD);
           if (minutes > 0) log.info("store.rollups_rebuilt", { minutes });
