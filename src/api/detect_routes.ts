@@ -355,7 +355,21 @@ function decodeIdCursor(cursor: string, param = "cursor"): number {
 }
 
 function decodeNameCursor(cursor: string): string {
-  return decodeCursorText(cursor, 8_192);
+  const text = decodeCursorText(cursor, 8_192);
+  // Another sort's cursor (`[sort, order, key, device]`) would otherwise be taken for a device name
+  // and restart the listing near its start. Only that exact shape is refused: a device may be named
+  // "[1]", but not plausibly a sort cursor.
+  if (text.startsWith("[")) {
+    let parsed: unknown = null;
+    try {
+      parsed = JSON.parse(text);
+    } catch { /* a device name */ }
+    if (
+      Array.isArray(parsed) && parsed.length === 4 && (DEVICE_SORTS as readonly unknown[]).includes(parsed[0]) &&
+      (parsed[1] === "asc" || parsed[1] === "desc")
+    ) throw badRequest("cursor belongs to another sort or order");
+  }
+  return text;
 }
 
 /** A sorted device page's cursor: `[sort, order, key, device]`, given back with the same sort and order. */

@@ -102,6 +102,9 @@ export async function devicePage(
   };
 }
 
+/** Devices whose activity one query reads when sorting by it. */
+const ACTIVITY_SLICE = 500;
+
 /** The `limit` devices after `sort.after` in the sort's order, with their keys. */
 async function sortedDevices(
   client: Client,
@@ -115,7 +118,13 @@ async function sortedDevices(
     keyed = (await allDeviceNames(client)).map((device) => ({ device, key: device }));
   } else {
     const names = await allDeviceNames(client);
-    const activity = names.length === 0 ? new Map<string, DeviceActivity>() : await deviceActivity(client, names);
+    // In slices: one bound parameter a device, and SQLite refuses a statement past 32,766.
+    const activity = new Map<string, DeviceActivity>();
+    for (let start = 0; start < names.length; start += ACTIVITY_SLICE) {
+      for (const entry of await deviceActivity(client, names.slice(start, start + ACTIVITY_SLICE))) {
+        activity.set(...entry);
+      }
+    }
     keyed = names.map((device) => {
       const of = activity.get(device);
       return { device, key: (sort.by === "lastSeen" ? of?.lastSeenTs : of?.latestScore?.score) ?? null };

@@ -208,9 +208,21 @@ export class ModelRegistry {
   }
 
   /** Records an operator's request to recalibrate `device` in its history (the model keeps scoring). */
+  /**
+   * Records a recalibration already committed. A row that cannot be written is logged, not thrown:
+   * the route would answer 500 for a recalibration that happened, and invite a second one.
+   */
   async recordRecalibration(device: string): Promise<void> {
     const reason = "an operator asked to recalibrate; the device's model scores it until the new one is made";
-    await recordModelEvent(this.#client, { scope: device, kind: "recalibration", modelId: null, reason }, this.#now());
+    try {
+      await recordModelEvent(
+        this.#client,
+        { scope: device, kind: "recalibration", modelId: null, reason },
+        this.#now(),
+      );
+    } catch (error) {
+      this.#log.error("detect.model_history_failed", { scopes: [device], kind: "recalibration", error });
+    }
   }
 
   /** Scopes whose model is deactivated, and models that failed to load and wait for a retry. */
