@@ -180,7 +180,7 @@ export async function benchUnderLimit(loadSeconds: number): Promise<void> {
     const dir = await Deno.makeTempDir();
     const cgroup = limited ? createMemoryCgroup("outpost-bench", limits) : null;
     try {
-      const executable = limited ? await coldExecutable(dir, PROJECT_ROOT) : undefined;
+      const executable = limited ? (await coldExecutable(dir, PROJECT_ROOT)).executable : undefined;
       const outpost = await startOutpost(await writeManifest(dir, { logLevel: "error" }), {
         cgroup: cgroup?.path,
         executable,

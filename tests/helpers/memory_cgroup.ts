@@ -106,10 +106,14 @@ async function dropFromPageCache(path: string): Promise<void> {
  * Cold pages, as at boot on the device, so that what Outpost maps is charged to its group: a copy of
  * the Deno executable that nobody maps (the test runner maps this one, and its pages are charged to
  * the runner's group) and the native libraries of this platform dropped from the page cache. The
- * caller must not load libSQL or onnxruntime itself (it would map them and keep them charged to it).
- * Answers the copy's path, to pass as `executable` to `startOutpost`.
+ * libraries this process maps itself stay charged to it (in `deno task test`, earlier test files load
+ * libSQL and onnxruntime in the runner): they are answered as `warm`, so a test can say so.
+ * `executable` is the copy's path, to pass to `startOutpost`.
  */
-export async function coldExecutable(dir: string, projectRoot: string): Promise<string> {
+export async function coldExecutable(
+  dir: string,
+  projectRoot: string,
+): Promise<{ executable: string; warm: string[] }> {
   const copy = `${dir}/deno`;
   await Deno.copyFile(Deno.execPath(), copy);
   // Written pages are dirty and stay cached (charged to the writer) until they reach the disk.
@@ -128,5 +132,8 @@ export async function coldExecutable(dir: string, projectRoot: string): Promise<
     }
   }
   for (const path of native) await dropFromPageCache(path);
-  return copy;
+  const maps = await new Deno.Command("cat", { args: [`/proc/${Deno.pid}/maps`], stdout: "piped" }).output();
+  const mapped = new TextDecoder().decode(maps.stdout);
+  const warm = native.filter((path) => mapped.includes(path)).map((path) => path.split("/").pop()!);
+  return { executable: copy, warm };
 }
