@@ -80,6 +80,9 @@ export async function startDetection(
     void alerts?.drain();
     deps.onQueued();
   };
+  store.onDevicesForgotten((devices) => {
+    scorer.forgetDevices(devices).catch((error) => log.warn("detect.forget_devices_failed", { error }));
+  });
   if (config.detection.enabled) {
     // The first pass deals with work a previous process died during (scorer_recovery.ts).
     store.onCommit(() => {

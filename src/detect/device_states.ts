@@ -161,12 +161,12 @@ export class DeviceStates {
   }
 
   /**
-   * The version of the device's next calibrated model: `cal-<n>`, one past the highest stored (old
-   * bundles are deleted, so counting them would repeat a version).
+   * The version of the device's next calibrated model: `cal-<n>`, one past the highest stored or in
+   * its model history (old bundles are deleted, so counting them would repeat a version).
    */
   async nextCalibrationVersion(device: string): Promise<string> {
     let highest = 0;
-    for (const version of await versionsNamed(this.#client, `${CALIBRATED_PREFIX}${device}`)) {
+    for (const version of await versionsNamed(this.#client, `${CALIBRATED_PREFIX}${device}`, device)) {
       const n = /^cal-(\d+)$/.exec(version);
       if (n) highest = Math.max(highest, Number(n[1]));
     }
@@ -185,6 +185,11 @@ export class DeviceStates {
   /** Calibration starts again with the readings after `afterId`. */
   async restartCalibration(device: string, afterId: number): Promise<void> {
     await this.#setState(device, "calibrating", afterId);
+  }
+
+  /** The device's state row is gone (the store forgot it): its in-memory copy goes too. */
+  forget(device: string): void {
+    this.#committed.delete(device);
   }
 
   /** Takes the device out of scoring and calibration (until `restartCalibration`). */

@@ -27,6 +27,7 @@ import {
 import type { Inference, LoadedModel } from "./inference.ts";
 import { readJsonState, writeJsonState } from "./json_state_file.ts";
 import { BundleSealer } from "./bundle_seal.ts";
+import { CALIBRATED_PREFIX } from "./calibration.ts";
 import { type ModelBundle, readBundle, writeBundle } from "./model_bundle.ts";
 
 export const GLOBAL_SCOPE = "*";
@@ -121,12 +122,12 @@ export class ModelRegistry {
    * a release may pin them by hash. Folders go first and rows after, so a crash in between leaves
    * only rows that the next prune deletes. Failures are logged, never thrown: scoring goes on.
    */
-  async pruneCalibrated(name: string | null): Promise<void> {
+  async pruneCalibrated(name: string | null, options: { keepNewest: boolean } = { keepNewest: true }): Promise<void> {
     const source = CALIBRATED_SOURCE;
     try {
       const rows = await modelsOfSource(this.#client, source, name);
       const newest = new Map(rows.map((row) => [row.name, row.id]));
-      const keep = (row: (typeof rows)[number]) => row.used || newest.get(row.name) === row.id;
+      const keep = (row: (typeof rows)[number]) => row.used || (options.keepNewest && newest.get(row.name) === row.id);
       const keptPaths = new Set(rows.filter(keep).map((row) => row.path));
       const removed: typeof rows = [];
       for (const row of rows) {
@@ -159,6 +160,17 @@ export class ModelRegistry {
     } catch (error) {
       this.#log.error("detect.model_prune_failed", { name, error });
     }
+  }
+
+  /**
+   * The store forgot the device (retention removed its readings): its calibrated model is
+   * unassigned and every bundle of it deleted, from disk and memory. A model uploaded for the
+   * device stays assigned. Its next calibration's version counts on from the model history.
+   */
+  async forgetCalibrated(device: string): Promise<void> {
+    const id = this.#assignments.get(device);
+    if (id !== undefined && this.#info.get(id)?.source === CALIBRATED_SOURCE) await this.unassign(device);
+    await this.pruneCalibrated(`${CALIBRATED_PREFIX}${device}`, { keepNewest: false });
   }
 
   /** The model for a device: its own assignment, else the global one. */

@@ -19,6 +19,7 @@ import { readCursor } from "../store/cursors.ts";
 import { commitDerived } from "../store/derived_commit.ts";
 import type { Outbox } from "../store/outbox.ts";
 import { maxReadingId, readingsAfter } from "../store/readings.ts";
+import { forgetDevices } from "./device_forgetting.ts";
 import { DeviceStates } from "./device_states.ts";
 import type { AlertMessage } from "./episodes.ts";
 import type { Inference } from "./inference.ts";
@@ -173,6 +174,20 @@ export class Scorer {
     });
   }
 
+  /**
+   * The store forgot these devices (retention removed their readings): their detection state goes
+   * too (device_forgetting.ts). Returns how many were forgotten.
+   */
+  forgetDevices(devices: readonly string[]): Promise<number> {
+    return this.#exclusive(() => this.#forget(devices));
+  }
+
+  async #forget(devices: readonly string[] | null): Promise<number> {
+    const { forgotten, alerts } = await forgetDevices(this.#deps, this.#quarantine, devices);
+    if (alerts.length > 0) this.onAlerts?.(alerts);
+    return forgotten;
+  }
+
   async #published(action: Promise<OperatorOutcome>): Promise<OperatorOutcome> {
     const outcome = await action;
     if (outcome.alerts.length > 0) this.onAlerts?.(outcome.alerts);
@@ -197,6 +212,9 @@ export class Scorer {
     await recoverInterruptedWork({ client, registry, devices, markers, log, observer, quarantine }, { cursor });
     this.#cursor = await readCursor(client, SCORE_CURSOR);
     this.#recovered = true;
+    // State of devices the store forgot while no scorer listened (a retention at start, an older
+    // release). Scoring does not wait on it: what fails here is tried again at the next start.
+    await this.#forget(null).catch((error) => log.warn("detect.forget_devices_failed", { error }));
   }
 
   /** Runs `work` after every earlier pass, recalibration or recovery has finished. */

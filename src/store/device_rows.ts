@@ -264,3 +264,30 @@ function toDeviceRow(row: Row) {
     missingJson: row.missing_json === null ? null : String(row.missing_json),
   };
 }
+
+const NOT_KNOWN = "NOT EXISTS (SELECT 1 FROM known_devices k WHERE k.device = devices.device)";
+
+/**
+ * Devices with a state row but no reading left in the store (`known_devices` forgot them), at most
+ * `limit`; of `among` only when given (at most 500 names).
+ */
+export async function forgottenDeviceRows(
+  client: Client,
+  among: readonly string[] | null,
+  limit: number,
+): Promise<string[]> {
+  const only = among === null ? "" : ` AND device IN (${among.map(() => "?").join(",")})`;
+  const result = await client.execute({
+    sql: `SELECT device FROM devices WHERE ${NOT_KNOWN}${only} ORDER BY device LIMIT ?`,
+    args: [...(among ?? []), limit],
+  });
+  return result.rows.map((row) => String(row.device));
+}
+
+/** Deletes the state rows of `devices` that the store still does not know (at most 500 names). */
+export function deleteForgottenDevicesStatement(devices: readonly string[]): InStatement {
+  return {
+    sql: `DELETE FROM devices WHERE device IN (${devices.map(() => "?").join(",")}) AND ${NOT_KNOWN}`,
+    args: [...devices],
+  };
+}

@@ -7,7 +7,7 @@
 import type { Client, InStatement } from "@libsql/client";
 
 /** Why an episode ended: it cleared, or the baseline or model moved under it. */
-export type EventEndReason = "cleared" | "rebaselined" | "false_alarm" | "accepted" | "recalibrated";
+export type EventEndReason = "cleared" | "rebaselined" | "false_alarm" | "accepted" | "recalibrated" | "forgotten";
 
 /** An operator's verdict on an event, and when it was given (epoch ms). */
 export interface EventVerdict {

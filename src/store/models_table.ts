@@ -102,9 +102,16 @@ function unassignStatements(scope: string, kind: HistoryKind, reason: string | n
   ];
 }
 
-/** The versions of the stored models named `name`, oldest first. */
-export async function versionsNamed(client: Client, name: string): Promise<string[]> {
-  const result = await client.execute({ sql: "SELECT version FROM models WHERE name = ? ORDER BY id", args: [name] });
+/**
+ * The versions named `name` that the store has held: its stored models', and those `scope`'s model
+ * history recorded (the models may have been deleted since, e.g. of a device the store forgot).
+ */
+export async function versionsNamed(client: Client, name: string, scope: string): Promise<string[]> {
+  const result = await client.execute({
+    sql: `SELECT version FROM models WHERE name = ?
+          UNION SELECT version FROM model_assignment_history WHERE scope = ? AND name = ? AND version IS NOT NULL`,
+    args: [name, scope, name],
+  });
   return result.rows.map((row) => String(row.version));
 }
 

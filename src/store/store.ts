@@ -79,6 +79,7 @@ export class Store {
   #sizeCheckedAt = 0;
   #timers: ReturnType<typeof setInterval>[] = [];
   readonly #commitListeners = new Set<(inserted: number) => void>();
+  readonly #forgetListeners = new Set<(devices: readonly string[]) => void>();
   #closed = false;
 
   private constructor(
@@ -151,6 +152,11 @@ export class Store {
   /** Calls `listener` after every commit of readings with the number of rows it added. */
   onCommit(listener: (inserted: number) => void): void {
     this.#commitListeners.add(listener);
+  }
+
+  /** Calls `listener` with the devices retention forgot (every reading of theirs removed). */
+  onDevicesForgotten(listener: (devices: readonly string[]) => void): void {
+    this.#forgetListeners.add(listener);
   }
 
   /** Keeps an invalid payload, cut to `spec.limits.deadLetterPayloadBytes`, with the reason. */
@@ -264,6 +270,7 @@ export class Store {
         this.#rows -= deleted;
         const forgotten = await deleteDevicesWithoutReadings(client);
         this.#devices.forget(forgotten);
+        if (forgotten.length > 0) { for (const listener of this.#forgetListeners) listener(forgotten); }
         this.#log.info("store.retention", { deleted, devicesForgotten: forgotten.length, cutoffMs });
         await this.#refreshSize(true);
       }

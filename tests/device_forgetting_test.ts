@@ -1,0 +1,90 @@
+/**
+ * A device whose readings retention removed is forgotten by detection too: its state row (and so
+ * `/v1/devices`), its calibrated model and bundles, and an episode it left open (ended as
+ * `forgotten`), so that a year of device-id churn leaves nothing behind. The real program, with
+ * retention at one hour and two hours of downtime between two runs (the store's clock advances
+ * by the downtime the wall clock shows, as after a power cut).
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { query } from "./helpers/db.ts";
+import { eventually } from "./helpers/eventually.ts";
+import { type OutpostProcess, startOutpost, writeManifest } from "./helpers/outpost_process.ts";
+import { replay, scoredThrough } from "./helpers/replay.ts";
+import { simulateFaultRecording, simulateNormalRecording } from "./sim/plant_simulator.ts";
+
+const CALIBRATION = 400;
+
+// deno-lint-ignore no-explicit-any
+async function getJson(outpost: OutpostProcess, path: string): Promise<any> {
+  const response = await fetch(`${outpost.url}${path}`);
+  assert.equal(response.status, 200, path);
+  return await response.json();
+}
+
+async function listedDevices(outpost: OutpostProcess): Promise<string[]> {
+  const body = await getJson(outpost, "/v1/devices?limit=100");
+  return body.devices.map((row: { device: string }) => row.device);
+}
+
+function calibratedBundles(dataDir: string): string[] {
+  try {
+    return [...Deno.readDirSync(join(dataDir, "models", "calibrated"))].map((entry) => entry.name);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return [];
+    throw error;
+  }
+}
+
+Deno.test("a device retention forgot leaves no state, model or open episode behind, and calibrates afresh when it returns", async () => {
+  const dir = await Deno.makeTempDir();
+  const manifest = await writeManifest(dir, { logLevel: "info" });
+  await Deno.writeTextFile(
+    manifest,
+    (await Deno.readTextFile(manifest)).replace("  storage:\n", "  storage:\n    retentionHours: 1\n"),
+  );
+  let outpost = await startOutpost(manifest);
+  try {
+    // One device stops inside a fault (its episode is open), one after calibrating quietly.
+    const fault = simulateFaultRecording({ seed: 1, fault: "imbalance" });
+    await replay(outpost.url, "gone-faulty", fault.readings.slice(0, fault.faultStart + 20));
+    await scoredThrough(outpost.url, "gone-faulty", fault.readings[fault.faultStart + 19].ts);
+    const normal = simulateNormalRecording({ seed: 2, hours: 0.3 });
+    await replay(outpost.url, "gone-quiet", normal.readings.slice(0, CALIBRATION + 10));
+    await scoredThrough(outpost.url, "gone-quiet", normal.readings[CALIBRATION + 9].ts);
+    // Retention always keeps the store's newest reading: this device's.
+    await replay(outpost.url, "still-here", normal.readings.slice(0, 1));
+    await eventually(() => listedDevices(outpost), (devices) => devices.includes("still-here"), 20_000);
+    const [open] = (await getJson(outpost, "/v1/events?device=gone-faulty")).events;
+    assert.equal(open?.open, true, JSON.stringify(open));
+    assert.deepEqual((await listedDevices(outpost)).sort(), ["gone-faulty", "gone-quiet", "still-here"]);
+    assert.equal(calibratedBundles(outpost.dataDir).length, 2);
+    assert.equal(await outpost.stop(), 0);
+
+    // Two hours of downtime: at the next start, retention removes every reading of both devices.
+    await query(outpost.dataDir, `UPDATE store_clock SET wall_ms = wall_ms - ${2 * 3_600_000}`);
+    outpost = await startOutpost(manifest);
+    await eventually(() => listedDevices(outpost), (devices) => devices.length === 1, 20_000);
+    assert.deepEqual(await listedDevices(outpost), ["still-here"]);
+    assert.deepEqual(await query(outpost.dataDir, "SELECT DISTINCT device FROM readings"), [{ device: "still-here" }]);
+    assert.deepEqual(await query(outpost.dataDir, "SELECT device FROM devices"), [{ device: "still-here" }]);
+    assert.deepEqual(await query(outpost.dataDir, "SELECT scope FROM model_assignments"), []);
+    assert.deepEqual(await query(outpost.dataDir, "SELECT name FROM models"), []);
+    assert.deepEqual(calibratedBundles(outpost.dataDir), []);
+    const [ended] = (await getJson(outpost, "/v1/events?device=gone-faulty")).events;
+    assert.equal(ended.id, open.id);
+    assert.equal(ended.open, false, JSON.stringify(ended));
+    assert.equal(ended.endReason, "forgotten");
+    const line = outpost.log().split("\n").find((l) => l.includes('"detect.devices_forgotten"'));
+    assert.match(line ?? "", /"devices":2.*"episodesEnded":1/, outpost.log());
+
+    // The quiet device returns: it is new to detection, and its model's version counts on.
+    await replay(outpost.url, "gone-quiet", normal.readings.slice(CALIBRATION + 10, 2 * CALIBRATION + 20));
+    await scoredThrough(outpost.url, "gone-quiet", normal.readings[2 * CALIBRATION + 19].ts);
+    const models = await query(outpost.dataDir, "SELECT name, version FROM models");
+    assert.deepEqual(models, [{ name: "baseline/gone-quiet", version: "cal-2" }]);
+  } finally {
+    await outpost.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
