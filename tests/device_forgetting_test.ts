@@ -88,3 +88,35 @@ Deno.test("a device retention forgot leaves no state, model or open episode behi
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("while it runs, a device retention forgets loses its metric series and its place in /v1/devices", async () => {
+  const dir = await Deno.makeTempDir();
+  const manifest = await writeManifest(dir, { logLevel: "info" });
+  // 18 s of retention; the store applies it every minute.
+  await Deno.writeTextFile(
+    manifest,
+    (await Deno.readTextFile(manifest)).replace("  storage:\n", "  storage:\n    retentionHours: 0.005\n"),
+  );
+  const outpost = await startOutpost(manifest);
+  const scoreSeries = async () =>
+    (await (await fetch(`${outpost.url}/metrics`)).text()).split("\n")
+      .filter((line) => line.startsWith("outpost_device_score{")).map((line) => line.split(" ")[0]);
+  try {
+    const normal = simulateNormalRecording({ seed: 2, hours: 0.2 });
+    await replay(outpost.url, "gone-a", normal.readings.slice(0, CALIBRATION + 10));
+    await scoredThrough(outpost.url, "gone-a", normal.readings[CALIBRATION + 9].ts);
+    assert.deepEqual(await scoreSeries(), ['outpost_device_score{device="gone-a"}']);
+    // Another device keeps sending (retention always keeps the store's newest reading).
+    const started = performance.now();
+    while (!outpost.log().includes('"detect.devices_forgotten"')) {
+      assert.ok(performance.now() - started < 100_000, outpost.log());
+      await replay(outpost.url, "keeper", [{ ts: Date.now(), values: normal.readings[0].values }]);
+      await new Promise((resolve) => setTimeout(resolve, 1_000));
+    }
+    await eventually(scoreSeries, (series) => series.length === 0, 5_000);
+    assert.deepEqual(await listedDevices(outpost), ["keeper"]);
+  } finally {
+    await outpost.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
