@@ -10,8 +10,8 @@
  * - Rows are never updated. The model's name, version and hash are copied into the row, so a
  *   row still says which model it was once the calibrated `models` row is pruned.
  * - Bounded: at most `HISTORY_ROWS_PER_SCOPE` rows a scope (the oldest go with each new row),
- *   and retention deletes rows older than `spec.storage.keepHours.modelHistory`, except each
- *   scope's newest row, which says how its present assignment came about.
+ *   and retention deletes rows older than `spec.storage.keepHours.modelHistory`, except the
+ *   newest row of each scope with a model now, which says how its present assignment came about.
  */
 import type { Client, InStatement } from "@libsql/client";
 
@@ -145,8 +145,9 @@ export async function historyPage(
 }
 
 /**
- * Retention: deletes rows written before `cutoffMs` (store clock), except each scope's newest,
- * at most `chunk` at a time. Returns the rows deleted.
+ * Retention: deletes rows written before `cutoffMs` (store clock), except the newest of each scope
+ * that has a model now (how it came about), at most `chunk` at a time: the history of a scope
+ * without one, e.g. a device the store forgot, goes entirely. Returns the rows deleted.
  */
 export async function pruneHistory(client: Client, cutoffMs: number, chunk: number): Promise<number> {
   let total = 0;
@@ -154,7 +155,8 @@ export async function pruneHistory(client: Client, cutoffMs: number, chunk: numb
     const result = await client.execute({
       sql: `DELETE FROM model_assignment_history WHERE id IN (
               SELECT id FROM model_assignment_history WHERE ts_ms < ?
-                AND id NOT IN (SELECT max(id) FROM model_assignment_history GROUP BY scope) LIMIT ?)`,
+                AND id NOT IN (SELECT max(id) FROM model_assignment_history
+                               WHERE scope IN (SELECT scope FROM model_assignments) GROUP BY scope) LIMIT ?)`,
       args: [cutoffMs, chunk],
     });
     total += result.rowsAffected;
