@@ -75,6 +75,7 @@ Deno.test("a device retention forgot leaves no state, model or open episode behi
     assert.equal(ended.id, open.id);
     assert.equal(ended.open, false, JSON.stringify(ended));
     assert.equal(ended.endReason, "forgotten");
+    assert.equal(Date.parse(ended.end), fault.readings[fault.faultStart + 19].ts, "ends at its last reading's time");
     const line = outpost.log().split("\n").find((l) => l.includes('"detect.devices_forgotten"'));
     assert.match(line ?? "", /"devices":2.*"episodesEnded":1/, outpost.log());
 

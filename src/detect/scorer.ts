@@ -19,7 +19,7 @@ import { readCursor } from "../store/cursors.ts";
 import { commitDerived } from "../store/derived_commit.ts";
 import type { Outbox } from "../store/outbox.ts";
 import { maxReadingId, readingsAfter } from "../store/readings.ts";
-import { forgetDevices } from "./device_forgetting.ts";
+import { FORGET_CHUNK, forgetOrphanedModels, forgetSome } from "./device_forgetting.ts";
 import { DeviceStates } from "./device_states.ts";
 import type { AlertMessage } from "./episodes.ts";
 import type { Inference } from "./inference.ts";
@@ -58,6 +58,7 @@ export class Scorer {
   #retryTimer: ReturnType<typeof setTimeout> | undefined;
   #stopped = false;
   #lock: Promise<unknown> = Promise.resolve();
+  #sweeping: Promise<void> | null = null;
   /** performance.now() of each reading commit not yet covered by a finished pass. */
   #unflaggedCommits: number[] = [];
   /** Alerts committed but not yet published; the publisher drains it. */
@@ -176,16 +177,42 @@ export class Scorer {
 
   /**
    * The store forgot these devices (retention removed their readings): their detection state goes
-   * too (device_forgetting.ts). Returns how many were forgotten.
+   * too (device_forgetting.ts), a chunk at a time between passes. Returns how many were forgotten.
    */
-  forgetDevices(devices: readonly string[]): Promise<number> {
-    return this.#exclusive(() => this.#forget(devices));
+  async forgetDevices(devices: readonly string[]): Promise<number> {
+    let forgotten = 0;
+    for (let i = 0; i < devices.length && !this.#stopped; i += FORGET_CHUNK) {
+      const chunk = devices.slice(i, i + FORGET_CHUNK);
+      forgotten += (await this.#exclusive(() => this.#forgetSome(chunk))).forgotten.length;
+    }
+    return forgotten;
   }
 
-  async #forget(devices: readonly string[] | null): Promise<number> {
-    const { forgotten, alerts } = await forgetDevices(this.#deps, this.#quarantine, devices);
-    if (alerts.length > 0) this.onAlerts?.(alerts);
-    return forgotten;
+  async #forgetSome(among: readonly string[] | null) {
+    const outcome = await forgetSome(this.#deps, among);
+    if (outcome.alerts.length > 0) this.onAlerts?.(outcome.alerts);
+    return outcome;
+  }
+
+  /**
+   * At start, the state of devices the store forgot while no scorer listened (a retention at start,
+   * an older release) and models a crash left: a chunk at a time between passes, yielding between
+   * chunks, so neither scoring nor requests wait for it. What fails is tried again at the next start.
+   */
+  async #sweepForgotten(): Promise<void> {
+    try {
+      const steps: (() => Promise<number>)[] = [
+        async () => (await this.#forgetSome(null)).examined,
+        () => forgetOrphanedModels(this.#deps),
+      ];
+      for (const step of steps) {
+        while (!this.#stopped && await this.#exclusive(step) === FORGET_CHUNK) {
+          await new Promise((resolve) => setTimeout(resolve, 0));
+        }
+      }
+    } catch (error) {
+      this.#deps.log.warn("detect.forget_devices_failed", { error });
+    }
   }
 
   async #published(action: Promise<OperatorOutcome>): Promise<OperatorOutcome> {
@@ -198,6 +225,7 @@ export class Scorer {
     this.#stopped = true;
     clearTimeout(this.#retryTimer);
     await this.#running;
+    await this.#sweeping;
     await this.#lock;
   }
 
@@ -212,9 +240,7 @@ export class Scorer {
     await recoverInterruptedWork({ client, registry, devices, markers, log, observer, quarantine }, { cursor });
     this.#cursor = await readCursor(client, SCORE_CURSOR);
     this.#recovered = true;
-    // State of devices the store forgot while no scorer listened (a retention at start, an older
-    // release). Scoring does not wait on it: what fails here is tried again at the next start.
-    await this.#forget(null).catch((error) => log.warn("detect.forget_devices_failed", { error }));
+    this.#sweeping ??= this.#sweepForgotten();
   }
 
   /** Runs `work` after every earlier pass, recalibration or recovery has finished. */

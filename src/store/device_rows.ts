@@ -268,8 +268,8 @@ function toDeviceRow(row: Row) {
 const NOT_KNOWN = "NOT EXISTS (SELECT 1 FROM known_devices k WHERE k.device = devices.device)";
 
 /**
- * Devices with a state row but no reading left in the store (`known_devices` forgot them), at most
- * `limit`; of `among` only when given (at most 500 names).
+ * Devices with a state row, not quarantined, but no reading left in the store (`known_devices`
+ * forgot them), at most `limit`; of `among` only when given (at most 500 names).
  */
 export async function forgottenDeviceRows(
   client: Client,
@@ -278,16 +278,29 @@ export async function forgottenDeviceRows(
 ): Promise<string[]> {
   const only = among === null ? "" : ` AND device IN (${among.map(() => "?").join(",")})`;
   const result = await client.execute({
-    sql: `SELECT device FROM devices WHERE ${NOT_KNOWN}${only} ORDER BY device LIMIT ?`,
+    sql: `SELECT device FROM devices WHERE state != 'quarantined' AND ${NOT_KNOWN}${only} ORDER BY device LIMIT ?`,
     args: [...(among ?? []), limit],
   });
   return result.rows.map((row) => String(row.device));
 }
 
-/** Deletes the state rows of `devices` that the store still does not know (at most 500 names). */
+/**
+ * Deletes the state rows of `devices` (at most 500 names) that the store still does not know,
+ * returning the devices deleted.
+ */
 export function deleteForgottenDevicesStatement(devices: readonly string[]): InStatement {
   return {
-    sql: `DELETE FROM devices WHERE device IN (${devices.map(() => "?").join(",")}) AND ${NOT_KNOWN}`,
+    sql: `DELETE FROM devices WHERE device IN (${devices.map(() => "?").join(",")})
+            AND state != 'quarantined' AND ${NOT_KNOWN} RETURNING device`,
+    args: [...devices],
+  };
+}
+
+/** Takes any open episode off the rows of `devices` (at most 500 names) that are still there. */
+export function dropEpisodesStatement(devices: readonly string[]): InStatement {
+  return {
+    sql: `UPDATE devices SET open_event_id = NULL, anomaly = 0
+            WHERE open_event_id IS NOT NULL AND device IN (${devices.map(() => "?").join(",")})`,
     args: [...devices],
   };
 }

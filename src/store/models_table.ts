@@ -224,3 +224,19 @@ function toStoredModel(row: Record<string, unknown>): StoredModel {
     path: String(row.path),
   };
 }
+
+/**
+ * Devices (at most `limit`) with a calibrated model assigned but neither a reading (`known_devices`)
+ * nor a detection state row: left by a crash while the store's forgetting of them was under way.
+ */
+export async function orphanedCalibratedScopes(client: Client, limit: number): Promise<string[]> {
+  const result = await client.execute({
+    sql: `SELECT a.scope FROM model_assignments a JOIN models m ON m.id = a.model_id
+          WHERE m.source = 'calibrated'
+            AND NOT EXISTS (SELECT 1 FROM known_devices k WHERE k.device = a.scope)
+            AND NOT EXISTS (SELECT 1 FROM devices d WHERE d.device = a.scope)
+          ORDER BY a.scope LIMIT ?`,
+    args: [limit],
+  });
+  return result.rows.map((row) => String(row.scope));
+}
