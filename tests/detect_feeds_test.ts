@@ -11,6 +11,7 @@ import { ADAPTIVE_TERMS, FEATURES, LEVEL, TERM_FEATURE, TERMS, WINDOW } from "..
 import { fitBaseline } from "../src/detect/baseline_fit.ts";
 import { BASELINE_INPUTS, BASELINE_OUTPUTS, baselineGraph } from "../src/detect/baseline_model.ts";
 import { type BaselineItem, type BaselineResult, scoreBaseline } from "../src/detect/baseline_scoring.ts";
+import { SWITCHED_OFF_VARIANTS, switchedOffVariants } from "../src/detect/baseline_feeds.ts";
 import { Inference } from "../src/detect/inference.ts";
 import { sha256Hex } from "../src/sha256.ts";
 import { simulateFaultRecording } from "./sim/plant_simulator.ts";
@@ -151,9 +152,8 @@ function assertIdentical(actual: readonly BaselineResult[], expected: readonly B
   });
 }
 
-Deno.test("the scoring stage gives bit for bit the scores, contributions and features of the packing it replaced", async () => {
-  const items = recordedBatch();
-  assert.ok(items.some((item) => item.rows.some((row) => row.some(Number.isNaN))), "the batch has missing sensors");
+/** The calibrated graph in a session of the reference (public API) and one of the stage. */
+async function sessions() {
   const onnx = baselineGraph();
   const inference = new Inference(1);
   // The options Inference uses: an optimised graph could round differently.
@@ -165,23 +165,38 @@ Deno.test("the scoring stage gives bit for bit the scores, contributions and fea
     enableCpuMemArena: false,
     enableMemPattern: false,
   });
+  const model = await inference.load(1, {
+    onnx,
+    manifest: {
+      name: "baseline/test",
+      version: "cal-1",
+      features: ["a"],
+      window: WINDOW,
+      input: "window",
+      output: "score",
+      contributions: "contributions",
+      outputMeaning: "test",
+      threshold: 1,
+      sha256: sha256Hex(onnx),
+      provenance: {},
+    },
+  });
+  return {
+    session,
+    inference,
+    model,
+    async release() {
+      await session.release();
+      await inference.release();
+    },
+  };
+}
+
+Deno.test("the scoring stage gives bit for bit the scores, contributions and features of the packing it replaced", async () => {
+  const items = recordedBatch();
+  assert.ok(items.some((item) => item.rows.some((row) => row.some(Number.isNaN))), "the batch has missing sensors");
+  const { session, inference, model, release } = await sessions();
   try {
-    const model = await inference.load(1, {
-      onnx,
-      manifest: {
-        name: "baseline/test",
-        version: "cal-1",
-        features: ["a"],
-        window: WINDOW,
-        input: "window",
-        output: "score",
-        contributions: "contributions",
-        outputMeaning: "test",
-        threshold: 1,
-        sha256: sha256Hex(onnx),
-        provenance: {},
-      },
-    });
     for (const batchSize of [7, 64, 256]) {
       const expected = await referenceResults(session, items, batchSize);
       assert.ok(expected.some((result) => result.score > 1), "the batch has alarms");
@@ -202,7 +217,32 @@ Deno.test("the scoring stage gives bit for bit the scores, contributions and fea
     assertIdentical(first, await referenceResults(session, items, 32), "concurrent, first");
     assertIdentical(second, await referenceResults(session, [...items].reverse(), 32), "concurrent, second");
   } finally {
-    await session.release();
-    await inference.release();
+    await release();
+  }
+});
+
+Deno.test("a device leaving out a different set of sensors each reading keeps a bounded number of parameter variants", async () => {
+  const { rows, params } = device(64, "imbalance");
+  const sensors = params.floor.length;
+  // 120 readings, each missing a different non-empty, not-complete subset of the sensors.
+  const items: BaselineItem[] = Array.from({ length: 120 }, (_, i) => {
+    const window = rows.slice(420 + i - WINDOW + 1, 421 + i).map((row) => [...row]);
+    const subset = (i % (2 ** sensors - 2)) + 1;
+    for (let j = 0; j < sensors; j++) if (subset & (1 << j)) window[WINDOW - 1][j] = NaN;
+    return { rows: window, params, center: params.center };
+  });
+  const { session, inference, model, release } = await sessions();
+  try {
+    // Twice: the second time every set is made again after the bound dropped it, with equal results.
+    for (const round of [1, 2]) {
+      assertIdentical(
+        await scoreBaseline(inference, model.session, items, 7),
+        await referenceResults(session, items, 7),
+        `round ${round}`,
+      );
+      assert.equal(switchedOffVariants(params), SWITCHED_OFF_VARIANTS);
+    }
+  } finally {
+    await release();
   }
 });

@@ -205,6 +205,14 @@ export function baselineFeeds(items: readonly BaselineItem[]): { feeds: Feeds; w
 
 const switchedOffParams = new WeakMap<BaselineManifest, Map<string, BaselineManifest>>();
 
+/**
+ * Sets of missing sensors kept per model. The sets come from what devices send: a device leaving
+ * out a different subset each reading would otherwise add a variant (about 11 KB with its packed
+ * copy) per reading for the model's lifetime. Beyond the bound the oldest set is dropped and made
+ * again when it recurs.
+ */
+export const SWITCHED_OFF_VARIANTS = 16;
+
 /** A device's parameters with `sensors` contributing nothing; one object per set, so rows still share it. */
 function switchedOff(params: BaselineManifest, sensors: readonly number[]): BaselineManifest {
   const key = sensors.join(",");
@@ -216,9 +224,15 @@ function switchedOff(params: BaselineManifest, sensors: readonly number[]): Base
     const up = [...params.up];
     const down = [...params.down];
     for (const j of sensors) for (let t = 0; t < TERMS.length; t++) up[t * count + j] = down[t * count + j] = 0;
+    if (variants.size >= SWITCHED_OFF_VARIANTS) variants.delete(variants.keys().next().value!);
     variants.set(key, result = { ...params, up, down });
   }
   return result;
+}
+
+/** How many sets of missing sensors are kept for `params` (for tests). */
+export function switchedOffVariants(params: BaselineManifest): number {
+  return switchedOffParams.get(params)?.size ?? 0;
 }
 
 const packed = new WeakMap<BaselineManifest, PackedParams>();
