@@ -135,6 +135,38 @@ Deno.test("the store refuses a device past spec.limits.devices, keeps the count 
   }
 });
 
+Deno.test("retention drops the aggregation watermark of a forgotten device once its windows have closed", async () => {
+  const dir = await Deno.makeTempDir();
+  const options = { dataDir: dir, maxSizeBytes: 1e12, retentionHours: 1 };
+  const t = 1_763_805_600_000;
+  let store = await Store.open(options, quiet);
+  try {
+    await store.write([reading("a", t), reading("b", t)], "t");
+    await store.write([reading("c", t + 1)], "t");
+    // As the aggregator leaves them: every device's watermark, and b's window still open.
+    await store.client.batch([
+      { sql: "INSERT INTO device_watermarks (device, max_ts) VALUES ('a', ?), ('b', ?), ('c', ?)", args: [t, t, t] },
+      {
+        sql: `INSERT INTO aggregate_windows (device, sensor, start_ms, first_reading_id, count, min, max, sum, last,
+                last_ts, updated_ms) VALUES ('b', 'v', ?, 2, 1, 1, 1, 1, 1, ?, 0)`,
+        args: [t, t],
+      },
+    ], "write");
+    await store.close();
+    // Retention at the next open deletes all but the newest reading (c's): a and b are forgotten.
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    store = await Store.open({ ...options, retentionHours: 0.0001 }, quiet);
+    await eventually(() => store.stats().devices, (devices) => devices === 1);
+    const watermarks = async () =>
+      (await store.client.execute("SELECT device FROM device_watermarks ORDER BY device")).rows.map((r) => r.device);
+    assert.deepEqual(await eventually(watermarks, (devices) => devices.length === 2), ["b", "c"]);
+    assert.equal(store.stats().retentionDeleted.device_watermarks, 1);
+  } finally {
+    await store.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("the store clock never goes back across a restart when the wall clock did", async () => {
   const dir = await Deno.makeTempDir();
   const options = { dataDir: dir, maxSizeBytes: 1e12, retentionHours: 1 };

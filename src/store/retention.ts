@@ -39,6 +39,19 @@ export async function deleteDevicesWithoutReadings(client: Client): Promise<stri
   return result.rows.map((row) => String(row.device));
 }
 
+/**
+ * Deletes the aggregation watermarks of devices the store no longer knows and has no open window
+ * of (a window still open closes by its idle rule first); returns how many.
+ */
+export async function deleteForgottenWatermarks(client: Client): Promise<number> {
+  const result = await client.execute(
+    `DELETE FROM device_watermarks
+     WHERE NOT EXISTS (SELECT 1 FROM known_devices k WHERE k.device = device_watermarks.device)
+       AND NOT EXISTS (SELECT 1 FROM aggregate_windows w WHERE w.device = device_watermarks.device)`,
+  );
+  return result.rowsAffected;
+}
+
 /** Cutoffs (epoch ms) for the tables besides readings; rows older are deleted. */
 export interface TableCutoffs {
   /** By arrival on the store clock. */

@@ -11,6 +11,7 @@ import {
   type CheckpointSigner,
   deleteDevicesWithoutReadings,
   deleteExpiredReadings,
+  deleteForgottenWatermarks,
   pruneTables,
 } from "./retention.ts";
 import { StoreClock } from "./store_clock.ts";
@@ -269,6 +270,7 @@ export class Store {
       if (deleted > 0) {
         this.#rows -= deleted;
         const forgotten = await deleteDevicesWithoutReadings(client);
+        this.#countDeleted("device_watermarks", await deleteForgottenWatermarks(client));
         this.#devices.forget(forgotten);
         if (forgotten.length > 0) { for (const listener of this.#forgetListeners) listener(forgotten); }
         this.#log.info("store.retention", { deleted, devicesForgotten: forgotten.length, cutoffMs });
