@@ -35,6 +35,8 @@ export type { OperatorOutcome, ScorerObserver };
 export { UnknownEventError } from "./operator_actions.ts";
 
 const READINGS_PER_PASS = 2_000;
+/** Reading commits whose commit-to-flag latency is waiting to be measured, at most (a sample in a backlog). */
+const MAX_UNFLAGGED_COMMITS = 10_000;
 const DEFAULT_MAX_SENSORS = 64;
 
 /** The device has neither readings nor a detection state. */
@@ -141,7 +143,7 @@ export class Scorer {
 
   /** Notes that readings were committed now: commit-to-flag latency is measured from here. */
   noteCommit(at = performance.now()): void {
-    if (this.#unflaggedCommits.length < 10_000) this.#unflaggedCommits.push(at);
+    if (this.#unflaggedCommits.length < MAX_UNFLAGGED_COMMITS) this.#unflaggedCommits.push(at);
   }
 
   /**
@@ -250,6 +252,12 @@ export class Scorer {
     return result;
   }
 
+  /** Commits a pass did not cover after all go back before those noted since, within the bound. */
+  #notFlagged(covered: number[]): void {
+    const kept = covered.concat(this.#unflaggedCommits);
+    this.#unflaggedCommits = kept.length > MAX_UNFLAGGED_COMMITS ? kept.slice(0, MAX_UNFLAGGED_COMMITS) : kept;
+  }
+
   /** One pass; true when more readings are waiting. */
   async #pass(): Promise<boolean> {
     const { client, markers } = this.#deps;
@@ -272,14 +280,14 @@ export class Scorer {
       plan.adopt(await commitDerived(client, plan.statements));
       this.#cursor = plan.lastId;
     } catch (error) {
-      this.#unflaggedCommits.unshift(...covered);
+      this.#notFlagged(covered);
       throw error;
     } finally {
       done();
     }
     const complete = plan.lastId === lastRow && rows.length < READINGS_PER_PASS;
     const latencies: number[] = [];
-    if (!complete) this.#unflaggedCommits.unshift(...covered);
+    if (!complete) this.#notFlagged(covered);
     else if (plan.scored > 0) {
       const flaggedAt = performance.now();
       for (const committedAt of covered) latencies.push(flaggedAt - committedAt);
