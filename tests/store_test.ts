@@ -237,6 +237,16 @@ Deno.test("retention prunes dead letters, events, alerts and the audit log; audi
       intact.ok && intact.headHash,
       String((await store.client.execute("SELECT hash FROM egress_audit WHERE id = 6")).rows[0].hash),
     );
+    // A second cut leaves one checkpoint, its own: verification needs no older one.
+    await (await AuditLog.open(store.client, keyed)).append(entry);
+    await store.close();
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    store = await Store.open({ ...options, keepHours: { ...keepHours, audit: short } }, quiet);
+    await eventually(() => store.stats().retentionDeleted, (deleted) => deleted.audit === 2);
+    const checkpoints = await store.client.execute("SELECT cut_id FROM audit_checkpoints");
+    assert.deepEqual(checkpoints.rows.map((row) => Number(row.cut_id)), [6]);
+    const afterSecondCut = await verifyAuditFile({ dataDir: dir, encryptionKey: null }, keyLocation);
+    assert.equal(afterSecondCut.ok && afterSecondCut.rows, 1, JSON.stringify(afterSecondCut));
     await store.client.execute("DELETE FROM audit_checkpoints");
     const broken = await verifyAuditFile({ dataDir: dir, encryptionKey: null }, keyLocation);
     assert.equal(broken.ok, false);

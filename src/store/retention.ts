@@ -119,6 +119,9 @@ async function pruneAudit(client: Client, cutoff: number, nowMs: number, sign?: 
       args: [checkpoint.cutId, checkpoint.hash, checkpoint.createdMs, mac],
     },
     { sql: "DELETE FROM egress_audit WHERE id <= ?", args: [checkpoint.cutId] },
+    // Verification starts from the newest cut; older checkpoints (one a minute under steady
+    // egress) would otherwise pile up for ever.
+    { sql: "DELETE FROM audit_checkpoints WHERE cut_id < ?", args: [checkpoint.cutId] },
   ], "write");
   return deleted.rowsAffected;
 }
