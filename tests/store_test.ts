@@ -167,6 +167,23 @@ Deno.test("retention drops the aggregation watermark of a forgotten device once 
   }
 });
 
+Deno.test("a store at its size limit keeps no dead letter (a flood of invalid messages cannot grow it past the bound)", async () => {
+  const dir = await Deno.makeTempDir();
+  const letter = { source: "mqtt", topic: "t", reason: "bad", payload: new Uint8Array(100) };
+  let store = await Store.open({ dataDir: dir, maxSizeBytes: 1e12, retentionHours: 1 }, quiet);
+  try {
+    assert.equal(await store.writeDeadLetter(letter), true);
+    await store.close();
+    store = await Store.open({ dataDir: dir, maxSizeBytes: 4096, retentionHours: 1 }, quiet);
+    for (let i = 0; i < 10; i++) assert.equal(await store.writeDeadLetter(letter), false);
+    const kept = await store.client.execute("SELECT count(*) AS n FROM dead_letters");
+    assert.equal(Number(kept.rows[0].n), 1);
+  } finally {
+    await store.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("the store clock never goes back across a restart when the wall clock did", async () => {
   const dir = await Deno.makeTempDir();
   const options = { dataDir: dir, maxSizeBytes: 1e12, retentionHours: 1 };

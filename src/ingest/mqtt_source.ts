@@ -184,10 +184,15 @@ export class MqttSource {
   /** The store keeps at most `deadLetterPayloadBytes` of the payload and says how much there was. */
   async #deadLetter(message: MqttMessage, reason: string): Promise<void> {
     const { topic, payload, payloadBytes } = message;
-    await this.#store.writeDeadLetter({ source: "mqtt", topic, reason, payload, payloadBytes });
+    const kept = await this.#store.writeDeadLetter({ source: "mqtt", topic, reason, payload, payloadBytes });
     this.#metrics.readings.inc({ source: "mqtt", result: "invalid" });
-    this.#metrics.deadLetters.inc({ source: "mqtt" });
-    this.#log.debug("mqtt.dead_letter", { topic: message.topic, reason });
+    if (kept) {
+      this.#metrics.deadLetters.inc({ source: "mqtt" });
+      this.#log.debug("mqtt.dead_letter", { topic: message.topic, reason });
+    } else {
+      this.#metrics.limitRefusals.inc({ limit: "spec.storage.maxSizeMB" });
+      this.#log.debug("mqtt.dead_letter_not_kept", { topic: message.topic, reason, cause: "store full" });
+    }
   }
 }
 

@@ -160,8 +160,13 @@ export class Store {
     this.#forgetListeners.add(listener);
   }
 
-  /** Keeps an invalid payload, cut to `spec.limits.deadLetterPayloadBytes`, with the reason. */
-  async writeDeadLetter(letter: DeadLetter): Promise<void> {
+  /**
+   * Keeps an invalid payload, cut to `spec.limits.deadLetterPayloadBytes`, with the reason; returns
+   * false, keeping nothing, while the store is at `spec.storage.maxSizeMB` (a dead letter is a
+   * copy for diagnosis: a flood of invalid messages must not grow the store past its bound).
+   */
+  async writeDeadLetter(letter: DeadLetter): Promise<boolean> {
+    if (this.#writer.isFull) return false;
     const original = letter.payloadBytes ?? letter.payload.byteLength;
     const keep = Math.min(letter.payload.byteLength, this.#options.limits?.deadLetterPayloadBytes ?? Infinity);
     const payload = letter.payload.subarray(0, keep);
@@ -173,6 +178,7 @@ export class Store {
       args: [this.#clock.now(), letter.source, letter.topic ?? null, reason, payload],
     });
     this.#deadLetters++;
+    return true;
   }
 
   stats(): StoreStats {
