@@ -12,7 +12,7 @@ import type * as ort from "onnxruntime-node";
 import { type BaselineItem, FeedBuffers, type PackedParams, packedParams } from "./baseline_feeds.ts";
 import { FEATURES, LEVEL } from "./baseline_features.ts";
 import { BASELINE_OUTPUTS } from "./baseline_model.ts";
-import type { Inference } from "./inference.ts";
+import type { Inference, OnnxSession } from "./inference.ts";
 import type { BundleManifest } from "./model_bundle.ts";
 import { ModelRunError } from "./model_output.ts";
 
@@ -62,7 +62,7 @@ export class BaselineScores {
 /** Scores items in onnxruntime calls of at most `batchSize`, as objects. Throws ModelRunError. */
 export async function scoreBaseline(
   inference: Inference,
-  session: ort.InferenceSession,
+  session: OnnxSession,
   items: readonly BaselineItem[],
   batchSize: number,
 ): Promise<BaselineResult[]> {
@@ -76,7 +76,7 @@ const idleBuffers: FeedBuffers[] = [];
 /** Scores items in onnxruntime calls of at most `batchSize`, as columns. Throws ModelRunError. */
 export async function scoreBaselineColumns(
   inference: Inference,
-  session: ort.InferenceSession,
+  session: OnnxSession,
   items: readonly BaselineItem[],
   batchSize: number,
 ): Promise<BaselineScores> {
@@ -137,7 +137,7 @@ export function missingSensors(rows: readonly (readonly number[])[]): number[] {
 /** The load test of a calibrated model: its own parameters on the given windows. */
 export async function testBaseline(
   inference: Inference,
-  session: ort.InferenceSession,
+  session: OnnxSession,
   manifest: BundleManifest,
   windows: readonly (readonly (readonly number[])[])[],
 ): Promise<void> {

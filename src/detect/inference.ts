@@ -3,40 +3,35 @@
  * threads from the manifest, sequential execution, and no CPU memory arena or memory pattern
  * (both trade RSS for speed that models this small do not need; see README "Detection").
  *
- * Every run is checked (model_output.ts) and bounded in time: a run that throws, takes longer
- * than RUN_TIMEOUT_MS or returns non-finite or misshapen outputs fails with ModelRunError. A run
- * cannot be stopped once started: after a timeout its session is released when it ends.
+ * Every run is checked (model_output.ts): a run that throws, took longer than RUN_TIMEOUT_MS or
+ * returns non-finite or misshapen outputs fails with ModelRunError. Runs are synchronous
+ * (onnx_session.ts): one cannot be stopped once started, so its time is bounded by the graph's
+ * bound at upload and the batch size, and one that took too long fails after it ends.
  *
  * onnxruntime itself is loaded at the first session (a device's first model), not at start: a
  * device still calibrating, or with detection off, never pays for it (about 8 MB at import).
  */
 import type * as ort from "onnxruntime-node";
+import { createSession, loadOnnxruntime, type OnnxSession } from "./onnx_session.ts";
 import { packWindows } from "./batch_scoring.ts";
 import { testBaseline } from "./baseline_scoring.ts";
 import { loadTestWindows } from "./load_test_input.ts";
 import { type BundleManifest, missingTensorNames, type ModelBundle, ModelBundleError } from "./model_bundle.ts";
 import { checkedOutputs, ModelRunError, type ScoredBatch } from "./model_output.ts";
 
-export { ModelRunError, type ScoredBatch };
+export { ModelRunError, type OnnxSession, type ScoredBatch };
 
-/** How long one onnxruntime call may take (scoring and load tests). */
+/** How long one onnxruntime call may take (scoring and load tests); a longer one fails when it ends. */
 export const RUN_TIMEOUT_MS = 10_000;
 
 export interface LoadedModel {
   readonly id: number;
   readonly manifest: BundleManifest;
-  readonly session: ort.InferenceSession;
+  readonly session: OnnxSession;
 }
 
 /** Input tensors of one run, by name: float32 (or int64) data and its shape. */
 export type Feeds = Record<string, { data: Float32Array | BigInt64Array; dims: number[] }>;
-
-let onnxruntime: typeof ort | null = null;
-
-/** The onnxruntime module, imported once, when the first session is made. */
-async function loadOnnxruntime(): Promise<typeof ort> {
-  return onnxruntime ??= await import("onnxruntime-node");
-}
 
 export class Inference {
   readonly #options: ort.InferenceSession.SessionOptions;
@@ -45,9 +40,7 @@ export class Inference {
    * Sessions by the SHA-256 of their model: models with the same graph share one (every
    * calibrated device runs the same drift-robust graph with its own parameters as inputs).
    */
-  readonly #sessions = new Map<string, ort.InferenceSession>();
-  /** Runs abandoned after a timeout; a session is released only once its run has ended. */
-  readonly #abandoned = new Set<Promise<unknown>>();
+  readonly #sessions = new Map<string, OnnxSession>();
 
   constructor(threads: number) {
     this.#options = {
@@ -110,7 +103,7 @@ export class Inference {
         })`,
       ], { cause: error });
     } finally {
-      if (!shared) this.#release(session);
+      if (!shared) session.release();
     }
   }
 
@@ -123,76 +116,50 @@ export class Inference {
     return checkedOutputs(outputs, manifest, count);
   }
 
-  /** One bounded onnxruntime call with the given inputs. Throws ModelRunError. */
-  async runFeeds(session: ort.InferenceSession, feeds: Feeds): Promise<ort.InferenceSession.OnnxValueMapType> {
-    // onnxruntime-node completes run() from a worker thread; under Deno that completion is only
-    // noticed when the event loop next wakes, which can be the next request many ms later. A 1 ms
-    // timer while the run is pending keeps the loop turning (commit-to-flag p99 ~50 ms → ~10 ms, see README).
-    const keepAwake = setInterval(() => {}, 1);
-    let timer: ReturnType<typeof setTimeout> | undefined;
+  /** One onnxruntime call with the given inputs, run now. Throws ModelRunError. */
+  async runFeeds(session: OnnxSession, feeds: Feeds): Promise<ort.InferenceSession.OnnxValueMapType> {
     // A session exists, so onnxruntime is loaded by now.
-    const tensors = Object.fromEntries(
-      Object.entries(feeds).map((
-        [name, { data, dims }],
-      ) => [
-        name,
-        data instanceof BigInt64Array
-          ? new onnxruntime!.Tensor("int64", data, dims)
-          : new onnxruntime!.Tensor("float32", data, dims),
-      ]),
-    );
-    const running = session.run(tensors);
-    running.catch(() => {});
-    try {
-      return await Promise.race([
-        running,
-        new Promise<never>((_, reject) => {
-          timer = setTimeout(() => {
-            this.#abandon(running);
-            reject(new ModelRunError("timeout", `The model ran longer than ${RUN_TIMEOUT_MS} ms`));
-          }, RUN_TIMEOUT_MS);
-        }),
-      ]);
-    } catch (error) {
-      if (error instanceof ModelRunError) throw error;
-      throw new ModelRunError("failed", `onnxruntime failed: ${(error as Error).message}`, { cause: error });
-    } finally {
-      clearInterval(keepAwake);
-      clearTimeout(timer);
+    const { Tensor } = (await loadOnnxruntime()).ort;
+    const tensors: Record<string, ort.Tensor> = {};
+    for (const [name, { data, dims }] of Object.entries(feeds)) {
+      tensors[name] = data instanceof BigInt64Array
+        ? new Tensor("int64", data, dims)
+        : new Tensor("float32", data, dims);
     }
+    const started = performance.now();
+    let outputs;
+    try {
+      outputs = session.run(tensors);
+    } catch (error) {
+      throw new ModelRunError("failed", `onnxruntime failed: ${(error as Error).message}`, { cause: error });
+    }
+    const ms = performance.now() - started;
+    if (ms > RUN_TIMEOUT_MS) {
+      throw new ModelRunError("timeout", `The model ran ${Math.round(ms)} ms, longer than ${RUN_TIMEOUT_MS} ms`);
+    }
+    return outputs;
   }
 
-  async release(): Promise<void> {
-    for (const session of this.#sessions.values()) this.#release(session);
+  release(): Promise<void> {
+    for (const session of this.#sessions.values()) session.release();
     this.#sessions.clear();
     this.#models.clear();
-    await Promise.allSettled(this.#abandoned);
+    return Promise.resolve();
   }
 
-  async #session(bundle: ModelBundle): Promise<ort.InferenceSession> {
+  async #session(bundle: ModelBundle): Promise<OnnxSession> {
     const { manifest } = bundle;
-    let session: ort.InferenceSession;
+    let session: OnnxSession;
     try {
-      session = await (await loadOnnxruntime()).InferenceSession.create(bundle.onnx, this.#options);
+      session = await createSession(bundle.onnx, this.#options);
     } catch (error) {
       throw new ModelBundleError("onnxruntime refused the model", [(error as Error).message], { cause: error });
     }
     const missing = missingTensorNames(manifest, session.inputNames, session.outputNames);
     if (missing) {
-      this.#release(session);
+      session.release();
       throw missing;
     }
     return session;
-  }
-
-  #abandon(running: Promise<unknown>): void {
-    const settled = running.then(() => {}, () => {});
-    this.#abandoned.add(settled);
-    void settled.then(() => this.#abandoned.delete(settled));
-  }
-
-  /** Releases a session once no abandoned run can still be using it. */
-  #release(session: ort.InferenceSession): void {
-    void Promise.allSettled(this.#abandoned).then(() => session.release()).catch(() => {});
   }
 }
