@@ -79,7 +79,15 @@ export function createApi(options: ApiOptions): Hono {
       trustedKeys: options.trustedKeys ?? [],
     }),
   );
-  app.route("/", seriesRoutes({ client: options.store.client, maxSensors: options.limits.sensorsPerDevice }));
+  app.route(
+    "/",
+    seriesRoutes({
+      client: options.store.client,
+      maxSensors: options.limits.sensorsPerDevice,
+      maxRangeHours: options.limits.seriesRangeHours,
+      concurrency: options.limits.seriesConcurrency,
+    }),
+  );
   app.route("/", consoleRoutes());
   app.route(
     "/",

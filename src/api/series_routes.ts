@@ -6,6 +6,7 @@
 import type { Client } from "@libsql/client";
 import { Hono } from "hono";
 import { HTTPException } from "hono/http-exception";
+import { LimitExceededError, limitKey } from "../limit_exceeded_error.ts";
 import { eventsOverlapping, readingSeries } from "../store/reading_series.ts";
 import { parseLimit, parseTime } from "./query_params.ts";
 
@@ -17,8 +18,11 @@ const MAX_EVENTS = 1_000;
 
 const badRequest = (message: string) => new HTTPException(400, { message });
 
-export function seriesRoutes(options: { client: Client; maxSensors: number }): Hono {
+export function seriesRoutes(
+  options: { client: Client; maxSensors: number; maxRangeHours: number; concurrency: number },
+): Hono {
   const app = new Hono();
+  const turns = new Turns(options.concurrency);
   app.get("/v1/devices/:device/series", async (c) => {
     const device = c.req.param("device");
     const to = parseTime(c.req.query("to"), Date.now());
@@ -26,13 +30,22 @@ export function seriesRoutes(options: { client: Client; maxSensors: number }): H
     const from = parseTime(c.req.query("from"), to - DEFAULT_RANGE_MS);
     if (from === null) throw badRequest("from must be RFC 3339 or epoch milliseconds");
     if (from >= to) throw badRequest("from must be before to");
+    if (to - from > options.maxRangeHours * 3_600_000) {
+      throw new LimitExceededError(
+        limitKey("seriesRangeHours"),
+        options.maxRangeHours,
+        `A series spans at most ${options.maxRangeHours} hours; ask for a shorter range`,
+      );
+    }
     const buckets = parseLimit(c.req.query("buckets"), DEFAULT_BUCKETS, MAX_BUCKETS);
     if (buckets === null) throw badRequest(`buckets must be an integer from 1 to ${MAX_BUCKETS}`);
     const query = { device, fromTs: from, toTs: to };
-    const [series, events] = await Promise.all([
-      readingSeries(options.client, { ...query, buckets, maxSensors: options.maxSensors }),
-      eventsOverlapping(options.client, { ...query, limit: MAX_EVENTS }),
-    ]);
+    const [series, events] = await turns.run(() =>
+      Promise.all([
+        readingSeries(options.client, { ...query, buckets, maxSensors: options.maxSensors }),
+        eventsOverlapping(options.client, { ...query, limit: MAX_EVENTS }),
+      ])
+    );
     return c.json({
       device,
       from: new Date(from).toISOString(),
@@ -48,4 +61,27 @@ export function seriesRoutes(options: { client: Client; maxSensors: number }): H
     });
   });
   return app;
+}
+
+/** At most `size` tasks run at once; the others wait in arrival order. */
+class Turns {
+  readonly #size: number;
+  #running = 0;
+  readonly #waiting: (() => void)[] = [];
+
+  constructor(size: number) {
+    this.#size = size;
+  }
+
+  async run<T>(task: () => Promise<T>): Promise<T> {
+    if (this.#running >= this.#size) await new Promise<void>((resolve) => this.#waiting.push(resolve));
+    else this.#running++;
+    try {
+      return await task();
+    } finally {
+      const next = this.#waiting.shift();
+      if (next) next();
+      else this.#running--;
+    }
+  }
 }

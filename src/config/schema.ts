@@ -202,6 +202,13 @@ const limitsSchema = z.object({
   ingestTokens: z.number().int().min(1).max(100_000).default(1_000),
   /** Device ids or prefixes one ingest token may name. */
   devicesPerToken: z.number().int().min(1).max(100_000).default(1_000),
+  /** Hours one `GET /v1/devices/{device}/series` may span: its cost grows with the minutes in range. */
+  seriesRangeHours: z.number().positive().max(24 * 3650).default(192),
+  /**
+   * Charts (`GET /v1/devices/{device}/series`) computed at once; others wait their turn, so that
+   * concurrent charts cannot hold the event loop or the V8 heap between them.
+   */
+  seriesConcurrency: z.number().int().min(1).max(64).default(2),
 }).strict();
 
 export const manifestSchema = z.object({

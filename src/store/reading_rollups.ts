@@ -44,7 +44,7 @@ export interface MinuteFold {
   readonly minute: number;
   readings: number;
   minReceivedMs: number;
-  readonly sensors: Map<string, { count: number; min: number; max: number }>;
+  readonly sensors: SensorFolds;
 }
 
 /** Readings folded per device and minute, ready to merge into the stored rollups. */
@@ -55,22 +55,63 @@ export interface RollupFold {
   readonly lastId: number;
 }
 
-/** Each sensor's min and max (and count) over `values` added to `into`. */
-export function foldValues(
-  into: Map<string, { count: number; min: number; max: number }>,
-  values: Record<string, unknown>,
-): void {
-  for (const sensor in values) {
-    const value = values[sensor];
-    if (typeof value !== "number") continue;
-    const folded = into.get(sensor);
-    if (!folded) into.set(sensor, { count: 1, min: value, max: value });
-    else {
-      folded.count++;
-      if (value < folded.min) folded.min = value;
-      if (value > folded.max) folded.max = value;
+/**
+ * Each sensor's count, min and max over the values added, for at most `limit` sensors: the first
+ * by name (rule 5), whatever the order names arrive in, so that memory is bounded however many
+ * names a device invents; `dropped` once a name was left out. O(limit) per name past the bound.
+ */
+export class SensorFolds {
+  readonly byName = new Map<string, { count: number; min: number; max: number }>();
+  dropped = false;
+  readonly #limit: number;
+  #largest: string | null = null;
+
+  constructor(limit: number) {
+    this.#limit = Math.max(1, limit);
+  }
+
+  add(values: Record<string, unknown>): void {
+    for (const sensor in values) {
+      const value = values[sensor];
+      if (typeof value !== "number") continue;
+      const folded = this.byName.get(sensor);
+      if (folded) {
+        folded.count++;
+        if (value < folded.min) folded.min = value;
+        if (value > folded.max) folded.max = value;
+        continue;
+      }
+      if (this.byName.size >= this.#limit) {
+        this.dropped = true;
+        const largest = this.#largest ??= this.#findLargest();
+        if (compareText(sensor, largest) > 0) continue;
+        this.byName.delete(largest);
+      }
+      this.#largest = null;
+      this.byName.set(sensor, { count: 1, min: value, max: value });
     }
   }
+
+  #findLargest(): string {
+    let largest: string | null = null;
+    for (const name of this.byName.keys()) if (largest === null || compareText(name, largest) > 0) largest = name;
+    return largest!;
+  }
+}
+
+/**
+ * SQLite's order of TEXT (its bytes in UTF-8, which is code point order), which names are kept
+ * and dropped by; JavaScript's `<` compares UTF-16 units, which differs past U+FFFF.
+ */
+export function compareText(a: string, b: string): number {
+  for (let i = 0, j = 0; i < a.length && j < b.length;) {
+    const x = a.codePointAt(i)!;
+    const y = b.codePointAt(j)!;
+    if (x !== y) return x - y;
+    i += x > 0xffff ? 2 : 1;
+    j += y > 0xffff ? 2 : 1;
+  }
+  return a.length - b.length;
 }
 
 /**
@@ -79,7 +120,12 @@ export function foldValues(
  * per row and column (about 17 µs for a reading's five), against about 1 µs to parse a reading
  * inside an array.
  */
-export async function foldReadingsAfter(client: Client, afterId: number, limit: number): Promise<RollupFold> {
+export async function foldReadingsAfter(
+  client: Client,
+  afterId: number,
+  limit: number,
+  maxSensors: number,
+): Promise<RollupFold> {
   const result = await client.execute({
     sql: `SELECT device, ts / ${ROLLUP_MS} AS minute, count(*) AS n, min(received_ms) AS received, max(id) AS last,
         '[' || group_concat(values_json, ',') || ']' AS values_array
@@ -96,11 +142,9 @@ export async function foldReadingsAfter(client: Client, afterId: number, limit: 
       minute: Number(row.minute),
       readings: Number(row.n),
       minReceivedMs: Number(row.received),
-      sensors: new Map(),
+      sensors: new SensorFolds(maxSensors),
     };
-    for (const values of JSON.parse(String(row.values_array)) as Record<string, unknown>[]) {
-      foldValues(fold.sensors, values);
-    }
+    for (const values of JSON.parse(String(row.values_array)) as Record<string, unknown>[]) fold.sensors.add(values);
     readings += fold.readings;
     lastId = Math.max(lastId, Number(row.last));
     minutes.push(fold);
@@ -151,11 +195,18 @@ export async function foldMinutes(
   client: Client,
   minutes: readonly [string, number][],
   cursor: number,
+  maxSensors: number,
 ): Promise<RollupFold> {
   const folds: MinuteFold[] = [];
   let readings = 0;
   for (const [device, minute] of minutes) {
-    const fold: MinuteFold = { device, minute, readings: 0, minReceivedMs: Infinity, sensors: new Map() };
+    const fold: MinuteFold = {
+      device,
+      minute,
+      readings: 0,
+      minReceivedMs: Infinity,
+      sensors: new SensorFolds(maxSensors),
+    };
     await forEachReading(client, {
       where: "device = ? AND ts >= ? AND ts < ? AND id <= ?",
       args: [device, minute * ROLLUP_MS, (minute + 1) * ROLLUP_MS, cursor],
@@ -163,7 +214,7 @@ export async function foldMinutes(
     }, (_ts, values, receivedMs) => {
       fold.readings++;
       if (receivedMs < fold.minReceivedMs) fold.minReceivedMs = receivedMs;
-      foldValues(fold.sensors, values);
+      fold.sensors.add(values);
     });
     readings += fold.readings;
     if (fold.readings > 0) folds.push(fold);
@@ -193,7 +244,7 @@ export function mergeStatements(fold: RollupFold, maxSensors: number): InStateme
     });
   }
   const sensors = minutes.flatMap((m) =>
-    [...m.sensors].map(([sensor, s]) => [m.device, m.minute, sensor, s.count, s.min, s.max])
+    [...m.sensors.byName].map(([sensor, s]) => [m.device, m.minute, sensor, s.count, s.min, s.max])
   );
   for (let start = 0; start < sensors.length; start += ROWS_PER_STATEMENT) {
     const chunk = sensors.slice(start, start + ROWS_PER_STATEMENT);
@@ -203,6 +254,15 @@ export function mergeStatements(fold: RollupFold, maxSensors: number): InStateme
             ON CONFLICT (device, minute, sensor) DO UPDATE SET count = count + excluded.count,
               min = min(min, excluded.min), max = max(max, excluded.max)`,
       args: chunk.flat(),
+    });
+  }
+  // A fold that left names out already (past the bound) says so for its minute.
+  const dropped = minutes.filter((m) => m.sensors.dropped).map((m) => [m.device, m.minute]);
+  if (dropped.length > 0) {
+    statements.push({
+      sql: `UPDATE rollup_minutes SET dropped_above = min(coalesce(dropped_above, ?2), ?2)
+            WHERE (device, minute) IN (SELECT device, minute FROM (${TOUCHED}))`,
+      args: [JSON.stringify(dropped), maxSensors],
     });
   }
   // Checked for the touched minutes only (a few rows each for an ordinary device).

@@ -16,7 +16,7 @@
  *   have been made): one pass over the (device, ts) index, about a tenth of the JSON's cost.
  */
 import type { Client, InValue } from "@libsql/client";
-import { foldValues, forEachReading, ROLLUP_CURSOR_SQL, ROLLUP_MS } from "./reading_rollups.ts";
+import { compareText, forEachReading, ROLLUP_CURSOR_SQL, ROLLUP_MS, SensorFolds } from "./reading_rollups.ts";
 
 /**
  * Readings a range may hold to be charted raw at a bucket length under a minute: about 0.15 s
@@ -179,7 +179,8 @@ class SeriesBuilder {
       readings: [],
       score: [],
       anomalous: [],
-      sensors: {},
+      // No prototype: a sensor named "constructor" or "valueOf" is a sensor, not a method.
+      sensors: Object.create(null),
       truncated: false,
     };
   }
@@ -205,14 +206,15 @@ class SeriesBuilder {
   async fill(client: Client, sources: Sources, maxSensors: number): Promise<ReadingSeries> {
     const { series } = this;
     if (series.ts.length === 0) return series;
-    // Raw readings first, folded per bucket (in JavaScript: see rule 4 of reading_rollups.ts).
-    const raw = new Map<number, Map<string, { count: number; min: number; max: number }>>();
+    // Raw readings first, folded per bucket (in JavaScript: see rule 4 of reading_rollups.ts),
+    // each bucket keeping the first `maxSensors` names: those shown are among them.
+    const raw = new Map<number, SensorFolds>();
     const { origin, bucketMs } = sources.grid;
     const visit = (ts: number, values: Record<string, unknown>) => {
       const bucket = Math.floor((ts - origin) / bucketMs);
       let folded = raw.get(bucket);
-      if (!folded) raw.set(bucket, folded = new Map());
-      foldValues(folded, values);
+      if (!folded) raw.set(bucket, folded = new SensorFolds(maxSensors));
+      folded.add(values);
     };
     const device = sources.device;
     for (const [from, to] of sources.ranges) {
@@ -232,7 +234,10 @@ class SeriesBuilder {
       }, visit);
     }
     const names = new Set<string>();
-    for (const folded of raw.values()) for (const sensor of folded.keys()) names.add(sensor);
+    for (const folded of raw.values()) {
+      for (const sensor of folded.byName.keys()) names.add(sensor);
+      if (folded.dropped) series.truncated = true;
+    }
     const rollups = sources.rollups ? rollupRows(sources.rollups, device) : null;
     if (rollups) {
       const stored = await client.execute({
@@ -256,7 +261,7 @@ class SeriesBuilder {
       if (sensor.max[at] === null || high > sensor.max[at]!) sensor.max[at] = high;
     };
     for (const [bucket, folded] of raw) {
-      for (const [name, { min, max }] of folded) merge(bucket, name, min, max);
+      for (const [name, { min, max }] of folded.byName) merge(bucket, name, min, max);
     }
     if (rollups) {
       // A row per sensor with "bucket min max ..." as text: the client's cost is per row (about
@@ -288,21 +293,6 @@ function rollupRows(rollups: NonNullable<Sources["rollups"]>, device: string): {
       AND minute NOT IN (SELECT value FROM json_each(?))`,
     args: [device, rollups.first, rollups.end, JSON.stringify(rollups.stale)],
   };
-}
-
-/**
- * SQLite's order of TEXT (its bytes in UTF-8, which is code point order), which names are kept
- * and dropped by; JavaScript's `<` compares UTF-16 units, which differs past U+FFFF.
- */
-function compareText(a: string, b: string): number {
-  for (let i = 0, j = 0; i < a.length && j < b.length;) {
-    const x = a.codePointAt(i)!;
-    const y = b.codePointAt(j)!;
-    if (x !== y) return x - y;
-    i += x > 0xffff ? 2 : 1;
-    j += y > 0xffff ? 2 : 1;
-  }
-  return a.length - b.length;
 }
 
 /** Episodes of `device` that overlap [fromTs, toTs), oldest first, at most `limit`. */

@@ -67,7 +67,7 @@ export class RollupPass {
   /** Folds up to `limit` readings after the cursor; returns how many. */
   async fold(limit = READINGS_PER_PASS): Promise<number> {
     const cursor = await readCursor(this.#client, ROLLUP_CURSOR);
-    const fold = await foldReadingsAfter(this.#client, cursor, Math.min(limit, READINGS_PER_PASS));
+    const fold = await foldReadingsAfter(this.#client, cursor, Math.min(limit, READINGS_PER_PASS), this.#maxSensors);
     if (fold.readings === 0) return 0;
     await commitDerived(this.#client, [
       ...mergeStatements(fold, this.#maxSensors),
@@ -82,7 +82,7 @@ export class RollupPass {
     if (minutes.length === 0) return 0;
     // Only this pass moves the cursor, so it stays where it is until the commit.
     const cursor = await readCursor(this.#client, ROLLUP_CURSOR);
-    const fold = await foldMinutes(this.#client, minutes, cursor);
+    const fold = await foldMinutes(this.#client, minutes, cursor, this.#maxSensors);
     await commitDerived(this.#client, rebuildStatements(minutes, fold, this.#maxSensors));
     return minutes.length;
   }

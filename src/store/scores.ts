@@ -72,18 +72,27 @@ export async function scoresBefore(
 /** Up to `limit` readings of `device` with `fromTs <= ts < toTs` and `ts > afterTs`, in time order. */
 export async function scoredReadings(
   client: Client,
-  query: { device: string; fromTs: number; toTs: number; afterTs: number; limit: number },
-): Promise<ScoredReading[]> {
+  query: { device: string; fromTs: number; toTs: number; afterTs: number; limit: number; maxBytes: number },
+): Promise<{ readings: ScoredReading[]; cut: boolean }> {
+  // Up to `limit` readings, but no more of their values than `maxBytes` (at least one reading):
+  // SQLite measures them, so readings that do not fit never reach JavaScript.
   const result = await client.execute({
-    sql: `SELECT ts, values_json, score, anomaly, flags FROM readings
-          WHERE device = ? AND ts >= ? AND ts < ? AND ts > ? ORDER BY ts LIMIT ?`,
-    args: [query.device, query.fromTs, query.toTs, query.afterTs, query.limit],
+    sql: `WITH page AS (
+            SELECT id, ts, length(values_json) AS bytes FROM readings
+            WHERE device = ?1 AND ts >= ?2 AND ts < ?3 AND ts > ?4 ORDER BY ts LIMIT ?5),
+          kept AS (
+            SELECT id FROM (SELECT id, sum(bytes) OVER (ORDER BY ts ROWS UNBOUNDED PRECEDING) - bytes AS before FROM page)
+            WHERE before < ?6)
+          SELECT r.ts, r.values_json, r.score, r.anomaly, r.flags, (SELECT count(*) FROM page) AS paged
+          FROM readings r JOIN kept USING (id) ORDER BY r.ts`,
+    args: [query.device, query.fromTs, query.toTs, query.afterTs, query.limit, query.maxBytes],
   });
-  return result.rows.map((row) => ({
+  const readings = result.rows.map((row) => ({
     ts: Number(row.ts),
     valuesJson: String(row.values_json),
     score: row.score === null ? null : Number(row.score),
     anomaly: row.anomaly === null ? null : Number(row.anomaly) === 1,
     flags: row.flags === null ? null : String(row.flags),
   }));
+  return { readings, cut: readings.length > 0 && readings.length < Number(result.rows[0].paged) };
 }
