@@ -16,8 +16,12 @@
  * - Probe cannot get a descriptor (EMFILE, ENFILE): the listener is closed, so new connections
  *   are refused at once rather than queued where no one will accept them; it is opened again
  *   every `FAST_INTERVAL_MS` until that succeeds (counted: descriptors_exhausted, reopen_failed).
- * - Probe not accepted in time, or refused: the listener is closed and opened again on the same
- *   address (counted: accept_stalled, reopened). Connections already accepted are not touched.
+ * - Probe not accepted in time, or refused, twice in a row with nothing accepted in between: the
+ *   listener is closed and opened again on the same address (counted: accept_stalled, reopened).
+ *   Connections already accepted are not touched. One miss is not enough: under a heavy load the
+ *   event loop can deliver a probe's connection late without any single stall that shows on a
+ *   timer, and reopening then resets every connection queued on the listener. A real stall is
+ *   permanent, so the second probe costs only its own half second.
  * - A probe whose deadline timer ran late (event loop blocked) proves nothing and is repeated.
  * - No probe while the connection cap is full (it would be refused and counted as a refusal).
  * - Each episode logs one warning when it starts (rate limited) and `http.accepting` when a probe
@@ -71,6 +75,8 @@ export class AcceptWatchdog {
   #onAccepted: (() => void) | null = null;
   #open = true;
   #troubleSince: number | null = null;
+  /** When a probe was last not accepted, until a probe or a connection is accepted. */
+  #missedAt: number | null = null;
   #reopening = false;
   #stopped = false;
   #timer: ReturnType<typeof setTimeout> | null = null;
@@ -120,7 +126,8 @@ export class AcceptWatchdog {
       return this.#schedule(FAST_INTERVAL_MS);
     }
     const now = performance.now();
-    if (this.#troubleSince === null) {
+    if (this.#missedAt !== null && this.#lastAccepted > this.#missedAt) this.#missedAt = null;
+    if (this.#troubleSince === null && this.#missedAt === null) {
       const busy = now - this.#lastAccepted < TICK_MS;
       const idleAndChecked = this.#lastAccepted <= this.#lastProbeAccepted &&
         now - this.#lastProbeAccepted < IDLE_PROBE_MS;
@@ -130,6 +137,7 @@ export class AcceptWatchdog {
     if (this.#stopped) return;
     switch (result) {
       case "accepted":
+        this.#missedAt = null;
         this.#lastProbeAccepted = this.#lastAccepted;
         if (this.#troubleSince !== null) {
           this.#options.log.info("http.accepting", {
@@ -150,6 +158,11 @@ export class AcceptWatchdog {
         this.#close();
         return this.#schedule(FAST_INTERVAL_MS);
       case "not_accepted":
+        if (this.#missedAt === null) {
+          this.#missedAt = performance.now();
+          return this.#schedule(0);
+        }
+        this.#missedAt = null;
         this.#trouble("accept_stalled", "http.accept_stalled", {
           action: "listener reopened",
           sinceLastAcceptMs: Math.round(performance.now() - this.#lastAccepted),
