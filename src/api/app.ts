@@ -17,6 +17,7 @@ import { healthRoutes, type ReadinessProbe } from "./health.ts";
 import type { IngestTokens } from "./ingest_tokens.ts";
 import { readingsRoutes } from "./readings.ts";
 import { seriesRoutes } from "./series_routes.ts";
+import { Turns } from "./turns.ts";
 import { tokenRoutes } from "./token_routes.ts";
 
 export interface ApiOptions {
@@ -67,11 +68,13 @@ export function createApi(options: ApiOptions): Hono {
     }),
   );
   const adminToken = readAdminToken(options.adminTokenFile ?? null);
+  const heavyReads = new Turns(options.limits.heavyReads);
   app.route("/", readingsRoutes({ ...options, tokens: options.ingestAuth ? options.ingestTokens : null }));
   app.route("/", tokenRoutes({ tokens: options.ingestTokens, adminToken, limits: options.limits }));
   app.route(
     "/",
     detectRoutes({
+      heavyReads,
       client: options.store.client,
       detection: options.detection,
       adminToken,
@@ -85,7 +88,7 @@ export function createApi(options: ApiOptions): Hono {
       client: options.store.client,
       maxSensors: options.limits.sensorsPerDevice,
       maxRangeHours: options.limits.seriesRangeHours,
-      concurrency: options.limits.seriesConcurrency,
+      heavyReads,
     }),
   );
   app.route("/", consoleRoutes());

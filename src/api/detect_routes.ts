@@ -4,7 +4,13 @@ import { HTTPException } from "hono/http-exception";
 import { Buffer } from "node:buffer";
 import { z } from "zod";
 import type { Detection } from "../detect/detection.ts";
-import { DEVICE_SORTS, devicePage, type DeviceSort, type SortPosition } from "../detect/device_listing.ts";
+import {
+  DEVICE_SORTS,
+  devicePage,
+  type DeviceSort,
+  type SortOrder,
+  type SortPosition,
+} from "../detect/device_listing.ts";
 import { checkBundle } from "../detect/model_bundle.ts";
 import { vetUploadedModel } from "../detect/model_vetting.ts";
 import { checkModelSignature } from "../detect/model_signature.ts";
@@ -18,6 +24,7 @@ import { type HistoryEntry, historyPage } from "../store/assignment_history.ts";
 import { type HistoryModel, scopeAssignment, scopeModelsPage } from "../store/model_history.ts";
 import { scoredReadings } from "../store/scores.ts";
 import { adminAuth } from "./admin_auth.ts";
+import type { Turns } from "./turns.ts";
 import { parseLimit, parseTime } from "./query_params.ts";
 
 const ROLLBACK_BODY_BYTES = 4_096;
@@ -38,6 +45,8 @@ export function detectRoutes(
     now: () => number;
     /** `spec.release.trustedKeys`: when not empty, uploaded models must be signed by one of them. */
     trustedKeys?: readonly TrustedKey[];
+    /** Turns of reads whose cost grows with what is stored (src/api/turns.ts). */
+    heavyReads: Turns;
   },
 ): Hono {
   const { client, detection } = options;
@@ -131,13 +140,17 @@ export function detectRoutes(
     const after = cursor === undefined || !plain ? null : decodeNameCursor(cursor);
     const position = cursor === undefined || plain ? null : decodeSortCursor(cursor, sortBy, order);
     const only = c.req.query("device");
-    const page = await devicePage(client, {
+    const query = {
       after,
       limit,
       scoreCursor: detection.scorer.cursor,
       only,
-      sort: { by: sortBy, order, after: position },
-    });
+      sort: { by: sortBy, order: order as SortOrder, after: position },
+    };
+    // Name order reads one index page; the other orders read every device's activity.
+    const page = plain
+      ? await devicePage(client, query)
+      : await options.heavyReads.run(() => devicePage(client, query));
     const now = options.now();
     const devices = page.devices.map((row) => {
       const modelId = detection.registry.modelIdFor(row.device);
@@ -256,7 +269,9 @@ export function detectRoutes(
 
   app.post("/v1/events/:id/false-alarm", admin, async (c) => {
     const id = c.req.param("id");
-    if (!/^[1-9][0-9]{0,15}$/.test(id)) throw badRequest("id must be an event id (a positive integer)");
+    if (!/^[1-9][0-9]{0,15}$/.test(id) || !Number.isSafeInteger(Number(id))) {
+      throw badRequest("id must be an event id (a positive integer up to 2^53 - 1)");
+    }
     const outcome = await detection.scorer.markFalseAlarm(Number(id));
     const { alerts: _alerts, ...body } = outcome;
     return c.json({ event: Number(id), verdict: "false_alarm", ...body });

@@ -9,6 +9,7 @@ import { HTTPException } from "hono/http-exception";
 import { LimitExceededError, limitKey } from "../limit_exceeded_error.ts";
 import { eventsOverlapping, readingSeries } from "../store/reading_series.ts";
 import { parseLimit, parseTime } from "./query_params.ts";
+import type { Turns } from "./turns.ts";
 
 /** Buckets one request may ask for; the default fills a chart about as wide as a laptop screen. */
 export const MAX_BUCKETS = 2_000;
@@ -19,10 +20,10 @@ const MAX_EVENTS = 1_000;
 const badRequest = (message: string) => new HTTPException(400, { message });
 
 export function seriesRoutes(
-  options: { client: Client; maxSensors: number; maxRangeHours: number; concurrency: number },
+  options: { client: Client; maxSensors: number; maxRangeHours: number; heavyReads: Turns },
 ): Hono {
   const app = new Hono();
-  const turns = new Turns(options.concurrency);
+  const turns = options.heavyReads;
   app.get("/v1/devices/:device/series", async (c) => {
     const device = c.req.param("device");
     const to = parseTime(c.req.query("to"), Date.now());
@@ -61,27 +62,4 @@ export function seriesRoutes(
     });
   });
   return app;
-}
-
-/** At most `size` tasks run at once; the others wait in arrival order. */
-class Turns {
-  readonly #size: number;
-  #running = 0;
-  readonly #waiting: (() => void)[] = [];
-
-  constructor(size: number) {
-    this.#size = size;
-  }
-
-  async run<T>(task: () => Promise<T>): Promise<T> {
-    if (this.#running >= this.#size) await new Promise<void>((resolve) => this.#waiting.push(resolve));
-    else this.#running++;
-    try {
-      return await task();
-    } finally {
-      const next = this.#waiting.shift();
-      if (next) next();
-      else this.#running--;
-    }
-  }
 }

@@ -205,10 +205,10 @@ const limitsSchema = z.object({
   /** Hours one `GET /v1/devices/{device}/series` may span: its cost grows with the minutes in range. */
   seriesRangeHours: z.number().positive().max(24 * 3650).default(192),
   /**
-   * Charts (`GET /v1/devices/{device}/series`) computed at once; others wait their turn, so that
-   * concurrent charts cannot hold the event loop or the V8 heap between them.
+   * Reads whose cost grows with what is stored (charts, sorted device listings) computed at once;
+   * others wait their turn, so that many at once cannot hold the event loop or the V8 heap.
    */
-  seriesConcurrency: z.number().int().min(1).max(64).default(2),
+  heavyReads: z.number().int().min(1).max(64).default(2),
 }).strict();
 
 export const manifestSchema = z.object({
