@@ -1,37 +1,61 @@
 import { LimitExceededError, limitKey } from "../limit_exceeded_error.ts";
 
-export interface AdmissionLimits {
-  ingestConcurrency: number;
-  ingestQueue: number;
-  ingestQueueWaitMs: number;
+export interface AdmissionBounds {
+  /** Run at once. */
+  concurrency: number;
+  /** Wait at most, beyond those running. */
+  queue: number;
+  /** A waiter is refused after this long. */
+  queueWaitMs: number;
+}
+
+/** What the refusals say: the work admitted, and the manifest keys (`spec.limits.<name>`) they name. */
+export interface AdmissionNames {
+  what: string;
+  queueLimit: string;
+  waitLimit: string;
 }
 
 /**
- * Bounds the ingest requests whose bodies are read and parsed at once (parsing a 1 MiB body
- * takes several MiB of heap). Up to `ingestConcurrency` run; up to `ingestQueue` more wait, each
- * at most `ingestQueueWaitMs`, with their bodies still in the socket; the rest are refused with
- * 503, which a client retries.
+ * Bounds work whose cost is large and set by the client: up to `concurrency` run; up to `queue`
+ * more wait, each at most `queueWaitMs`; the rest are refused with 503, which a client retries.
+ * Used for ingest (parsing a 1 MiB body takes several MiB of heap; waiters' bodies stay in the
+ * socket) and for reads whose cost grows with what is stored (charts, sorted device listings).
  */
 export class Admission {
-  readonly #limits: AdmissionLimits;
+  readonly #bounds: AdmissionBounds;
+  readonly #names: AdmissionNames;
   #running = 0;
   readonly #waiting: (() => void)[] = [];
 
-  constructor(limits: AdmissionLimits) {
-    this.#limits = limits;
+  constructor(bounds: AdmissionBounds, names: AdmissionNames) {
+    this.#bounds = bounds;
+    this.#names = names;
+  }
+
+  /** Runs `task` in a slot (see `acquire`). */
+  async run<T>(task: () => Promise<T>): Promise<T> {
+    const release = await this.acquire();
+    try {
+      return await task();
+    } finally {
+      release();
+    }
   }
 
   /** Waits for a slot; returns the function that frees it. Throws LimitExceededError (503). */
   async acquire(): Promise<() => void> {
-    if (this.#running < this.#limits.ingestConcurrency) {
+    const { concurrency, queue, queueWaitMs } = this.#bounds;
+    const { what, queueLimit, waitLimit } = this.#names;
+    if (this.#running < concurrency) {
       this.#running++;
       return this.#releaser();
     }
-    if (this.#waiting.length >= this.#limits.ingestQueue) {
+    if (this.#waiting.length >= queue) {
       throw new LimitExceededError(
-        limitKey("ingestQueue"),
-        this.#limits.ingestQueue,
-        `${this.#limits.ingestQueue} ingest requests are already waiting; retry later`,
+        limitKey(queueLimit),
+        queue,
+        `${queue} ${what} are already waiting; retry later`,
         503,
       );
     }
@@ -40,7 +64,7 @@ export class Admission {
         const index = this.#waiting.indexOf(admit);
         if (index >= 0) this.#waiting.splice(index, 1);
         resolve(false);
-      }, this.#limits.ingestQueueWaitMs);
+      }, queueWaitMs);
       const admit = () => {
         clearTimeout(timer);
         resolve(true);
@@ -49,9 +73,9 @@ export class Admission {
     });
     if (!admitted) {
       throw new LimitExceededError(
-        limitKey("ingestQueueWaitMs"),
-        this.#limits.ingestQueueWaitMs,
-        `No ingest slot freed within ${this.#limits.ingestQueueWaitMs} ms; retry later`,
+        limitKey(waitLimit),
+        queueWaitMs,
+        `No slot for ${what} freed within ${queueWaitMs} ms; retry later`,
         503,
       );
     }

@@ -16,8 +16,8 @@ import { errorHandler } from "./errors.ts";
 import { healthRoutes, type ReadinessProbe } from "./health.ts";
 import type { IngestTokens } from "./ingest_tokens.ts";
 import { readingsRoutes } from "./readings.ts";
+import { Admission } from "./admission.ts";
 import { seriesRoutes } from "./series_routes.ts";
-import { Turns } from "./turns.ts";
 import { tokenRoutes } from "./token_routes.ts";
 
 export interface ApiOptions {
@@ -68,7 +68,11 @@ export function createApi(options: ApiOptions): Hono {
     }),
   );
   const adminToken = readAdminToken(options.adminTokenFile ?? null);
-  const heavyReads = new Turns(options.limits.heavyReads);
+  // Waiters are bounded too: a client cannot park every connection on charts.
+  const heavyReads = new Admission(
+    { concurrency: options.limits.heavyReads, queue: 8 * options.limits.heavyReads, queueWaitMs: 10_000 },
+    { what: "charts or sorted device listings", queueLimit: "heavyReads", waitLimit: "heavyReads" },
+  );
   app.route("/", readingsRoutes({ ...options, tokens: options.ingestAuth ? options.ingestTokens : null }));
   app.route("/", tokenRoutes({ tokens: options.ingestTokens, adminToken, limits: options.limits }));
   app.route(

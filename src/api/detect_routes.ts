@@ -24,7 +24,7 @@ import { type HistoryEntry, historyPage } from "../store/assignment_history.ts";
 import { type HistoryModel, scopeAssignment, scopeModelsPage } from "../store/model_history.ts";
 import { scoredReadings } from "../store/scores.ts";
 import { adminAuth } from "./admin_auth.ts";
-import type { Turns } from "./turns.ts";
+import type { Admission } from "./admission.ts";
 import { parseLimit, parseTime } from "./query_params.ts";
 
 const ROLLBACK_BODY_BYTES = 4_096;
@@ -45,8 +45,8 @@ export function detectRoutes(
     now: () => number;
     /** `spec.release.trustedKeys`: when not empty, uploaded models must be signed by one of them. */
     trustedKeys?: readonly TrustedKey[];
-    /** Turns of reads whose cost grows with what is stored (src/api/turns.ts). */
-    heavyReads: Turns;
+    /** Slots for reads whose cost grows with what is stored (`spec.limits.heavyReads`). */
+    heavyReads: Admission;
   },
 ): Hono {
   const { client, detection } = options;

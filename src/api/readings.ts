@@ -13,7 +13,9 @@ export interface ReadingsRouteOptions {
   store: Store;
   metrics: Metrics;
   bodyLimitBytes: number;
-  limits: ReadingLimits & ConstructorParameters<typeof Admission>[0] & Pick<LimitsConfig, "readingsPerRequest">;
+  limits:
+    & ReadingLimits
+    & Pick<LimitsConfig, "readingsPerRequest" | "ingestConcurrency" | "ingestQueue" | "ingestQueueWaitMs">;
   /** With `spec.api.ingestAuth: token`: every request needs a token naming each device it writes. */
   tokens: IngestTokens | null;
 }
@@ -26,7 +28,11 @@ export interface ReadingsRouteOptions {
 export function readingsRoutes(options: ReadingsRouteOptions): Hono {
   const { store, metrics } = options;
   const parse = readingParser(options.limits);
-  const admission = new Admission(options.limits);
+  const { ingestConcurrency, ingestQueue, ingestQueueWaitMs } = options.limits;
+  const admission = new Admission(
+    { concurrency: ingestConcurrency, queue: ingestQueue, queueWaitMs: ingestQueueWaitMs },
+    { what: "ingest requests", queueLimit: "ingestQueue", waitLimit: "ingestQueueWaitMs" },
+  );
   const invalid = () => metrics.readings.inc({ source: "http", result: "invalid" });
   const scopes = new WeakMap<Request, TokenScope>();
   const app = new Hono();

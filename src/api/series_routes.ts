@@ -9,7 +9,7 @@ import { HTTPException } from "hono/http-exception";
 import { LimitExceededError, limitKey } from "../limit_exceeded_error.ts";
 import { eventsOverlapping, readingSeries } from "../store/reading_series.ts";
 import { parseLimit, parseTime } from "./query_params.ts";
-import type { Turns } from "./turns.ts";
+import type { Admission } from "./admission.ts";
 
 /** Buckets one request may ask for; the default fills a chart about as wide as a laptop screen. */
 export const MAX_BUCKETS = 2_000;
@@ -20,7 +20,7 @@ const MAX_EVENTS = 1_000;
 const badRequest = (message: string) => new HTTPException(400, { message });
 
 export function seriesRoutes(
-  options: { client: Client; maxSensors: number; maxRangeHours: number; heavyReads: Turns },
+  options: { client: Client; maxSensors: number; maxRangeHours: number; heavyReads: Admission },
 ): Hono {
   const app = new Hono();
   const turns = options.heavyReads;
