@@ -13,11 +13,18 @@ import { type BundleSealer, readMaybeSealed } from "./bundle_seal.ts";
 export const MODEL_JSON = "model.json";
 export const MODEL_ONNX = "model.onnx";
 
+/**
+ * Longest name a bundle's sensors and model may have: `spec.limits.nameLength` goes up to 1,024,
+ * and a calibrated model is named `baseline/<device>` (a 128-character device id made a
+ * 137-character name, which this schema refused: the device was never scored).
+ */
+const MAX_NAME = 1_024 + 64;
+
 export const bundleManifestSchema = z.object({
-  name: z.string().min(1).max(128),
+  name: z.string().min(1).max(MAX_NAME),
   version: z.string().min(1).max(64),
   /** Sensor names, in the order of the input tensor's last axis. */
-  features: z.array(z.string().min(1).max(128)).min(1).max(1024),
+  features: z.array(z.string().min(1).max(MAX_NAME)).min(1).max(1024),
   /** Readings per input row: 1 → input [N, features]; more → [N, window, features], oldest first. */
   window: z.number().int().min(1).max(10_000).default(1),
   input: z.string().min(1),
