@@ -23,7 +23,6 @@ export function seriesRoutes(
   options: { client: Client; maxSensors: number; maxRangeHours: number; heavyReads: Admission },
 ): Hono {
   const app = new Hono();
-  const turns = options.heavyReads;
   app.get("/v1/devices/:device/series", async (c) => {
     const device = c.req.param("device");
     const to = parseTime(c.req.query("to"), Date.now());
@@ -42,7 +41,7 @@ export function seriesRoutes(
     if (buckets === null) throw badRequest(`buckets must be an integer from 1 to ${MAX_BUCKETS}`);
     const query = { device, fromTs: from, toTs: to };
     // Made and written out in a slot: the answer can be megabytes (2,000 buckets of 64 sensors).
-    return await turns.run(async () => {
+    return await options.heavyReads.run(async () => {
       const [series, events] = await Promise.all([
         readingSeries(options.client, { ...query, buckets, maxSensors: options.maxSensors }),
         eventsOverlapping(options.client, { ...query, limit: MAX_EVENTS }),

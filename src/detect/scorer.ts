@@ -28,7 +28,7 @@ import { Quarantine, type QuarantineEntry } from "./quarantine.ts";
 import type { ModelRegistry } from "./registry.ts";
 import { recoverInterruptedWork } from "./scorer_recovery.ts";
 import type { ScorerObserver } from "./scorer_observer.ts";
-import { type PassDeps, planPass, SCORE_CURSOR } from "./scoring_pass.ts";
+import { nextTurn, type PassDeps, planPass, SCORE_CURSOR } from "./scoring_pass.ts";
 import { WorkMarkers } from "./work_markers.ts";
 
 export type { OperatorOutcome, ScorerObserver };
@@ -209,7 +209,7 @@ export class Scorer {
       ];
       for (const step of steps) {
         while (!this.#stopped && await this.#exclusive(step) === FORGET_CHUNK) {
-          await new Promise((resolve) => setTimeout(resolve, 0));
+          await nextTurn();
         }
       }
     } catch (error) {

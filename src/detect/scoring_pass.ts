@@ -483,6 +483,7 @@ function restartCalibration(state: DeviceState, afterId: number): void {
   state.calibrationClock = null;
 }
 
-function nextTurn(): Promise<void> {
+/** Lets timers and I/O run before going on (after a step that held the event loop). */
+export function nextTurn(): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, 0));
 }

@@ -265,7 +265,9 @@ function toDeviceRow(row: Row) {
   };
 }
 
-const NOT_KNOWN = "NOT EXISTS (SELECT 1 FROM known_devices k WHERE k.device = devices.device)";
+/** A state row of a device the store no longer knows (no reading left) that is not quarantined. */
+const FORGOTTEN =
+  "state != 'quarantined' AND NOT EXISTS (SELECT 1 FROM known_devices k WHERE k.device = devices.device)";
 
 /**
  * Devices with a state row, not quarantined, but no reading left in the store (`known_devices`
@@ -278,7 +280,7 @@ export async function forgottenDeviceRows(
 ): Promise<string[]> {
   const only = among === null ? "" : ` AND device IN (${among.map(() => "?").join(",")})`;
   const result = await client.execute({
-    sql: `SELECT device FROM devices WHERE state != 'quarantined' AND ${NOT_KNOWN}${only} ORDER BY device LIMIT ?`,
+    sql: `SELECT device FROM devices WHERE ${FORGOTTEN}${only} ORDER BY device LIMIT ?`,
     args: [...(among ?? []), limit],
   });
   return result.rows.map((row) => String(row.device));
@@ -291,7 +293,7 @@ export async function forgottenDeviceRows(
 export function deleteForgottenDevicesStatement(devices: readonly string[]): InStatement {
   return {
     sql: `DELETE FROM devices WHERE device IN (${devices.map(() => "?").join(",")})
-            AND state != 'quarantined' AND ${NOT_KNOWN} RETURNING device`,
+            AND ${FORGOTTEN} RETURNING device`,
     args: [...devices],
   };
 }
