@@ -11,7 +11,7 @@ import { auditChainSummary, auditView } from "./browser/audit_view.ts";
 import { drawEpisodes, plotClass, sensorChart, sparkline } from "./browser/charts.ts";
 import { deviceView, modelHistory } from "./browser/device_view.ts";
 import { devicesView } from "./browser/devices_view.ts";
-import { formatBytes, formatNumber, formatTime, h, section, stat, table } from "./browser/dom.ts";
+import { formatBytes, formatNumber, formatTime, h, morePagesButton, section, stat, table } from "./browser/dom.ts";
 import { eventsView } from "./browser/events_view.ts";
 import { overviewView, signatureStat } from "./browser/overview_view.ts";
 import { startConsole, viewFor } from "./browser/router.ts";
@@ -31,6 +31,7 @@ export const BROWSER_PARTS: readonly { name: string; toString(): string }[] = [
   formatNumber,
   stat,
   table,
+  morePagesButton,
   section,
   plotClass,
   sparkline,

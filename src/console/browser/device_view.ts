@@ -1,6 +1,6 @@
 /// <reference lib="dom" />
 import { adminButton, api } from "./api.ts";
-import { formatNumber, formatTime, h, section, stat, table } from "./dom.ts";
+import { formatNumber, formatTime, h, morePagesButton, section, stat, table } from "./dom.ts";
 import { sensorChart, type Series } from "./charts.ts";
 
 /** `GET /v1/models?device=`: the device's models as the store keeps them, and its history of changes. */
@@ -149,19 +149,12 @@ export function modelHistory(device: string, history: ModelHistory): HTMLElement
   const list = table(["model", "version", "name", "source", "stored", "role", "sha256"], rows(history), {
     "data-table": "models",
   });
-  let cursor = history.nextCursor;
-  const more = h("button", {
-    class: "action",
-    onclick: async () => {
-      const page = await api(
-        `/v1/models?device=${encodeURIComponent(device)}&limit=10&cursor=${encodeURIComponent(cursor!)}`,
-      ) as ModelHistory;
-      const body = list.querySelector("tbody")!;
-      for (const cells of rows(page)) body.append(h("tr", {}, cells.map((cell) => h("td", {}, cell))));
-      cursor = page.nextCursor;
-      if (!cursor) more.remove();
-    },
-  }, "Older models");
+  const more = morePagesButton("Older models", list, history.nextCursor, async (cursor) => {
+    const page = await api(
+      `/v1/models?device=${encodeURIComponent(device)}&limit=10&cursor=${encodeURIComponent(cursor)}`,
+    ) as ModelHistory;
+    return { rows: rows(page), cursor: page.nextCursor };
+  });
   const changes = (page: ModelHistory) =>
     page.history.map((change) => [
       formatTime(change.at),
@@ -174,19 +167,12 @@ export function modelHistory(device: string, history: ModelHistory): HTMLElement
   const changeList = table(["when", "change", "model", "sha256", "reason", "signing key"], changes(history), {
     "data-table": "model-history",
   });
-  let historyCursor = history.nextHistoryCursor;
-  const moreHistory = h("button", {
-    class: "action",
-    onclick: async () => {
-      const page = await api(
-        `/v1/models?device=${encodeURIComponent(device)}&limit=10&historyCursor=${encodeURIComponent(historyCursor!)}`,
-      ) as ModelHistory;
-      const body = changeList.querySelector("tbody")!;
-      for (const cells of changes(page)) body.append(h("tr", {}, cells.map((cell) => h("td", {}, cell))));
-      historyCursor = page.nextHistoryCursor;
-      if (!historyCursor) moreHistory.remove();
-    },
-  }, "Older changes");
+  const moreHistory = morePagesButton("Older changes", changeList, history.nextHistoryCursor, async (cursor) => {
+    const page = await api(
+      `/v1/models?device=${encodeURIComponent(device)}&limit=10&historyCursor=${encodeURIComponent(cursor)}`,
+    ) as ModelHistory;
+    return { rows: changes(page), cursor: page.nextHistoryCursor };
+  });
   const scoredBy = history.scoredBy === "device"
     ? "its own model"
     : history.scoredBy === "global"
@@ -209,10 +195,10 @@ export function modelHistory(device: string, history: ModelHistory): HTMLElement
       : null,
     h("h3", {}, "History"),
     history.history.length === 0 ? h("p", { class: "muted" }, "No change of its model is recorded.") : changeList,
-    historyCursor ? moreHistory : null,
+    moreHistory,
     h("h3", {}, "Stored models"),
     history.models.length === 0 ? h("p", { class: "muted" }, "No model of its own is stored.") : list,
-    cursor ? more : null,
+    more,
     h(
       "div",
       { class: "actions" },

@@ -62,6 +62,31 @@ export function table(headers: string[], rows: Child[][], attributes: Record<str
   );
 }
 
+/**
+ * A button under `list` (a `table`) that appends the rows of the page after `cursor`, page by
+ * page, and goes once there is none; null when there is no next page to begin with.
+ */
+export function morePagesButton(
+  label: string,
+  list: HTMLElement,
+  cursor: string | null,
+  nextPage: (cursor: string) => Promise<{ rows: Child[][]; cursor: string | null }>,
+): HTMLElement | null {
+  if (cursor === null) return null;
+  let next = cursor;
+  const button = h("button", {
+    class: "action",
+    onclick: async () => {
+      const page = await nextPage(next);
+      const body = list.querySelector("tbody")!;
+      for (const cells of page.rows) body.append(h("tr", {}, cells.map((cell) => h("td", {}, cell))));
+      if (page.cursor === null) button.remove();
+      else next = page.cursor;
+    },
+  }, label);
+  return button;
+}
+
 export function section(title: string, ...children: Child[]): HTMLElement {
   return h("section", { class: "card" }, h("h2", {}, title), ...children);
 }
