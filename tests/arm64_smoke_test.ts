@@ -99,6 +99,14 @@ spec:
       await eventually(() => collector.items().length, (n) => n > 0, 240_000);
       process.kill("SIGTERM");
       assert.equal((await process.status).code, 0, log);
+    } catch (error) {
+      // The whole log, including a crash's last words: the program is stopped and its stderr drained first.
+      try {
+        process.kill("SIGKILL");
+      } catch { /* exited */ }
+      await process.status;
+      await drained;
+      throw new Error(`${(error as Error).message}\n--- the program's log:\n${log.slice(-30_000)}`, { cause: error });
     } finally {
       try {
         process.kill("SIGKILL");
