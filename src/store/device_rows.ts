@@ -22,13 +22,14 @@ export interface StoredDevice {
   baselineJson?: string | null;
 }
 
-const UPSERT =
-  `INSERT INTO devices (device, state, calibration_after_id, readings, last_reading_id, anomaly, open_event_id, updated_ms,
-     baseline_json)
-  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-  ON CONFLICT (device) DO UPDATE SET state = excluded.state, calibration_after_id = excluded.calibration_after_id,
-    readings = excluded.readings, last_reading_id = excluded.last_reading_id, anomaly = excluded.anomaly,
-    open_event_id = excluded.open_event_id, updated_ms = excluded.updated_ms, baseline_json = excluded.baseline_json`;
+const UPSERT_COLUMNS = "device, state, calibration_after_id, readings, last_reading_id, anomaly, open_event_id, " +
+  "updated_ms, baseline_json";
+const UPSERT_UPDATE = `ON CONFLICT (device) DO UPDATE SET state = excluded.state,
+    calibration_after_id = excluded.calibration_after_id, readings = excluded.readings,
+    last_reading_id = excluded.last_reading_id, anomaly = excluded.anomaly, open_event_id = excluded.open_event_id,
+    updated_ms = excluded.updated_ms, baseline_json = excluded.baseline_json`;
+/** Rows per upsert statement: one statement is compiled once for a whole pass's devices. */
+const DEVICES_PER_UPSERT = 100;
 
 const SET_STATE = `INSERT INTO devices (device, state, calibration_after_id, updated_ms) VALUES (?, ?, ?, ?)
   ON CONFLICT (device) DO UPDATE SET state = excluded.state, calibration_after_id = excluded.calibration_after_id,
@@ -36,20 +37,27 @@ const SET_STATE = `INSERT INTO devices (device, state, calibration_after_id, upd
 
 /** Upserts that store the devices' rows whole. */
 export function upsertDeviceStatements(devices: Iterable<StoredDevice>, nowMs: number): InStatement[] {
-  return [...devices].map((device) => ({
-    sql: UPSERT,
-    args: [
-      device.device,
-      device.state,
-      device.calibrationAfterId,
-      device.readings,
-      device.lastReadingId,
-      device.anomaly ? 1 : 0,
-      device.openEventId,
-      nowMs,
-      device.baselineJson ?? null,
-    ],
-  }));
+  const all = [...devices];
+  const statements: InStatement[] = [];
+  for (let start = 0; start < all.length; start += DEVICES_PER_UPSERT) {
+    const chunk = all.slice(start, start + DEVICES_PER_UPSERT);
+    statements.push({
+      sql: `INSERT INTO devices (${UPSERT_COLUMNS}) VALUES ${"(?,?,?,?,?,?,?,?,?),".repeat(chunk.length).slice(0, -1)}
+        ${UPSERT_UPDATE}`,
+      args: chunk.flatMap((device) => [
+        device.device,
+        device.state,
+        device.calibrationAfterId,
+        device.readings,
+        device.lastReadingId,
+        device.anomaly ? 1 : 0,
+        device.openEventId,
+        nowMs,
+        device.baselineJson ?? null,
+      ]),
+    });
+  }
+  return statements;
 }
 
 /**
