@@ -85,8 +85,8 @@ export async function startDetection(
   });
   if (config.detection.enabled) {
     // The first pass deals with work a previous process died during (scorer_recovery.ts).
-    store.onCommit(() => {
-      scorer.noteCommit();
+    store.onCommit((_inserted, committed) => {
+      scorer.noteCommit(committed);
       void scorer.catchUp();
     });
     void scorer.catchUp();

@@ -18,9 +18,10 @@ import type { Logger } from "../observability/log.ts";
 import { readCursor } from "../store/cursors.ts";
 import { commitDerived } from "../store/derived_commit.ts";
 import type { Outbox } from "../store/outbox.ts";
-import { maxReadingId, readingsAfter } from "../store/readings.ts";
+import { type CommittedReadings, maxReadingId, readingsAfter } from "../store/readings.ts";
 import { FORGET_CHUNK, forgetOrphanedModels, forgetSome } from "./device_forgetting.ts";
 import { DeviceStates } from "./device_states.ts";
+import { FreshReadings } from "./fresh_readings.ts";
 import type { AlertMessage } from "./episodes.ts";
 import type { Inference } from "./inference.ts";
 import { acceptOperatingPoint, markFalseAlarm, type OperatorOutcome } from "./operator_actions.ts";
@@ -38,6 +39,8 @@ const READINGS_PER_PASS = 2_000;
 /** Reading commits whose commit-to-flag latency is waiting to be measured, at most (a sample in a backlog). */
 const MAX_UNFLAGGED_COMMITS = 10_000;
 const DEFAULT_MAX_SENSORS = 64;
+/** Values (JSON characters) of just-committed readings kept for the next pass at most. */
+const FRESH_READINGS_BYTES = 1024 * 1024;
 
 /** The device has neither readings nor a detection state. */
 export class UnknownDeviceError extends Error {
@@ -63,6 +66,8 @@ export class Scorer {
   #sweeping: Promise<void> | null = null;
   /** performance.now() of each reading commit not yet covered by a finished pass. */
   #unflaggedCommits: number[] = [];
+  /** What the writer has just committed, so that a pass need not read it back. */
+  readonly #fresh = new FreshReadings({ maxRows: READINGS_PER_PASS, maxBytes: FRESH_READINGS_BYTES });
   /** Alerts committed but not yet published; the publisher drains it. */
   onAlerts: ((alerts: AlertMessage[]) => void) | null = null;
 
@@ -141,9 +146,13 @@ export class Scorer {
     return this.#running;
   }
 
-  /** Notes that readings were committed now: commit-to-flag latency is measured from here. */
-  noteCommit(at = performance.now()): void {
+  /**
+   * Notes that readings were committed now (commit-to-flag latency is measured from here), with
+   * the readings when the writer knows them.
+   */
+  noteCommit(committed: CommittedReadings | null = null, at = performance.now()): void {
     if (this.#unflaggedCommits.length < MAX_UNFLAGGED_COMMITS) this.#unflaggedCommits.push(at);
+    this.#fresh.committed(committed);
   }
 
   /**
@@ -265,7 +274,8 @@ export class Scorer {
     if (this.#cursor < 0) this.#cursor = await readCursor(client, SCORE_CURSOR);
     // Every commit noted before this read is in its rows (unless the pass is only a part).
     const covered = this.#unflaggedCommits.splice(0);
-    const rows = await readingsAfter(client, this.#cursor, READINGS_PER_PASS);
+    const rows = this.#fresh.after(this.#cursor, READINGS_PER_PASS) ??
+      await readingsAfter(client, this.#cursor, READINGS_PER_PASS);
     if (rows.length === 0) return false;
     const lastRow = rows[rows.length - 1].id;
     const done = markers.begin({

@@ -4,6 +4,7 @@ import type { Reading } from "../ingest/reading_schema.ts";
 import { LimitExceededError, limitKey } from "../limit_exceeded_error.ts";
 import { StoreFullError, StoreUnavailableError } from "./errors.ts";
 import type { KnownDevices } from "./known_devices.ts";
+import type { CommittedReadings, StoredReading } from "./readings.ts";
 
 /** How many rows one INSERT statement carries (5 parameters each, far below SQLite's limit). */
 const ROWS_PER_STATEMENT = 500;
@@ -34,8 +35,11 @@ export interface WriterOptions {
   devices?: KnownDevices;
   /** The arrival time to stamp on rows (the store's step-free clock); `Date.now` when absent. */
   now?: () => number;
-  /** Called after every commit with the rows it added. */
-  onCommit?: (rowsInserted: number) => void;
+  /**
+   * Called after every commit with the number of rows it added, and those rows with their ids when
+   * it added every row it carried (null when some were duplicates).
+   */
+  onCommit?: (rowsInserted: number, committed: CommittedReadings | null) => void;
   /** Called after every failed commit. */
   onCommitFailed?: (error: StoreUnavailableError) => void;
 }
@@ -158,11 +162,11 @@ export class ReadingWriter {
 
   async #commit(batch: PendingWrite[]): Promise<void> {
     const receivedMs = this.#options.now?.() ?? Date.now();
-    const rows: { reading: Reading; source: string }[] = [];
+    const rows: InsertedRow[] = [];
     const devices = new Set<string>();
     for (const pending of batch) {
       for (const reading of pending.readings) {
-        rows.push({ reading, source: pending.source });
+        rows.push({ reading, source: pending.source, valuesJson: JSON.stringify(reading.values) });
         devices.add(reading.device);
       }
     }
@@ -176,10 +180,12 @@ export class ReadingWriter {
     if (record) statements.push(record);
     let inserted: Set<string> | null = null;
     let insertedCount = 0;
+    let maxIdBefore = 0;
     try {
       const results = await this.#client.batch(statements, "write");
+      maxIdBefore = Number(results[0].rows[0][0]);
       for (const result of results.slice(1, record ? -1 : undefined)) insertedCount += result.rowsAffected;
-      if (insertedCount < rows.length) inserted = await this.#insertedSince(Number(results[0].rows[0][0]));
+      if (insertedCount < rows.length) inserted = await this.#insertedSince(maxIdBefore);
       this.#lastError = null;
     } catch (error) {
       const failure = new StoreUnavailableError(describeSqliteError(error), { cause: error });
@@ -190,7 +196,14 @@ export class ReadingWriter {
       return;
     }
     this.#options.devices?.committed(devices);
-    this.#options.onCommit?.(insertedCount);
+    // With no duplicate, the rows took ids maxIdBefore + 1, + 2, ... in order: SQLite gives a new
+    // row of an INTEGER PRIMARY KEY table the largest id so far plus one, and only this writer inserts.
+    this.#options.onCommit?.(
+      insertedCount,
+      inserted === null
+        ? { afterId: maxIdBefore, count: rows.length, rows: () => storedRows(rows, maxIdBefore, receivedMs) }
+        : null,
+    );
     for (const pending of batch) {
       if (inserted === null) {
         pending.resolve({ inserted: pending.readings.length, duplicates: 0 });
@@ -214,10 +227,27 @@ export class ReadingWriter {
   }
 }
 
-function insertStatement(rows: { reading: Reading; source: string }[], receivedMs: number): InStatement {
+interface InsertedRow {
+  reading: Reading;
+  source: string;
+  /** The values as stored. */
+  valuesJson: string;
+}
+
+function storedRows(rows: readonly InsertedRow[], maxIdBefore: number, receivedMs: number): StoredReading[] {
+  return rows.map(({ reading, valuesJson }, i) => ({
+    id: maxIdBefore + 1 + i,
+    device: reading.device,
+    ts: reading.ts,
+    valuesJson,
+    receivedMs,
+  }));
+}
+
+function insertStatement(rows: InsertedRow[], receivedMs: number): InStatement {
   const args: (string | number)[] = [];
-  for (const { reading, source } of rows) {
-    args.push(reading.device, reading.ts, JSON.stringify(reading.values), source, receivedMs);
+  for (const { reading, source, valuesJson } of rows) {
+    args.push(reading.device, reading.ts, valuesJson, source, receivedMs);
   }
   const placeholders = "(?,?,?,?,?),".repeat(rows.length).slice(0, -1);
   return {

@@ -10,6 +10,16 @@ export interface StoredReading {
   receivedMs: number;
 }
 
+/**
+ * The readings one commit added, when it added every row it carried: ids (`afterId`, `afterId` +
+ * `count`], in the order of `rows()` (built when asked).
+ */
+export interface CommittedReadings {
+  afterId: number;
+  count: number;
+  rows(): StoredReading[];
+}
+
 /** Up to `limit` readings with ids above `afterId`, in id (commit) order. */
 export async function readingsAfter(client: Client, afterId: number, limit: number): Promise<StoredReading[]> {
   const result = await client.execute({

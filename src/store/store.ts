@@ -7,6 +7,7 @@ import { type Database, openDatabase, usedBytes } from "./database.ts";
 import { RateLimitedLog } from "../observability/rate_limited_log.ts";
 import { KnownDevices } from "./known_devices.ts";
 import { ReadingWriter, type WriteResult } from "./reading_writer.ts";
+import type { CommittedReadings } from "./readings.ts";
 import {
   type CheckpointSigner,
   deleteDevicesWithoutReadings,
@@ -79,7 +80,7 @@ export class Store {
   #usedBytes: number;
   #sizeCheckedAt = 0;
   #timers: ReturnType<typeof setInterval>[] = [];
-  readonly #commitListeners = new Set<(inserted: number) => void>();
+  readonly #commitListeners = new Set<(inserted: number, committed: CommittedReadings | null) => void>();
   readonly #forgetListeners = new Set<(devices: readonly string[]) => void>();
   #closed = false;
 
@@ -103,11 +104,11 @@ export class Store {
       devices: this.#devices,
       now: () => this.#clock.now(),
       onCommitFailed: (error) => this.#commitFailed(error),
-      onCommit: (inserted) => {
+      onCommit: (inserted, committed) => {
         this.#lastCommitAt = performance.now();
         this.#rows += inserted;
         void this.#refreshSize(false);
-        for (const listener of this.#commitListeners) listener(inserted);
+        for (const listener of this.#commitListeners) listener(inserted, committed);
       },
     });
   }
@@ -150,8 +151,11 @@ export class Store {
     return this.#writer.write(readings, source);
   }
 
-  /** Calls `listener` after every commit of readings with the number of rows it added. */
-  onCommit(listener: (inserted: number) => void): void {
+  /**
+   * Calls `listener` after every commit of readings with the number of rows it added, and the rows
+   * with their ids when it added every row it carried.
+   */
+  onCommit(listener: (inserted: number, committed: CommittedReadings | null) => void): void {
     this.#commitListeners.add(listener);
   }
 
