@@ -1,6 +1,7 @@
 /**
- * Scores every committed reading. After each commit it reads the new readings behind its
- * cursor and runs a pass (scoring_pass.ts): calibrate devices that have just collected enough
+ * Scores every committed reading. After each commit it takes the new readings behind its
+ * cursor (as the writer handed them over, fresh_readings.ts, or from the store when it is behind)
+ * and runs a pass (scoring_pass.ts): calibrate devices that have just collected enough
  * readings, run each model once per batch in onnxruntime, debounce, record episodes and alerts,
  * then write `score`, `anomaly` and `flags` with the cursor in one transaction, and only then
  * keep the new device states in memory. A pass that fails as a whole changes nothing and is
