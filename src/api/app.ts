@@ -71,7 +71,7 @@ export function createApi(options: ApiOptions): Hono {
   // Waiters are bounded too: a client cannot park every connection on charts.
   const heavyReads = new Admission(
     { concurrency: options.limits.heavyReads, queue: 8 * options.limits.heavyReads, queueWaitMs: 10_000 },
-    { what: "charts or sorted device listings", queueLimit: "heavyReads", waitLimit: "heavyReads" },
+    { what: "charts, sorted device listings or reading pages", queueLimit: "heavyReads", waitLimit: "heavyReads" },
   );
   app.route("/", readingsRoutes({ ...options, tokens: options.ingestAuth ? options.ingestTokens : null }));
   app.route("/", tokenRoutes({ tokens: options.ingestTokens, adminToken, limits: options.limits }));
