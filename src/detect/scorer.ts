@@ -19,7 +19,7 @@ import type { Logger } from "../observability/log.ts";
 import { readCursor } from "../store/cursors.ts";
 import { commitDerived } from "../store/derived_commit.ts";
 import type { Outbox } from "../store/outbox.ts";
-import { type CommittedReadings, maxReadingId, readingsAfter } from "../store/readings.ts";
+import { type CommittedReadings, maxReadingId, readingsAfterWithin } from "../store/readings.ts";
 import { FORGET_CHUNK, forgetOrphanedModels, forgetSome } from "./device_forgetting.ts";
 import { DeviceStates } from "./device_states.ts";
 import { FreshReadings } from "./fresh_readings.ts";
@@ -42,6 +42,11 @@ const MAX_UNFLAGGED_COMMITS = 10_000;
 const DEFAULT_MAX_SENSORS = 64;
 /** Values (JSON characters) of just-committed readings kept for the next pass at most. */
 const FRESH_READINGS_BYTES = 1024 * 1024;
+/**
+ * Values a pass reads from the store at most: 2,000 readings of 64 sensors with 128-character
+ * names are 19 MB of JSON, several times that once parsed, against the V8 heap's 64 MiB.
+ */
+const PASS_READ_BYTES = 4 * 1024 * 1024;
 
 /** The device has neither readings nor a detection state. */
 export class UnknownDeviceError extends Error {
@@ -275,8 +280,10 @@ export class Scorer {
     if (this.#cursor < 0) this.#cursor = await readCursor(client, SCORE_CURSOR);
     // Every commit noted before this read is in its rows (unless the pass is only a part).
     const covered = this.#unflaggedCommits.splice(0);
-    const rows = this.#fresh.after(this.#cursor, READINGS_PER_PASS) ??
-      await readingsAfter(client, this.#cursor, READINGS_PER_PASS);
+    const held = this.#fresh.after(this.#cursor, READINGS_PER_PASS);
+    const { readings: rows, cut } = held !== null
+      ? { readings: held, cut: false }
+      : await readingsAfterWithin(client, this.#cursor, READINGS_PER_PASS, PASS_READ_BYTES);
     if (rows.length === 0) return false;
     const lastRow = rows[rows.length - 1].id;
     const done = markers.begin({
@@ -296,7 +303,7 @@ export class Scorer {
     } finally {
       done();
     }
-    const complete = plan.lastId === lastRow && rows.length < READINGS_PER_PASS;
+    const complete = plan.lastId === lastRow && rows.length < READINGS_PER_PASS && !cut;
     const latencies: number[] = [];
     if (!complete) this.#notFlagged(covered);
     else if (plan.scored > 0) {

@@ -30,6 +30,7 @@
  *    minute sorts after that many names of the same minute, so it is never among those shown.
  */
 import type { Client, InStatement, InValue } from "@libsql/client";
+import { pageEndWithin } from "./readings.ts";
 
 /** The rollups' resolution: a minute of reading time. */
 export const ROLLUP_MS = 60_000;
@@ -125,13 +126,16 @@ export async function foldReadingsAfter(
   afterId: number,
   limit: number,
   maxSensors: number,
+  maxBytes = Number.MAX_SAFE_INTEGER,
 ): Promise<RollupFold> {
+  // No more of the readings' values than `maxBytes` (at least one reading), measured by SQLite.
+  const end = await pageEndWithin(client, afterId, limit, maxBytes);
   const result = await client.execute({
     sql: `SELECT device, ts / ${ROLLUP_MS} AS minute, count(*) AS n, min(received_ms) AS received, max(id) AS last,
         '[' || group_concat(values_json, ',') || ']' AS values_array
-      FROM (SELECT id, device, ts, values_json, received_ms FROM readings WHERE id > ? ORDER BY id LIMIT ?)
+      FROM (SELECT id, device, ts, values_json, received_ms FROM readings WHERE id > ? AND id <= ? ORDER BY id LIMIT ?)
       GROUP BY device, minute`,
-    args: [afterId, limit],
+    args: [afterId, end ?? Number.MAX_SAFE_INTEGER, limit],
   });
   const minutes: MinuteFold[] = [];
   let readings = 0;

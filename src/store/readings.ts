@@ -1,4 +1,4 @@
-import type { Client } from "@libsql/client";
+import type { Client, Row } from "@libsql/client";
 
 /** A stored reading as the components behind the writer read it; `valuesJson` as stored. */
 export interface StoredReading {
@@ -26,13 +26,59 @@ export async function readingsAfter(client: Client, afterId: number, limit: numb
     sql: "SELECT id, device, ts, values_json, received_ms FROM readings WHERE id > ? ORDER BY id LIMIT ?",
     args: [afterId, limit],
   });
-  return result.rows.map((row) => ({
+  return result.rows.map(storedReading);
+}
+
+function storedReading(row: Row): StoredReading {
+  return {
     id: Number(row.id),
     device: String(row.device),
     ts: Number(row.ts),
     valuesJson: String(row.values_json),
     receivedMs: Number(row.received_ms),
-  }));
+  };
+}
+
+/**
+ * Where a page of up to `limit` readings after `afterId` must end so that it carries no more of
+ * their values than `maxBytes` (at least one reading): null when the whole page fits. SQLite
+ * measures the page (one row back) and, only when it is over, finds the last reading that starts
+ * within the bound, so readings that do not fit never reach JavaScript. Measuring costs a second
+ * scan of rows already in its cache (within the noise of a 2,000-row read).
+ */
+export async function pageEndWithin(client: Client, afterId: number, limit: number, maxBytes: number) {
+  const measured = await client.execute({
+    sql: "SELECT sum(length(values_json)) FROM (SELECT values_json FROM readings WHERE id > ? ORDER BY id LIMIT ?)",
+    args: [afterId, limit],
+  });
+  if (Number(measured.rows[0][0] ?? 0) <= maxBytes) return null;
+  const last = await client.execute({
+    sql: `SELECT max(id) FROM (
+            SELECT id, sum(length(values_json)) OVER (ORDER BY id ROWS UNBOUNDED PRECEDING) - length(values_json) AS before
+            FROM (SELECT id, values_json FROM readings WHERE id > ?1 ORDER BY id LIMIT ?2))
+          WHERE before < ?3`,
+    args: [afterId, limit, maxBytes],
+  });
+  return Number(last.rows[0][0]);
+}
+
+/**
+ * Up to `limit` readings with ids above `afterId`, in id order, but no more of their values than
+ * `maxBytes` (at least one reading, see `pageEndWithin`); `cut` tells that more are waiting.
+ */
+export async function readingsAfterWithin(
+  client: Client,
+  afterId: number,
+  limit: number,
+  maxBytes: number,
+): Promise<{ readings: StoredReading[]; cut: boolean }> {
+  const end = await pageEndWithin(client, afterId, limit, maxBytes);
+  if (end === null) return { readings: await readingsAfter(client, afterId, limit), cut: false };
+  const result = await client.execute({
+    sql: "SELECT id, device, ts, values_json, received_ms FROM readings WHERE id > ? AND id <= ? ORDER BY id",
+    args: [afterId, end],
+  });
+  return { readings: result.rows.map(storedReading), cut: true };
 }
 
 /** The highest reading id committed so far (0 when there is none). */

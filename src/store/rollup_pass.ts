@@ -36,9 +36,14 @@ import {
 
 /**
  * Readings one pass folds: a pass blocks the event loop while it runs (a few ms), and holds their
- * JSON at once (10 MB for readings of 64 sensors with 128-character names, 0.2 MB for 8 sensors).
+ * JSON at once, up to FOLD_BYTES at a time (0.2 MB for 8 sensors).
  */
 export const READINGS_PER_PASS = 1_000;
+/**
+ * Values (JSON characters) one commit of a fold reads at most: 1,000 readings of 64 sensors with
+ * 128-character names are 9.5 MB, several times that parsed; 100 such readings fit.
+ */
+const FOLD_BYTES = 1024 * 1024;
 /** Readings one pass folds while ingest is busy (see the module comment). */
 export const BUSY_READINGS_PER_PASS = 100;
 /** Minutes one rebuild commits; most minutes retention cut have no reading left. */
@@ -64,16 +69,24 @@ export class RollupPass {
     this.#maxSensors = options.maxSensors;
   }
 
-  /** Folds up to `limit` readings after the cursor; returns how many. */
+  /**
+   * Folds up to `limit` readings after the cursor, in commits of at most FOLD_BYTES of their values;
+   * returns how many (fewer than `limit` when no more are waiting).
+   */
   async fold(limit = READINGS_PER_PASS): Promise<number> {
-    const cursor = await readCursor(this.#client, ROLLUP_CURSOR);
-    const fold = await foldReadingsAfter(this.#client, cursor, Math.min(limit, READINGS_PER_PASS), this.#maxSensors);
-    if (fold.readings === 0) return 0;
-    await commitDerived(this.#client, [
-      ...mergeStatements(fold, this.#maxSensors),
-      cursorStatement(ROLLUP_CURSOR, fold.lastId),
-    ]);
-    return fold.readings;
+    let folded = 0;
+    const wanted = Math.min(limit, READINGS_PER_PASS);
+    while (folded < wanted) {
+      const cursor = await readCursor(this.#client, ROLLUP_CURSOR);
+      const fold = await foldReadingsAfter(this.#client, cursor, wanted - folded, this.#maxSensors, FOLD_BYTES);
+      if (fold.readings === 0) break;
+      await commitDerived(this.#client, [
+        ...mergeStatements(fold, this.#maxSensors),
+        cursorStatement(ROLLUP_CURSOR, fold.lastId),
+      ]);
+      folded += fold.readings;
+    }
+    return folded;
   }
 
   /** Rebuilds up to MINUTES_PER_REBUILD minutes that retention cut; returns how many. */

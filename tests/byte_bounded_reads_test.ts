@@ -1,0 +1,96 @@
+/**
+ * Passes behind the writer read readings by their size as well as their count: 2,000 readings of
+ * 64 sensors with 128-character names are 19 MB of JSON, several times that once parsed, against
+ * a V8 heap of 64 MiB. A pass cut for size must still go on until nothing is waiting.
+ */
+import assert from "node:assert/strict";
+import { parseConfig } from "../src/config/config.ts";
+import { Inference } from "../src/detect/inference.ts";
+import { ModelRegistry } from "../src/detect/registry.ts";
+import { Scorer } from "../src/detect/scorer.ts";
+import { createLogger } from "../src/observability/log.ts";
+import { openDatabase } from "../src/store/database.ts";
+import { ReadingWriter } from "../src/store/reading_writer.ts";
+import { maxReadingId, readingsAfterWithin } from "../src/store/readings.ts";
+import { RollupPass } from "../src/store/rollup_pass.ts";
+
+const quiet = createLogger("error", () => {});
+const count = async (client: Awaited<ReturnType<typeof openDatabase>>["client"], sql: string) =>
+  Number((await client.execute(sql)).rows[0][0]);
+const DETECTION = parseConfig("apiVersion: fde/v1\nkind: Deployment\nmetadata:\n  name: t\n", "defaults").detection;
+const T0 = 1_763_805_600_000;
+const longName = (j: number) => `${"s".repeat(124)}${String(j).padStart(4, "0")}`;
+/** A reading of 64 sensors with 128-character names: about 9 KB of JSON. */
+const fat = (device: string, i: number) => ({
+  device,
+  ts: T0 + i * 1000,
+  values: Object.fromEntries(Array.from({ length: 64 }, (_, j) => [longName(j), Math.sin(i / 7 + j) + (i % 5) / 10])),
+});
+
+async function withStore(fn: (database: Awaited<ReturnType<typeof openDatabase>>, dir: string) => Promise<void>) {
+  const dir = await Deno.makeTempDir();
+  const database = await openDatabase(dir, quiet);
+  try {
+    await fn(database, dir);
+  } finally {
+    database.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+async function writeFat(database: Awaited<ReturnType<typeof openDatabase>>, count: number, device = "fat") {
+  const writer = new ReadingWriter(database.ingest, { maxSizeBytes: 1e12, usedBytes: () => 0 });
+  for (let i = 0; i < count; i += 100) {
+    await writer.write(Array.from({ length: Math.min(100, count - i) }, (_, k) => fat(device, i + k)), "test");
+  }
+  await writer.close();
+}
+
+Deno.test("a read by size keeps whole readings up to the bound, at least one, and says when it cut", async () => {
+  await withStore(async (database) => {
+    await writeFat(database, 10);
+    const size = (await readingsAfterWithin(database.client, 0, 1, 1e9)).readings[0].valuesJson.length;
+    const bounded = await readingsAfterWithin(database.client, 0, 10, Math.floor(3.5 * size));
+    assert.deepEqual([bounded.readings.length, bounded.cut], [4, true]);
+    assert.deepEqual(bounded.readings.map((r) => r.id), [1, 2, 3, 4]);
+    const one = await readingsAfterWithin(database.client, 0, 10, 1);
+    assert.deepEqual([one.readings.length, one.cut], [1, true], "a reading larger than the bound still goes");
+    const byCount = await readingsAfterWithin(database.client, 6, 2, 1e9);
+    assert.deepEqual([byCount.readings.map((r) => r.id), byCount.cut], [[7, 8], false]);
+    const rest = await readingsAfterWithin(database.client, 8, 100, 1e9);
+    assert.deepEqual([rest.readings.map((r) => r.id), rest.cut], [[9, 10], false]);
+  });
+});
+
+Deno.test("rollups fold 600 readings of 9 KB (5 MB) in commits of at most 1 MB, all of them in one fold call", async () => {
+  await withStore(async (database) => {
+    await writeFat(database, 600);
+    const pass = new RollupPass(database.client, { maxSensors: 64 });
+    assert.equal(await pass.fold(1000), 600);
+    assert.equal(await count(database.client, "SELECT sum(readings) FROM rollup_minutes WHERE device = 'fat'"), 600);
+    assert.equal(await pass.fold(1000), 0);
+  });
+});
+
+Deno.test("the scorer catches up on 2,400 readings of 9 KB (22 MB) behind its cursor: passes cut for size go on", async () => {
+  await withStore(async (database, dir) => {
+    await writeFat(database, 1_200, "fat-a");
+    await writeFat(database, 1_200, "fat-b");
+    const inference = new Inference(1);
+    const registry = new ModelRegistry(database.client, inference, { modelsDir: `${dir}/models`, log: quiet });
+    await registry.init();
+    const scorer = new Scorer(database.client, DETECTION, { registry, inference, outbox: null, log: quiet });
+    try {
+      await scorer.catchUp();
+      assert.equal(scorer.cursor, await maxReadingId(database.client), "one catch-up scores to the end");
+      const scored = await count(
+        database.client,
+        "SELECT count(*) FROM readings WHERE score IS NOT NULL AND device = 'fat-b'",
+      );
+      assert.ok(scored >= 700, `fat-b scored after its calibration: ${scored}`);
+    } finally {
+      await scorer.stop();
+      await inference.release();
+    }
+  });
+});
