@@ -10,7 +10,7 @@ import {
   type WindowPartial,
 } from "../store/aggregate_windows.ts";
 import type { Outbox } from "../store/outbox.ts";
-import { readingsAfter } from "../store/readings.ts";
+import { readingsAfterWithin } from "../store/readings.ts";
 
 const CURSOR = "aggregate";
 /**
@@ -18,6 +18,8 @@ const CURSOR = "aggregate";
  * 35 µs a reading), and anomaly flags should not wait behind a long one.
  */
 const READINGS_PER_PASS = 1_000;
+/** Values (JSON characters) one pass reads at most: 1,000 readings of 64 long sensor names are 9.5 MB. */
+const PASS_BYTES = 1024 * 1024;
 
 /**
  * Folds committed readings into per-device, per-sensor windows of `aggregateSeconds` by reading
@@ -34,6 +36,8 @@ export class Aggregator {
   readonly #now: () => number;
   #running: Promise<number> | null = null;
   #again = false;
+  /** The last pass was cut for size: more readings are waiting. */
+  #cut = false;
 
   constructor(
     client: Client,
@@ -62,12 +66,13 @@ export class Aggregator {
       try {
         do {
           this.#again = false;
-          let folded: number;
+          let more: boolean;
           do {
-            folded = await this.pass();
+            const folded = await this.pass();
             total += folded;
-            if (folded === READINGS_PER_PASS) await new Promise((resolve) => setTimeout(resolve, 0));
-          } while (folded === READINGS_PER_PASS);
+            more = folded === READINGS_PER_PASS || this.#cut;
+            if (more) await new Promise((resolve) => setTimeout(resolve, 0));
+          } while (more);
         } while (this.#again);
       } finally {
         this.#running = null;
@@ -80,7 +85,8 @@ export class Aggregator {
   /** One pass over up to 1,000 new readings; returns how many it folded. */
   async pass(nowMs = this.#now()): Promise<number> {
     const cursor = await readCursor(this.#client, CURSOR);
-    const readings = await readingsAfter(this.#client, cursor, READINGS_PER_PASS);
+    const { readings, cut } = await readingsAfterWithin(this.#client, cursor, READINGS_PER_PASS, PASS_BYTES);
+    this.#cut = cut;
     const windowMs = this.#config.aggregateSeconds * 1000;
     const partials = new Map<string, WindowPartial>();
     const watermarks = new Map<string, number>();

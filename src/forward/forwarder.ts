@@ -4,7 +4,7 @@ import { EgressDeniedError, EgressUnavailableError } from "../egress/errors.ts";
 import type { Logger } from "../observability/log.ts";
 import { sha256Hex } from "../sha256.ts";
 import { moveCursor, readCursor } from "../store/cursors.ts";
-import { readingsAfter } from "../store/readings.ts";
+import { readingsAfterWithin } from "../store/readings.ts";
 import type { Outbox, QueuedItem } from "../store/outbox.ts";
 import type { Sink } from "./sinks.ts";
 
@@ -25,6 +25,8 @@ export interface ForwarderObserver {
 }
 
 const IDLE_POLL_MS = 1_000;
+/** Values (JSON characters) of raw readings one batch reads at most. */
+const RAW_READ_BYTES = 1024 * 1024;
 
 /**
  * Drains the outbox (and raw readings, when `raw` is on) to each sink: one batch at a time,
@@ -161,7 +163,9 @@ export class Forwarder {
   /** Raw readings after the sink's cursor; those past the reading TTL are skipped and counted. */
   async #rawReadings(sink: string, cursor: number, limit: number): Promise<BatchItem[]> {
     const expiredBefore = this.#now() - this.#config.ttlMs.reading;
-    const readings = await readingsAfter(this.#client, cursor, limit);
+    // By size too: a batch is bounded by its bytes later, but 1,000 readings of 64 long sensor names
+    // would be 9.5 MB read at once.
+    const { readings } = await readingsAfterWithin(this.#client, cursor, limit, RAW_READ_BYTES);
     const items: BatchItem[] = [];
     let expired = 0;
     for (const reading of readings) {
