@@ -427,8 +427,9 @@ async function run(manifest: string, dataDir: string | undefined, unsafeBroad: b
   }, SHUTDOWN_GRACE_MS);
   await runtime.finished;
   clearTimeout(forced);
-  Deno.removeSignalListener("SIGINT", onSignal);
-  Deno.removeSignalListener("SIGTERM", onSignal);
+  // The listeners stay until the process exits: a Ctrl-C reaches it twice (the terminal signals
+  // the whole group, and the launcher forwards its own), and one arriving after a removal would
+  // turn a clean stop into a death by SIGINT (exit 130).
   return 0;
 }
 

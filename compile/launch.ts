@@ -58,8 +58,7 @@ async function launch(args: string[]): Promise<number> {
   Deno.addSignalListener("SIGINT", onInt);
   Deno.addSignalListener("SIGTERM", onTerm);
   const status = await child.status;
-  Deno.removeSignalListener("SIGINT", onInt);
-  Deno.removeSignalListener("SIGTERM", onTerm);
+  // The listeners stay until exit: a late second Ctrl-C must not kill the launcher with 130.
   return status.signal ? 128 + signalNumber(status.signal) : status.code;
 }
 
