@@ -99,8 +99,11 @@ spec:
       await eventually(() => collector.items().length, (n) => n > 0, 240_000);
       process.kill("SIGTERM");
       assert.equal((await process.status).code, 0, log);
+      await drained;
+      // A retried poll must not hide the listener being reopened (which resets queued connections).
+      assert.doesNotMatch(log, /http\.accept_stalled/);
     } catch (error) {
-      // The whole log, including a crash's last words: the program is stopped and its stderr drained first.
+      // The log's last 30,000 characters, with a crash's last words: the program is stopped and its stderr drained first.
       try {
         process.kill("SIGKILL");
       } catch { /* exited */ }
@@ -124,7 +127,8 @@ spec:
  * holds its event loop for seconds at a time (the first calibration, which loads onnxruntime, took
  * 6.6 s here), and a kept-alive connection can then be closed just as a request is sent on it: the
  * race every HTTP client meets with keep-alive, which clients settle by retrying idempotent requests.
- * A retry is printed, so that one happening every run would be seen.
+ * A retry is printed, so that one happening every run would be seen, and the test fails if the
+ * accept watchdog reopened the listener (`http.accept_stalled`), which would also reset connections.
  */
 async function retriedOnReset<T>(read: () => Promise<T>): Promise<T> {
   try {

@@ -48,13 +48,19 @@ async function writeFat(database: Awaited<ReturnType<typeof openDatabase>>, coun
   await writer.close();
 }
 
-Deno.test("a read by size keeps whole readings up to the bound, at least one, and says when it cut", async () => {
+Deno.test("a read by size keeps the readings whose values fit the bound (or the first alone) and says when it cut", async () => {
   await withStore(async (database) => {
     await writeFat(database, 10);
-    const size = (await readingsAfterWithin(database.client, 0, 1, 1e9)).readings[0].valuesJson.length;
-    const bounded = await readingsAfterWithin(database.client, 0, 10, Math.floor(3.5 * size));
-    assert.deepEqual([bounded.readings.length, bounded.cut], [4, true]);
-    assert.deepEqual(bounded.readings.map((r) => r.id), [1, 2, 3, 4]);
+    const sizes = (await readingsAfterWithin(database.client, 0, 10, 1e9)).readings.map((r) => r.valuesJson.length);
+    const firstThree = sizes[0] + sizes[1] + sizes[2];
+    const bounded = await readingsAfterWithin(database.client, 0, 10, firstThree + sizes[3] - 1);
+    assert.deepEqual([bounded.readings.map((r) => r.id), bounded.cut], [[1, 2, 3], true]);
+    const exact = await readingsAfterWithin(database.client, 0, 10, firstThree);
+    assert.deepEqual(
+      [exact.readings.map((r) => r.id), exact.cut],
+      [[1, 2, 3], true],
+      "a reading ending on the bound fits",
+    );
     const one = await readingsAfterWithin(database.client, 0, 10, 1);
     assert.deepEqual([one.readings.length, one.cut], [1, true], "a reading larger than the bound still goes");
     const byCount = await readingsAfterWithin(database.client, 6, 2, 1e9);

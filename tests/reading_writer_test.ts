@@ -4,7 +4,7 @@ import { openDatabase } from "../src/store/database.ts";
 import { StoreFullError } from "../src/store/errors.ts";
 import { FreshReadings } from "../src/detect/fresh_readings.ts";
 import { ReadingWriter } from "../src/store/reading_writer.ts";
-import { type CommittedReadings, readingsAfter } from "../src/store/readings.ts";
+import { type CommittedReadings, readingsAfterWithin } from "../src/store/readings.ts";
 
 const quiet = createLogger("error", () => {});
 
@@ -78,13 +78,12 @@ Deno.test("the readings a commit hands to the scorer are the rows the store hold
       "test",
     );
     await writer.write([{ device: "after", ts: t0, values: { z: 2 } }], "test");
-    const stored = await readingsAfter(database.client, 0, 1000);
+    const { readings: stored } = await readingsAfterWithin(database.client, 0, 1000, 1e12);
     const known = handed.filter((commit) => commit !== null);
     assert.equal(handed.filter((commit) => commit === null).length, 1, "the commit with a duplicate hands nothing");
     const fromCommits = known.flatMap((commit) => commit.rows());
     const duplicateCommitRow = stored.find((row) => row.device === "new")!;
     assert.deepEqual(fromCommits, stored.filter((row) => row.id !== duplicateCommitRow.id));
-    for (const commit of known) assert.equal(commit.rows()[0].id, commit.afterId + 1);
   } finally {
     database.close();
     await Deno.remove(dir, { recursive: true });
@@ -108,7 +107,7 @@ Deno.test("fresh readings answer a pass exactly as the store would, or not at al
     let cursor = 0;
     const pass = async (limit: number) => {
       const held = fresh.after(cursor, limit);
-      const stored = await readingsAfter(database.client, cursor, limit);
+      const { readings: stored } = await readingsAfterWithin(database.client, cursor, limit, 1e12);
       if (held !== null) assert.deepEqual(held, stored, `after ${cursor}`);
       if (stored.length > 0) cursor = stored[stored.length - 1].id;
       return held !== null;

@@ -26,6 +26,9 @@
  *   a timer ticking every `PULSE_MS` must never have been more than `LATE_MS` late. A loop kept
  *   busy by synchronous work (the libSQL and onnxruntime calls, 30 times slower under qemu) runs
  *   its timers and its I/O late together, and a missed probe then says nothing of the listener.
+ *   After `MAX_INCONCLUSIVE` such probes in a row a miss counts anyway: a loop kept that busy for
+ *   seconds (back-to-back scoring passes under qemu) must not hide a real stall for as long as
+ *   the load lasts.
  * - No probe while the connection cap is full (it would be refused and counted as a refusal).
  * - Each episode logs one warning when it starts (rate limited) and `http.accepting` when a probe
  *   is accepted again.
@@ -48,6 +51,8 @@ export const PROBE_DEADLINE_MS = 500;
 const LATE_MS = 250;
 /** The pulse that watches the event loop while a probe waits. */
 const PULSE_MS = 50;
+/** Probes in a row that may prove nothing before a miss counts whatever the loop did (about 6 s). */
+const MAX_INCONCLUSIVE = 8;
 /** How long a finished probe's address is remembered, to recognise its server side's late events. */
 const PROBE_MEMORY_MS = 5_000;
 
@@ -83,6 +88,8 @@ export class AcceptWatchdog {
   /** When a probe was last not accepted, until a probe or a connection is accepted. */
   #missedAt: number | null = null;
   #reopening = false;
+  /** Probes in a row that proved nothing (the loop ran late). */
+  #inconclusive = 0;
   #stopped = false;
   #timer: ReturnType<typeof setTimeout> | null = null;
 
@@ -138,8 +145,11 @@ export class AcceptWatchdog {
         now - this.#lastProbeAccepted < IDLE_PROBE_MS;
       if (busy || idleAndChecked || !this.#options.mayProbe()) return this.#schedule(TICK_MS);
     }
-    const result = await this.#probe();
+    const result = await this.#probe(this.#inconclusive >= MAX_INCONCLUSIVE);
     if (this.#stopped) return;
+    // A miss keeps the count, so that the second miss of a pair is judged the same way.
+    if (result === "inconclusive") this.#inconclusive++;
+    else if (result !== "not_accepted") this.#inconclusive = 0;
     switch (result) {
       case "accepted":
         this.#missedAt = null;
@@ -223,7 +233,7 @@ export class AcceptWatchdog {
   }
 
   /** One connection to the listener's own address; see the rules at the top. */
-  #probe(): Promise<ProbeResult> {
+  #probe(evenIfLate: boolean): Promise<ProbeResult> {
     const { host, port, name } = this.#options;
     const now = performance.now();
     for (const [key, forgetAt] of this.#probes) if (forgetAt < now) this.#probes.delete(key);
@@ -260,7 +270,7 @@ export class AcceptWatchdog {
       const deadline = setTimeout(() => {
         if (accepted) return finish("accepted");
         worstLateness = Math.max(worstLateness, performance.now() - Math.min(pulseDue, now + PROBE_DEADLINE_MS));
-        finish(worstLateness > LATE_MS ? "inconclusive" : "not_accepted");
+        finish(worstLateness > LATE_MS && !evenIfLate ? "inconclusive" : "not_accepted");
       }, PROBE_DEADLINE_MS);
       Deno.unrefTimer(deadline);
       try {

@@ -20,7 +20,8 @@ export interface AdmissionNames {
  * Bounds work whose cost is large and set by the client: up to `concurrency` run; up to `queue`
  * more wait, each at most `queueWaitMs`; the rest are refused with 503, which a client retries.
  * Used for ingest (parsing a 1 MiB body takes several MiB of heap; waiters' bodies stay in the
- * socket) and for reads whose cost grows with what is stored (charts, sorted device listings).
+ * socket) and for reads whose cost grows with what is stored (charts, sorted device listings,
+ * pages of readings).
  */
 export class Admission {
   readonly #bounds: AdmissionBounds;

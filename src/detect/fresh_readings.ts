@@ -7,7 +7,7 @@
  *   commit is taken only when it follows on from what is held (its first id is the next one);
  *   a commit with duplicates (whose ids are not known without a query) empties it, and the next
  *   commit starts it again.
- * - Bounded: past `maxRows` readings or `maxBytes` of values it empties; the scorer, behind,
+ * - Bounded: past `maxRows` readings or `maxBytes` of values and device names it empties; the scorer, behind,
  *   reads from the store as before and uses what is held again once its cursor has caught up.
  * - A pass asks for the readings after its cursor; the answer is null unless all of them are
  *   held, and readings at or below the cursor are let go.

@@ -128,14 +128,16 @@ export async function foldReadingsAfter(
   maxSensors: number,
   maxBytes = Number.MAX_SAFE_INTEGER,
 ): Promise<RollupFold> {
-  // No more of the readings' values than `maxBytes` (at least one reading), measured by SQLite.
-  const end = await pageEndWithin(client, afterId, limit, maxBytes);
+  // Values of no more than `maxBytes` (or one reading alone), measured by SQLite, up to the
+  // measured end and never past it.
+  const { end } = await pageEndWithin(client, afterId, limit, maxBytes);
+  if (end === null) return { minutes: [], readings: 0, lastId: afterId };
   const result = await client.execute({
     sql: `SELECT device, ts / ${ROLLUP_MS} AS minute, count(*) AS n, min(received_ms) AS received, max(id) AS last,
         '[' || group_concat(values_json, ',') || ']' AS values_array
       FROM (SELECT id, device, ts, values_json, received_ms FROM readings WHERE id > ? AND id <= ? ORDER BY id LIMIT ?)
       GROUP BY device, minute`,
-    args: [afterId, end ?? Number.MAX_SAFE_INTEGER, limit],
+    args: [afterId, end, limit],
   });
   const minutes: MinuteFold[] = [];
   let readings = 0;

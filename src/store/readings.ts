@@ -20,15 +20,6 @@ export interface CommittedReadings {
   rows(): StoredReading[];
 }
 
-/** Up to `limit` readings with ids above `afterId`, in id (commit) order. */
-export async function readingsAfter(client: Client, afterId: number, limit: number): Promise<StoredReading[]> {
-  const result = await client.execute({
-    sql: "SELECT id, device, ts, values_json, received_ms FROM readings WHERE id > ? ORDER BY id LIMIT ?",
-    args: [afterId, limit],
-  });
-  return result.rows.map(storedReading);
-}
-
 function storedReading(row: Row): StoredReading {
   return {
     id: Number(row.id),
@@ -40,31 +31,41 @@ function storedReading(row: Row): StoredReading {
 }
 
 /**
- * Where a page of up to `limit` readings after `afterId` must end so that it carries no more of
- * their values than `maxBytes` (at least one reading): null when the whole page fits. SQLite
- * measures the page (one row back) and, only when it is over, finds the last reading that starts
- * within the bound, so readings that do not fit never reach JavaScript. Measuring costs a second
- * scan of rows already in its cache (within the noise of a 2,000-row read).
+ * Where a page of up to `limit` readings after `afterId` ends so that their values come to no more
+ * than `maxBytes` (or it is the first reading alone), and whether that cut it short (`cut`); `end`
+ * is null when no reading is waiting. SQLite measures the page (one row back) and, only when it is
+ * over, finds the last reading that fits, so readings that do not fit never reach JavaScript.
+ * Measuring costs a second scan of rows already in its cache (within the noise of a 2,000-row read).
  */
-export async function pageEndWithin(client: Client, afterId: number, limit: number, maxBytes: number) {
+export async function pageEndWithin(
+  client: Client,
+  afterId: number,
+  limit: number,
+  maxBytes: number,
+): Promise<{ end: number | null; cut: boolean }> {
   const measured = await client.execute({
-    sql: "SELECT sum(length(values_json)) FROM (SELECT values_json FROM readings WHERE id > ? ORDER BY id LIMIT ?)",
+    sql: `SELECT sum(length(values_json)), max(id) FROM (
+            SELECT id, values_json FROM readings WHERE id > ? ORDER BY id LIMIT ?)`,
     args: [afterId, limit],
   });
-  if (Number(measured.rows[0][0] ?? 0) <= maxBytes) return null;
-  const last = await client.execute({
+  const bytes = measured.rows[0][0];
+  const lastId = measured.rows[0][1];
+  if (lastId === null) return { end: null, cut: false };
+  if (Number(bytes) <= maxBytes) return { end: Number(lastId), cut: false };
+  const fitting = await client.execute({
     sql: `SELECT max(id) FROM (
-            SELECT id, sum(length(values_json)) OVER (ORDER BY id ROWS UNBOUNDED PRECEDING) - length(values_json) AS before
+            SELECT id, length(values_json) AS own,
+              sum(length(values_json)) OVER (ORDER BY id ROWS UNBOUNDED PRECEDING) AS running
             FROM (SELECT id, values_json FROM readings WHERE id > ?1 ORDER BY id LIMIT ?2))
-          WHERE before < ?3`,
+          WHERE running <= ?3 OR running = own`,
     args: [afterId, limit, maxBytes],
   });
-  return Number(last.rows[0][0]);
+  return { end: Number(fitting.rows[0][0]), cut: true };
 }
 
 /**
- * Up to `limit` readings with ids above `afterId`, in id order, but no more of their values than
- * `maxBytes` (at least one reading, see `pageEndWithin`); `cut` tells that more are waiting.
+ * Up to `limit` readings with ids above `afterId`, in id order, whose values come to no more than
+ * `maxBytes` (or the first reading alone, see `pageEndWithin`); `cut` tells that more are waiting.
  */
 export async function readingsAfterWithin(
   client: Client,
@@ -72,13 +73,14 @@ export async function readingsAfterWithin(
   limit: number,
   maxBytes: number,
 ): Promise<{ readings: StoredReading[]; cut: boolean }> {
-  const end = await pageEndWithin(client, afterId, limit, maxBytes);
-  if (end === null) return { readings: await readingsAfter(client, afterId, limit), cut: false };
+  const { end, cut } = await pageEndWithin(client, afterId, limit, maxBytes);
+  if (end === null) return { readings: [], cut: false };
+  // Up to the measured end, never past it: what was committed since has not been measured.
   const result = await client.execute({
     sql: "SELECT id, device, ts, values_json, received_ms FROM readings WHERE id > ? AND id <= ? ORDER BY id",
     args: [afterId, end],
   });
-  return { readings: result.rows.map(storedReading), cut: true };
+  return { readings: result.rows.map(storedReading), cut };
 }
 
 /** The highest reading id committed so far (0 when there is none). */
