@@ -54,6 +54,8 @@ export interface RollupFold {
   /** Readings folded, and the highest id among them (where the cursor moves to). */
   readonly readings: number;
   readonly lastId: number;
+  /** Readings were left out for their size (more are waiting); see `foldReadingsAfter`. */
+  readonly cut?: boolean;
 }
 
 /**
@@ -130,7 +132,7 @@ export async function foldReadingsAfter(
 ): Promise<RollupFold> {
   // Values of no more than `maxBytes` (or one reading alone), measured by SQLite, up to the
   // measured end and never past it.
-  const { end } = await pageEndWithin(client, afterId, limit, maxBytes);
+  const { end, cut } = await pageEndWithin(client, afterId, limit, maxBytes);
   if (end === null) return { minutes: [], readings: 0, lastId: afterId };
   const result = await client.execute({
     sql: `SELECT device, ts / ${ROLLUP_MS} AS minute, count(*) AS n, min(received_ms) AS received, max(id) AS last,
@@ -155,7 +157,7 @@ export async function foldReadingsAfter(
     lastId = Math.max(lastId, Number(row.last));
     minutes.push(fold);
   }
-  return { minutes, readings, lastId };
+  return { minutes, readings, lastId, cut };
 }
 
 /** Readings handed over per page by `forEachReading`. */

@@ -76,8 +76,9 @@ export class RollupPass {
   async fold(limit = READINGS_PER_PASS): Promise<number> {
     let folded = 0;
     const wanted = Math.min(limit, READINGS_PER_PASS);
+    // Only this pass moves the cursor: read once, then it is where each commit left it.
+    let cursor = await readCursor(this.#client, ROLLUP_CURSOR);
     while (folded < wanted) {
-      const cursor = await readCursor(this.#client, ROLLUP_CURSOR);
       const fold = await foldReadingsAfter(this.#client, cursor, wanted - folded, this.#maxSensors, FOLD_BYTES);
       if (fold.readings === 0) break;
       await commitDerived(this.#client, [
@@ -85,6 +86,8 @@ export class RollupPass {
         cursorStatement(ROLLUP_CURSOR, fold.lastId),
       ]);
       folded += fold.readings;
+      cursor = fold.lastId;
+      if (!fold.cut) break; // all that was asked for, or all that was waiting
     }
     return folded;
   }
