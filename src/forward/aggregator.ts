@@ -36,8 +36,6 @@ export class Aggregator {
   readonly #now: () => number;
   #running: Promise<number> | null = null;
   #again = false;
-  /** The last pass was cut for size: more readings are waiting. */
-  #cut = false;
 
   constructor(
     client: Client,
@@ -68,9 +66,9 @@ export class Aggregator {
           this.#again = false;
           let more: boolean;
           do {
-            const folded = await this.pass();
-            total += folded;
-            more = folded === READINGS_PER_PASS || this.#cut;
+            const pass = await this.pass();
+            total += pass.folded;
+            more = pass.more;
             if (more) await new Promise((resolve) => setTimeout(resolve, 0));
           } while (more);
         } while (this.#again);
@@ -82,11 +80,13 @@ export class Aggregator {
     return this.#running;
   }
 
-  /** One pass over up to 1,000 new readings; returns how many it folded. */
-  async pass(nowMs = this.#now()): Promise<number> {
+  /**
+   * One pass over up to 1,000 new readings (and 1 MiB of their values); returns how many it folded
+   * and whether more may be waiting.
+   */
+  async pass(nowMs = this.#now()): Promise<{ folded: number; more: boolean }> {
     const cursor = await readCursor(this.#client, CURSOR);
     const { readings, cut } = await readingsAfterWithin(this.#client, cursor, READINGS_PER_PASS, PASS_BYTES);
-    this.#cut = cut;
     const windowMs = this.#config.aggregateSeconds * 1000;
     const partials = new Map<string, WindowPartial>();
     const watermarks = new Map<string, number>();
@@ -141,6 +141,6 @@ export class Aggregator {
       this.#log.debug("forward.aggregates_closed", { windows: closed });
       await this.#outbox.enforceBound();
     }
-    return readings.length;
+    return { folded: readings.length, more: readings.length === READINGS_PER_PASS || cut };
   }
 }
