@@ -1,26 +1,13 @@
 import assert from "node:assert/strict";
-import type { ForwardingConfig } from "../src/config/config.ts";
 import { Aggregator } from "../src/forward/aggregator.ts";
 import { Outbox } from "../src/store/outbox.ts";
 import { createLogger } from "../src/observability/log.ts";
 import { openDatabase } from "../src/store/database.ts";
 import { ReadingWriter } from "../src/store/reading_writer.ts";
+import { FORWARDING_CONFIG } from "./helpers/forwarding_config.ts";
 
 const quiet = createLogger("error", () => {});
-const DAY = 86_400_000;
-const config: ForwardingConfig = {
-  source: "edge",
-  aggregateSeconds: 60,
-  graceSeconds: 5,
-  idleCloseSeconds: 120,
-  raw: false,
-  batchSize: 100,
-  maxBufferBytes: 1e9,
-  ttlMs: { alert: DAY, event: DAY, aggregate: DAY, reading: DAY },
-  backoff: { minMs: 10, maxMs: 10 },
-  http: null,
-  mqtt: null,
-};
+const config = FORWARDING_CONFIG;
 
 Deno.test("historical data replayed hours later aggregates by reading time, windows closing past end plus grace", async () => {
   const dir = await Deno.makeTempDir();

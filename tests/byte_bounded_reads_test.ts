@@ -4,7 +4,7 @@
  * a V8 heap of 64 MiB. A pass cut for size must still go on until nothing is waiting.
  */
 import assert from "node:assert/strict";
-import { type ForwardingConfig, parseConfig } from "../src/config/config.ts";
+import { parseConfig } from "../src/config/config.ts";
 import { Aggregator } from "../src/forward/aggregator.ts";
 import { Outbox } from "../src/store/outbox.ts";
 import { Inference } from "../src/detect/inference.ts";
@@ -15,6 +15,7 @@ import { openDatabase } from "../src/store/database.ts";
 import { ReadingWriter } from "../src/store/reading_writer.ts";
 import { maxReadingId, readingsAfterWithin } from "../src/store/readings.ts";
 import { RollupPass } from "../src/store/rollup_pass.ts";
+import { FORWARDING_CONFIG } from "./helpers/forwarding_config.ts";
 
 const quiet = createLogger("error", () => {});
 const count = async (client: Awaited<ReturnType<typeof openDatabase>>["client"], sql: string) =>
@@ -106,23 +107,12 @@ Deno.test("the scorer catches up on 2,400 readings of 9 KB (22 MB) behind its cu
 Deno.test("the aggregator folds 600 readings of 9 KB in passes of at most 1 MB, all of them in one catch-up", async () => {
   await withStore(async (database) => {
     await writeFat(database, 600);
-    const day = 86_400_000;
-    const ttlMs = { alert: day, event: day, aggregate: day, reading: day };
-    const config: ForwardingConfig = {
-      source: "edge",
-      aggregateSeconds: 60,
-      graceSeconds: 5,
-      idleCloseSeconds: 120,
-      raw: false,
-      batchSize: 100,
-      maxBufferBytes: 1e9,
-      ttlMs,
-      backoff: { minMs: 10, maxMs: 10 },
-      http: null,
-      mqtt: null,
-    };
-    const outbox = new Outbox(database.client, { sinks: [], ttlMs, maxBufferBytes: 1e9 });
-    const aggregator = new Aggregator(database.client, config, { outbox, log: quiet, now: () => T0 + 3_600_000 });
+    const outbox = new Outbox(database.client, { sinks: [], ttlMs: FORWARDING_CONFIG.ttlMs, maxBufferBytes: 1e9 });
+    const aggregator = new Aggregator(database.client, FORWARDING_CONFIG, {
+      outbox,
+      log: quiet,
+      now: () => T0 + 3_600_000,
+    });
     assert.equal(await aggregator.catchUp(), 600);
   });
 });
