@@ -7,9 +7,22 @@ import { DataDirLock } from "./data_dir_lock.ts";
 import { DatabaseKey, describeKeyLocation } from "./encryption_key.ts";
 import { StoreEncryptionError } from "./errors.ts";
 import { MIGRATIONS, SCHEMA_VERSION } from "./migrations.ts";
+import { WalCheckpoints } from "./wal_checkpoints.ts";
 
 export const DATABASE_FILE = "outpost.db";
 
+/**
+ * When the WAL is checkpointed. A checkpoint blocks the event loop for its fsyncs (3-10 ms), and
+ * the first commit after it starts the WAL again and fsyncs the WAL's header. The reading writer
+ * checkpoints at INGEST_CHECKPOINT_PAGES just before one of its commits (src/store/wal_checkpoints.ts),
+ * so both land on ingest commits, which wait for an fsync anyway, and a reading's flag (a scoring
+ * pass's commit on the derived connection) is not held up by them. SQLite's automatic checkpoint,
+ * inside whichever commit crosses AUTOMATIC_CHECKPOINT_PAGES, only comes into play when nothing
+ * is ingested (a scorer catching up on a backlog, retention, rollups): the WAL then stays under
+ * about 16 MB.
+ */
+export const INGEST_CHECKPOINT_PAGES = 1_000;
+export const AUTOMATIC_CHECKPOINT_PAGES = 4_000;
 /**
  * Two connections with fixed roles, each configured once when it opens (a libSQL client pools
  * connections unless `concurrency` is 1, and a pragma reaches only the connection it runs on):
@@ -30,7 +43,7 @@ export const DATABASE_FILE = "outpost.db";
 const SHARED_PRAGMAS = [
   "PRAGMA busy_timeout=250",
   "PRAGMA cache_size=-1024",
-  "PRAGMA wal_autocheckpoint=1000",
+  `PRAGMA wal_autocheckpoint=${AUTOMATIC_CHECKPOINT_PAGES}`,
   "PRAGMA journal_size_limit=67108864",
 ];
 const INGEST_PRAGMAS = [...SHARED_PRAGMAS, "PRAGMA synchronous=FULL"];
@@ -53,6 +66,8 @@ export interface Database {
   readonly client: Client;
   /** Readings only (`synchronous=FULL`). */
   readonly ingest: Client;
+  /** Checkpoints the WAL before an ingest commit when due (src/store/wal_checkpoints.ts). */
+  readonly checkpoints: WalCheckpoints;
   readonly path: string;
   readonly schemaVersion: number;
   close(): void;
@@ -85,7 +100,12 @@ export async function openDatabase(
     await client.execute("PRAGMA journal_mode=WAL");
     const schemaVersion = await migrate(client, log);
     const ingest = await openConnection(path, INGEST_PRAGMAS, opened, key);
-    return { client, ingest, path, schemaVersion, close: closeAll };
+    const checkpoints = new WalCheckpoints(path, ingest, INGEST_CHECKPOINT_PAGES);
+    const close = () => {
+      checkpoints.close();
+      closeAll();
+    };
+    return { client, ingest, checkpoints, path, schemaVersion, close };
   } catch (error) {
     closeAll();
     throw error;

@@ -42,6 +42,8 @@ export interface WriterOptions {
   onCommit?: (rowsInserted: number, committed: CommittedReadings | null) => void;
   /** Called after every failed commit. */
   onCommitFailed?: (error: StoreUnavailableError) => void;
+  /** Runs just before each commit (the WAL's checkpoint, src/store/wal_checkpoints.ts). */
+  beforeCommit?: () => Promise<void>;
 }
 
 /**
@@ -182,6 +184,7 @@ export class ReadingWriter {
     let insertedCount = 0;
     let maxIdBefore = 0;
     try {
+      await this.#options.beforeCommit?.();
       const results = await this.#client.batch(statements, "write");
       maxIdBefore = Number(results[0].rows[0][0]);
       for (const result of results.slice(1, record ? -1 : undefined)) insertedCount += result.rowsAffected;

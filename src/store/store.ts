@@ -104,6 +104,7 @@ export class Store {
       devices: this.#devices,
       now: () => this.#clock.now(),
       onCommitFailed: (error) => this.#commitFailed(error),
+      beforeCommit: () => database.checkpoints.beforeCommit(),
       onCommit: (inserted, committed) => {
         this.#lastCommitAt = performance.now();
         this.#rows += inserted;
