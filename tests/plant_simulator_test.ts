@@ -239,6 +239,19 @@ Deno.test("a seed gives the same recording, and another seed a different one", (
   assert.notDeepEqual(tuning.faults[0].readings, heldOut.faults[0].readings, "held-out seeds differ from tuning seeds");
 });
 
+Deno.test("a wider held-out set starts with the reported one and goes on with new seeds", () => {
+  const reported = plantScenarios("heldout", { normals: 0 }).faults;
+  const wider = plantScenarios("heldout", { perKind: 9, normals: 0 }).faults;
+  assert.equal(reported.length, 8 * 8);
+  assert.equal(wider.length, 9 * 8);
+  // Per kind: the 8 reported recordings, then a ninth unlike any of them.
+  for (let k = 0; k < 8; k++) {
+    const kind = wider.slice(k * 9, k * 9 + 9);
+    assert.deepEqual(kind.slice(0, 8), reported.slice(k * 8, k * 8 + 8));
+    for (const earlier of kind.slice(0, 8)) assert.notDeepEqual(kind[8].readings, earlier.readings);
+  }
+});
+
 Deno.test("at 10 Hz a recording keeps its length in time and its calibration readings normal", () => {
   const r = simulateFaultRecording({ seed: 7, fault: "cavitation", minutes: 16, hz: 10 });
   assert.equal(r.readings.length, 9_600);

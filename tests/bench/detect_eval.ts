@@ -67,7 +67,7 @@ export async function evaluateDetectionSets(options: EvaluationOptions = {}): Pr
 
 /**
  * The bench's entry (tests/bench/run_all.ts): `recordingsPerFault` 1 is the quick subset; more
- * runs the held-out sets with that many recordings per kind (the plant set has 8 seeds at most).
+ * runs the held-out sets with that many recordings per kind (8 are reported; the plant set goes on to 64).
  */
 export function evaluateDetection(options: { recordingsPerFault: number }): Promise<SetResult[]> {
   return options.recordingsPerFault <= 1
