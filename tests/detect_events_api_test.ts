@@ -262,6 +262,7 @@ Deno.test("per-device series exist for at most spec.limits.devices devices; one 
     deadLetters: 0,
     devices: 0,
     commitFailures: 0,
+    checkpointFailures: 0,
     retentionDeleted: {},
     schemaVersion: 0,
   }));

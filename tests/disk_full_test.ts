@@ -69,7 +69,7 @@ Deno.test({
         assert.equal(await outpost.stop(), 0);
       }
     } finally {
-      await new Deno.Command("umount", { args: [disk!] }).output();
+      await new Deno.Command("umount", { args: ["--lazy", disk!] }).output(); // a failed connection may linger until GC
       await Deno.remove(disk!, { recursive: true });
       await Deno.remove(dir, { recursive: true });
     }
@@ -119,7 +119,7 @@ Deno.test({
         assert.equal(code, 0, outpost.log());
       }
     } finally {
-      await new Deno.Command("umount", { args: [readOnly!] }).output();
+      await new Deno.Command("umount", { args: ["--lazy", readOnly!] }).output();
       await Deno.remove(readOnly!, { recursive: true });
       await Deno.remove(dir, { recursive: true });
     }

@@ -2,7 +2,7 @@
  * Who checkpoints the WAL (src/store/database.ts, src/store/wal_checkpoints.ts): the reading
  * writer, just before one of its commits, so that the commit which starts the WAL again is an
  * ingest commit and not a scoring pass's; SQLite's automatic checkpoint, at a higher bound, when
- * nothing is ingested.
+ * nothing is ingested. `mxFrame` falls only when a commit starts the WAL again.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
@@ -15,6 +15,7 @@ import {
 } from "../src/store/database.ts";
 import { commitDerived } from "../src/store/derived_commit.ts";
 import { ReadingWriter } from "../src/store/reading_writer.ts";
+import { CHECKPOINT_RETRY_MS, WalCheckpoints } from "../src/store/wal_checkpoints.ts";
 
 const quiet = createLogger("error", () => {});
 /** A WAL frame: a 24-byte header and a 4 KiB page; the file starts with a 32-byte header. */
@@ -54,33 +55,108 @@ Deno.test("with nothing ingested, derived commits checkpoint at the automatic bo
 });
 
 for (const encrypted of [false, true]) {
-  Deno.test(`the writer checkpoints before its commit, which starts the WAL again, not the derived commit after it${encrypted ? " (encrypted store)" : ""}`, async () => {
+  Deno.test(`with readings arriving, the WAL is started again by ingest commits, never by the scoring commit after one${encrypted ? " (encrypted store)" : ""}`, async () => {
     await withDatabase(encrypted, async (database, walPath) => {
       const writer = new ReadingWriter(database.ingest, {
         maxSizeBytes: 1e12,
         usedBytes: () => 0,
         beforeCommit: () => database.checkpoints.beforeCommit(),
       });
-      let ts = 1_763_805_600_000;
+      const frames = () => database.checkpoints.walIndex()!.frames;
+      let ingestRestarts = 0;
       let largest = 0;
-      for (let round = 0; round < 3; round++) {
-        // Derived commits fill the WAL to the writer's bound (the automatic bound is far above).
-        while (database.checkpoints.walIndex()!.frames < INGEST_CHECKPOINT_PAGES) {
-          await commitDerived(database.client, [probeRow]);
-          await writer.write([{ device: "d", ts: ts++, values: { a: 1 } }], "test");
-          largest = Math.max(largest, (await Deno.stat(walPath)).size);
-        }
-        assert.ok(database.checkpoints.walIndex()!.frames < INGEST_CHECKPOINT_PAGES + 10);
-        await writer.write([{ device: "d", ts: ts++, values: { a: 1 } }], "test");
-        // The writer's commit came right after the checkpoint: it started the WAL from its
-        // beginning (an automatic checkpoint inside its commit would have left that to the next).
-        const after = database.checkpoints.walIndex()!;
-        assert.ok(after.frames < 10, `${after.frames} frames in the WAL after the writer's commit`);
+      // As in production: each ingest commit is followed by a derived commit (the scoring pass).
+      for (let i = 0; i < 3 * INGEST_CHECKPOINT_PAGES; i++) {
+        const beforeIngest = frames();
+        await writer.write([{ device: "d", ts: 1_763_805_600_000 + i, values: { a: i } }], "test");
+        if (frames() < beforeIngest) ingestRestarts++;
+        const beforeDerived = frames();
         await commitDerived(database.client, [probeRow]);
-        assert.ok(database.checkpoints.walIndex()!.frames < 20);
+        assert.ok(
+          frames() > beforeDerived,
+          `derived commit ${i} started the WAL again (${beforeDerived} -> ${frames()} frames)`,
+        );
+        largest = Math.max(largest, (await Deno.stat(walPath)).size);
       }
+      assert.ok(ingestRestarts >= 2, `${ingestRestarts} restarts by ingest commits`);
       assert.ok(largest <= walBytes(INGEST_CHECKPOINT_PAGES + 10), `WAL peaked at ${largest} bytes`);
       await writer.close();
     });
   });
 }
+
+/** A 32 MB tmpfs; null where mounting is not permitted (not root). */
+async function smallDisk(): Promise<string | null> {
+  const dir = await Deno.makeTempDir({ prefix: "outpost-wal-disk-" });
+  const mount = await new Deno.Command("mount", {
+    args: ["-t", "tmpfs", "-o", "size=32m", "tmpfs", dir],
+    stderr: "null",
+  })
+    .output().catch(() => null);
+  if (!mount?.success) {
+    await Deno.remove(dir);
+    return null;
+  }
+  return dir;
+}
+
+const disk = await smallDisk();
+
+Deno.test({
+  name: "a checkpoint that fails on a full disk is logged and counted, does not fail ingest, and is tried again later",
+  ignore: disk === null,
+  async fn() {
+    const logged: string[] = [];
+    const log = createLogger("warn", (line) => logged.push(line));
+    const database = await openDatabase(join(disk!, "data"), log);
+    let clock = 0;
+    const checkpoints = new WalCheckpoints(database.path, database.ingest, INGEST_CHECKPOINT_PAGES, log, {
+      now: () => clock,
+    });
+    const writer = new ReadingWriter(database.ingest, {
+      maxSizeBytes: 1e12,
+      usedBytes: () => 0,
+      beforeCommit: () => checkpoints.beforeCommit(),
+    });
+    const filler = join(disk!, "filler");
+    try {
+      await database.client.execute("CREATE TABLE wal_probe (body BLOB)");
+      // 1,500 new pages through the WAL and copied back: the WAL file keeps its size for reuse.
+      for (let i = 0; i < 1_500; i++) await commitDerived(database.client, [probeRow]);
+      await database.client.execute("PRAGMA wal_checkpoint(PASSIVE)");
+      // The disk is full: new pages fit in the reused WAL but not in the database file.
+      const file = await Deno.open(filler, { write: true, create: true });
+      try {
+        while (true) await file.write(new Uint8Array(64 * 1024));
+      } catch (error) {
+        if (!(error instanceof Error && /space/i.test(error.message))) throw error;
+      } finally {
+        file.close();
+      }
+      let ts = 1_763_805_600_000;
+      const ingestAndScore = async () => {
+        await writer.write([{ device: "d", ts: ts++, values: { a: 1 } }], "test");
+        await commitDerived(database.client, [probeRow]);
+      };
+      while (checkpoints.walIndex()!.frames < INGEST_CHECKPOINT_PAGES + 20) await ingestAndScore();
+      assert.equal(checkpoints.failures, 1, "tried once, then left for the retry delay");
+      assert.equal(logged.filter((line) => line.includes("store.checkpoint_failed")).length, 1);
+
+      clock += CHECKPOINT_RETRY_MS;
+      await ingestAndScore();
+      assert.equal(checkpoints.failures, 2, "tried again after the delay, still full");
+
+      await Deno.remove(filler);
+      clock += CHECKPOINT_RETRY_MS;
+      await ingestAndScore();
+      assert.equal(checkpoints.failures, 2);
+      assert.ok(checkpoints.walIndex()!.frames < 10, "checkpointed, and the ingest commit started the WAL again");
+    } finally {
+      await writer.close().catch(() => {});
+      database.close();
+      checkpoints.close();
+      await new Deno.Command("umount", { args: ["--lazy", disk!] }).output(); // a failed connection may linger until GC
+      await Deno.remove(disk!, { recursive: true }).catch(() => {});
+    }
+  },
+});

@@ -201,6 +201,12 @@ export class Metrics {
       registers: [this.registry],
     });
     let commitFailuresSeen = 0;
+    const checkpointFailures = new Counter({
+      name: "outpost_store_checkpoint_failures_total",
+      help: "WAL checkpoints that failed (disk full): the WAL grows until one succeeds",
+      registers: [this.registry],
+    });
+    let checkpointFailuresSeen = 0;
     const retentionDeleted = new Counter({
       name: "outpost_retention_deleted_total",
       help: "Rows deleted by retention, by table (readings, deadLetters, events, alerts, audit)",
@@ -242,6 +248,8 @@ export class Metrics {
       storeDevices.set(current.devices);
       commitFailures.inc(current.commitFailures - commitFailuresSeen);
       commitFailuresSeen = current.commitFailures;
+      checkpointFailures.inc(current.checkpointFailures - checkpointFailuresSeen);
+      checkpointFailuresSeen = current.checkpointFailures;
       for (const [table, count] of Object.entries(current.retentionDeleted)) {
         retentionDeleted.inc({ table }, count - (retentionSeen[table] ?? 0));
         retentionSeen[table] = count;

@@ -100,10 +100,11 @@ export async function openDatabase(
     await client.execute("PRAGMA journal_mode=WAL");
     const schemaVersion = await migrate(client, log);
     const ingest = await openConnection(path, INGEST_PRAGMAS, opened, key);
-    const checkpoints = new WalCheckpoints(path, ingest, INGEST_CHECKPOINT_PAGES);
+    const checkpoints = new WalCheckpoints(path, ingest, INGEST_CHECKPOINT_PAGES, log);
     const close = () => {
-      checkpoints.close();
       closeAll();
+      // Only now: closing it while a connection is open would drop SQLite's locks on the file.
+      checkpoints.close();
     };
     return { client, ingest, checkpoints, path, schemaVersion, close };
   } catch (error) {

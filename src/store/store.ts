@@ -47,6 +47,8 @@ export interface StoreStats {
   deadLetters: number;
   devices: number;
   commitFailures: number;
+  /** WAL checkpoints before an ingest commit that failed (src/store/wal_checkpoints.ts). */
+  checkpointFailures: number;
   /** Rows deleted by retention since start, by table. */
   retentionDeleted: Readonly<Record<string, number>>;
   schemaVersion: number;
@@ -194,6 +196,7 @@ export class Store {
       deadLetters: this.#deadLetters,
       devices: this.#devices.count,
       commitFailures: this.#commitFailures,
+      checkpointFailures: this.#database.checkpoints.failures,
       retentionDeleted: { ...this.#retentionDeleted },
       schemaVersion: this.#database.schemaVersion,
     };
