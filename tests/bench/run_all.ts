@@ -36,7 +36,7 @@ console.log("\n## Store and forward");
 await benchForward({ seconds: quick ? 300 : 3600 });
 
 console.log("\n## Detection");
-await evaluateDetection({ recordingsPerFault: quick ? 1 : 10 });
+await evaluateDetection({ quick });
 await benchDetect(quick ? { seconds: 1, readings: 2_000 } : { seconds: 10, readings: 50_000 });
 
 console.log("\n## Console: a day of readings for the device chart");
