@@ -19,7 +19,8 @@ export const DATABASE_FILE = "outpost.db";
  * pass's commit on the derived connection) is not held up by them. SQLite's automatic checkpoint,
  * inside whichever commit crosses AUTOMATIC_CHECKPOINT_PAGES, only comes into play when nothing
  * is ingested (a scorer catching up on a backlog, retention, rollups): the WAL then stays under
- * about 16 MB.
+ * about 16.5 MB while checkpoints can complete. Both count WAL frames (a page written again is
+ * another frame).
  */
 export const INGEST_CHECKPOINT_PAGES = 1_000;
 export const AUTOMATIC_CHECKPOINT_PAGES = 4_000;
