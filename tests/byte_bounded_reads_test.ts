@@ -11,15 +11,15 @@ import { Inference } from "../src/detect/inference.ts";
 import { ModelRegistry } from "../src/detect/registry.ts";
 import { Scorer } from "../src/detect/scorer.ts";
 import { createLogger } from "../src/observability/log.ts";
-import { openDatabase } from "../src/store/database.ts";
+import type { Database } from "../src/store/database.ts";
 import { ReadingWriter } from "../src/store/reading_writer.ts";
 import { maxReadingId, readingsAfterWithin } from "../src/store/readings.ts";
 import { RollupPass } from "../src/store/rollup_pass.ts";
+import { withTempDatabase } from "./helpers/db.ts";
 import { FORWARDING_CONFIG } from "./helpers/forwarding_config.ts";
 
 const quiet = createLogger("error", () => {});
-const count = async (client: Awaited<ReturnType<typeof openDatabase>>["client"], sql: string) =>
-  Number((await client.execute(sql)).rows[0][0]);
+const count = async (client: Database["client"], sql: string) => Number((await client.execute(sql)).rows[0][0]);
 const DETECTION = parseConfig("apiVersion: fde/v1\nkind: Deployment\nmetadata:\n  name: t\n", "defaults").detection;
 const T0 = 1_763_805_600_000;
 const longName = (j: number) => `${"s".repeat(124)}${String(j).padStart(4, "0")}`;
@@ -30,18 +30,7 @@ const fat = (device: string, i: number) => ({
   values: Object.fromEntries(Array.from({ length: 64 }, (_, j) => [longName(j), Math.sin(i / 7 + j) + (i % 5) / 10])),
 });
 
-async function withStore(fn: (database: Awaited<ReturnType<typeof openDatabase>>, dir: string) => Promise<void>) {
-  const dir = await Deno.makeTempDir();
-  const database = await openDatabase(dir, quiet);
-  try {
-    await fn(database, dir);
-  } finally {
-    database.close();
-    await Deno.remove(dir, { recursive: true });
-  }
-}
-
-async function writeFat(database: Awaited<ReturnType<typeof openDatabase>>, count: number, device = "fat") {
+async function writeFat(database: Database, count: number, device = "fat") {
   const writer = new ReadingWriter(database.ingest, { maxSizeBytes: 1e12, usedBytes: () => 0 });
   for (let i = 0; i < count; i += 100) {
     await writer.write(Array.from({ length: Math.min(100, count - i) }, (_, k) => fat(device, i + k)), "test");
@@ -50,7 +39,7 @@ async function writeFat(database: Awaited<ReturnType<typeof openDatabase>>, coun
 }
 
 Deno.test("a read by size keeps the readings whose values fit the bound (or the first alone) and says when it cut", async () => {
-  await withStore(async (database) => {
+  await withTempDatabase(async (database) => {
     await writeFat(database, 10);
     const sizes = (await readingsAfterWithin(database.client, 0, 10, 1e9)).readings.map((r) => r.valuesJson.length);
     const firstThree = sizes[0] + sizes[1] + sizes[2];
@@ -72,7 +61,7 @@ Deno.test("a read by size keeps the readings whose values fit the bound (or the 
 });
 
 Deno.test("rollups fold 600 readings of 9 KB (5 MB) in commits of at most 1 MB, all of them in one fold call", async () => {
-  await withStore(async (database) => {
+  await withTempDatabase(async (database) => {
     await writeFat(database, 600);
     const pass = new RollupPass(database.client, { maxSensors: 64 });
     assert.equal(await pass.fold(1000), 600);
@@ -82,7 +71,7 @@ Deno.test("rollups fold 600 readings of 9 KB (5 MB) in commits of at most 1 MB, 
 });
 
 Deno.test("the scorer catches up on 2,400 readings of 9 KB (22 MB) behind its cursor: passes cut for size go on", async () => {
-  await withStore(async (database, dir) => {
+  await withTempDatabase(async (database, dir) => {
     await writeFat(database, 1_200, "fat-a");
     await writeFat(database, 1_200, "fat-b");
     const inference = new Inference(1);
@@ -105,7 +94,7 @@ Deno.test("the scorer catches up on 2,400 readings of 9 KB (22 MB) behind its cu
 });
 
 Deno.test("the aggregator folds 600 readings of 9 KB in passes of at most 1 MB, all of them in one catch-up", async () => {
-  await withStore(async (database) => {
+  await withTempDatabase(async (database) => {
     await writeFat(database, 600);
     const outbox = new Outbox(database.client, { sinks: [], ttlMs: FORWARDING_CONFIG.ttlMs, maxBufferBytes: 1e9 });
     const aggregator = new Aggregator(database.client, FORWARDING_CONFIG, {

@@ -2,23 +2,10 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { eventually } from "./helpers/eventually.ts";
 import { postJson, startOutpost, writeManifest } from "./helpers/outpost_process.ts";
+import { mountTmpfs, unmountTmpfs } from "./helpers/tmpfs.ts";
 
-/** A 3 MB tmpfs for the data dir; null where mounting is not permitted (not root). */
-async function smallDisk(): Promise<string | null> {
-  const dir = await Deno.makeTempDir({ prefix: "outpost-disk-" });
-  const mount = await new Deno.Command("mount", {
-    args: ["-t", "tmpfs", "-o", "size=3m", "tmpfs", dir],
-    stderr: "null",
-  })
-    .output().catch(() => null);
-  if (!mount?.success) {
-    await Deno.remove(dir);
-    return null;
-  }
-  return dir;
-}
-
-const disk = await smallDisk();
+/** A 3 MB disk for the data dir. */
+const disk = await mountTmpfs(3);
 
 Deno.test({
   name: "a full disk fails readiness with a reason, refuses ingest with 503, and Outpost recovers when space returns",
@@ -69,8 +56,7 @@ Deno.test({
         assert.equal(await outpost.stop(), 0);
       }
     } finally {
-      await new Deno.Command("umount", { args: ["--lazy", disk!] }).output(); // a failed connection may linger until GC
-      await Deno.remove(disk!, { recursive: true });
+      await unmountTmpfs(disk!);
       await Deno.remove(dir, { recursive: true });
     }
   },
@@ -81,7 +67,7 @@ Deno.test({
   ignore: disk === null,
   async fn() {
     const dir = await Deno.makeTempDir();
-    const readOnly = await smallDisk();
+    const readOnly = await mountTmpfs(3);
     try {
       const manifest = await writeManifest(dir, { logLevel: "warn" });
       await Deno.writeTextFile(
@@ -119,8 +105,7 @@ Deno.test({
         assert.equal(code, 0, outpost.log());
       }
     } finally {
-      await new Deno.Command("umount", { args: ["--lazy", readOnly!] }).output();
-      await Deno.remove(readOnly!, { recursive: true });
+      await unmountTmpfs(readOnly!);
       await Deno.remove(dir, { recursive: true });
     }
   },

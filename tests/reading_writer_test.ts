@@ -1,17 +1,12 @@
 import assert from "node:assert/strict";
-import { createLogger } from "../src/observability/log.ts";
-import { openDatabase } from "../src/store/database.ts";
 import { StoreFullError } from "../src/store/errors.ts";
 import { FreshReadings } from "../src/detect/fresh_readings.ts";
 import { ReadingWriter } from "../src/store/reading_writer.ts";
 import { type CommittedReadings, readingsAfterWithin } from "../src/store/readings.ts";
-
-const quiet = createLogger("error", () => {});
+import { withTempDatabase } from "./helpers/db.ts";
 
 Deno.test("concurrent writers share commits and each learns its own duplicates", async () => {
-  const dir = await Deno.makeTempDir();
-  const database = await openDatabase(dir, quiet);
-  try {
+  await withTempDatabase(async (database) => {
     let commits = 0;
     const writer = new ReadingWriter(database.ingest, {
       maxSizeBytes: 1e12,
@@ -33,16 +28,11 @@ Deno.test("concurrent writers share commits and each learns its own duplicates",
     assert.deepEqual(again, { inserted: 1, duplicates: 1 });
     await writer.close();
     await assert.rejects(writer.write([{ device: "x", ts: 1_763_805_600_000, values: { a: 1 } }], "test"));
-  } finally {
-    database.close();
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("a writer at its size limit refuses with StoreFullError and stores nothing", async () => {
-  const dir = await Deno.makeTempDir();
-  const database = await openDatabase(dir, quiet);
-  try {
+  await withTempDatabase(async (database) => {
     const writer = new ReadingWriter(database.ingest, { maxSizeBytes: 100, usedBytes: () => 100 });
     await assert.rejects(
       writer.write([{ device: "x", ts: 1_763_805_600_000, values: { a: 1 } }], "test"),
@@ -50,16 +40,11 @@ Deno.test("a writer at its size limit refuses with StoreFullError and stores not
     );
     const count = await database.client.execute("SELECT count(*) AS n FROM readings");
     assert.equal(Number(count.rows[0].n), 0);
-  } finally {
-    database.close();
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("the readings a commit hands to the scorer are the rows the store holds, ids included; a commit with duplicates hands none", async () => {
-  const dir = await Deno.makeTempDir();
-  const database = await openDatabase(dir, quiet);
-  try {
+  await withTempDatabase(async (database) => {
     const handed: (CommittedReadings | null)[] = [];
     const writer = new ReadingWriter(database.ingest, {
       maxSizeBytes: 1e12,
@@ -84,16 +69,11 @@ Deno.test("the readings a commit hands to the scorer are the rows the store hold
     const fromCommits = known.flatMap((commit) => commit.rows());
     const duplicateCommitRow = stored.find((row) => row.device === "new")!;
     assert.deepEqual(fromCommits, stored.filter((row) => row.id !== duplicateCommitRow.id));
-  } finally {
-    database.close();
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });
 
 Deno.test("fresh readings answer a pass exactly as the store would, or not at all", async () => {
-  const dir = await Deno.makeTempDir();
-  const database = await openDatabase(dir, quiet);
-  try {
+  await withTempDatabase(async (database) => {
     const fresh = new FreshReadings({ maxRows: 40, maxBytes: 4_000 });
     const writer = new ReadingWriter(database.ingest, {
       maxSizeBytes: 1e12,
@@ -134,8 +114,5 @@ Deno.test("fresh readings answer a pass exactly as the store would, or not at al
     await write(3, "x".repeat(1_500)); // past maxBytes
     assert.equal(await pass(100), false);
     await writer.close();
-  } finally {
-    database.close();
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });

@@ -8,21 +8,11 @@ import { commitDerived } from "../src/store/derived_commit.ts";
 import { ReadingWriter } from "../src/store/reading_writer.ts";
 import { deleteExpiredReadings } from "../src/store/retention.ts";
 import { Store } from "../src/store/store.ts";
+import { withTempDatabase } from "./helpers/db.ts";
 import { eventually } from "./helpers/eventually.ts";
 
 const quiet = createLogger("error", () => {});
 const reading = (device: string, ts: number) => ({ device, ts, values: { a: ts % 100 } });
-
-async function withDatabase(fn: (database: Awaited<ReturnType<typeof openDatabase>>) => Promise<void>) {
-  const dir = await Deno.makeTempDir();
-  const database = await openDatabase(dir, quiet);
-  try {
-    await fn(database);
-  } finally {
-    database.close();
-    await Deno.remove(dir, { recursive: true });
-  }
-}
 
 const pragmas = async (client: Client) => ({
   synchronous: Number((await client.execute("PRAGMA synchronous")).rows[0][0]),
@@ -30,7 +20,7 @@ const pragmas = async (client: Client) => ({
 });
 
 Deno.test("each connection keeps its role's pragmas after mixed ingest, derived commits and reads", async () => {
-  await withDatabase(async (database) => {
+  await withTempDatabase(async (database) => {
     const writer = new ReadingWriter(database.ingest, { maxSizeBytes: 1e12, usedBytes: () => 0 });
     await Promise.all([
       ...Array.from({ length: 50 }, (_, i) => writer.write([reading(`d${i % 5}`, 1_763_805_600_000 + i)], "test")),
@@ -45,7 +35,7 @@ Deno.test("each connection keeps its role's pragmas after mixed ingest, derived 
 });
 
 Deno.test("ids are never reused after retention empties the table, so cursors keep seeing new rows", async () => {
-  await withDatabase(async (database) => {
+  await withTempDatabase(async (database) => {
     const writer = new ReadingWriter(database.ingest, { maxSizeBytes: 1e12, usedBytes: () => 0 });
     await writer.write(Array.from({ length: 30 }, (_, i) => reading("d", 1_763_805_600_000 + i)), "test");
     const maxBefore = Number((await database.client.execute("SELECT max(id) FROM readings")).rows[0][0]);
@@ -60,7 +50,7 @@ Deno.test("ids are never reused after retention empties the table, so cursors ke
 });
 
 Deno.test("retention deletes expired rows behind rows stamped in the future (a clock step back)", async () => {
-  await withDatabase(async (database) => {
+  await withTempDatabase(async (database) => {
     const now = Date.now();
     let stamp = now + 365 * 86_400_000;
     const writer = new ReadingWriter(database.ingest, { maxSizeBytes: 1e12, usedBytes: () => 0, now: () => stamp });
@@ -77,7 +67,7 @@ Deno.test("retention deletes expired rows behind rows stamped in the future (a c
 });
 
 Deno.test("a writer refuses readings past spec.limits.writerPendingRows with a 503 limit error", async () => {
-  await withDatabase(async (database) => {
+  await withTempDatabase(async (database) => {
     const writer = new ReadingWriter(database.ingest, {
       maxSizeBytes: 1e12,
       usedBytes: () => 0,

@@ -16,32 +16,24 @@ import {
 import { commitDerived } from "../src/store/derived_commit.ts";
 import { ReadingWriter } from "../src/store/reading_writer.ts";
 import { CHECKPOINT_RETRY_MS, WalCheckpoints } from "../src/store/wal_checkpoints.ts";
+import { withTempDatabase } from "./helpers/db.ts";
+import { mountTmpfs, unmountTmpfs } from "./helpers/tmpfs.ts";
 
-const quiet = createLogger("error", () => {});
 /** A WAL frame: a 24-byte header and a 4 KiB page; the file starts with a 32-byte header. */
 const walBytes = (frames: number) => 32 + frames * (24 + 4096);
 /** A row bigger than half a page: every commit of one writes at least one new page. */
 const probeRow = `INSERT INTO wal_probe VALUES (x'${"ab".repeat(2_500)}')`;
 
-async function withDatabase(encrypted: boolean, fn: (database: Database, walPath: string) => Promise<void>) {
-  const dir = await Deno.makeTempDir();
-  let encryptionKey = null;
-  if (encrypted) {
-    encryptionKey = { path: join(dir, "db-key"), source: "manifest" as const };
-    await Deno.writeTextFile(encryptionKey.path, "0123456789abcdef".repeat(4));
-  }
-  const database = await openDatabase(join(dir, "data"), quiet, { encryptionKey });
-  try {
+/** A temp database with a `wal_probe` table for rows that each write a new page. */
+function withProbeDatabase(encrypted: boolean, fn: (database: Database, walPath: string) => Promise<void>) {
+  return withTempDatabase(async (database) => {
     await database.client.execute("CREATE TABLE wal_probe (body BLOB)");
     await fn(database, `${database.path}-wal`);
-  } finally {
-    database.close();
-    await Deno.remove(dir, { recursive: true });
-  }
+  }, { encrypted });
 }
 
 Deno.test("with nothing ingested, derived commits checkpoint at the automatic bound, so the WAL stays bounded", async () => {
-  await withDatabase(false, async (database, walPath) => {
+  await withProbeDatabase(false, async (database, walPath) => {
     let largest = 0;
     for (let i = 0; i < AUTOMATIC_CHECKPOINT_PAGES + 500; i++) {
       await commitDerived(database.client, [probeRow]);
@@ -56,7 +48,7 @@ Deno.test("with nothing ingested, derived commits checkpoint at the automatic bo
 
 for (const encrypted of [false, true]) {
   Deno.test(`with readings arriving, the WAL is started again by ingest commits, never by the scoring commit after one${encrypted ? " (encrypted store)" : ""}`, async () => {
-    await withDatabase(encrypted, async (database, walPath) => {
+    await withProbeDatabase(encrypted, async (database, walPath) => {
       const writer = new ReadingWriter(database.ingest, {
         maxSizeBytes: 1e12,
         usedBytes: () => 0,
@@ -85,22 +77,8 @@ for (const encrypted of [false, true]) {
   });
 }
 
-/** A 32 MB tmpfs; null where mounting is not permitted (not root). */
-async function smallDisk(): Promise<string | null> {
-  const dir = await Deno.makeTempDir({ prefix: "outpost-wal-disk-" });
-  const mount = await new Deno.Command("mount", {
-    args: ["-t", "tmpfs", "-o", "size=32m", "tmpfs", dir],
-    stderr: "null",
-  })
-    .output().catch(() => null);
-  if (!mount?.success) {
-    await Deno.remove(dir);
-    return null;
-  }
-  return dir;
-}
-
-const disk = await smallDisk();
+/** A 32 MB disk to fill up. */
+const disk = await mountTmpfs(32, "outpost-wal-disk-");
 
 Deno.test({
   name: "a checkpoint that fails on a full disk is logged and counted, does not fail ingest, and is tried again later",
@@ -155,8 +133,7 @@ Deno.test({
       await writer.close().catch(() => {});
       database.close();
       checkpoints.close();
-      await new Deno.Command("umount", { args: ["--lazy", disk!] }).output(); // a failed connection may linger until GC
-      await Deno.remove(disk!, { recursive: true }).catch(() => {});
+      await unmountTmpfs(disk!);
     }
   },
 });

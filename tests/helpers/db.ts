@@ -1,5 +1,7 @@
 import { createClient } from "@libsql/client";
 import { join } from "node:path";
+import { createLogger } from "../../src/observability/log.ts";
+import { type Database, openDatabase } from "../../src/store/database.ts";
 
 export interface StoredReading {
   device: string;
@@ -35,4 +37,27 @@ export async function query(dataDir: string, sql: string): Promise<Record<string
 
 export function readingKey(device: string, ts: number): string {
   return `${device}@${ts}`;
+}
+
+/**
+ * Runs `fn` on a database opened in a fresh temp dir `dir` (the store in `dir/data`, encrypted with
+ * a key in `dir/db-key` when asked), then closes it and removes the dir.
+ */
+export async function withTempDatabase(
+  fn: (database: Database, dir: string) => Promise<void>,
+  options: { encrypted?: boolean } = {},
+): Promise<void> {
+  const dir = await Deno.makeTempDir();
+  let encryptionKey = null;
+  if (options.encrypted) {
+    encryptionKey = { path: join(dir, "db-key"), source: "manifest" as const };
+    await Deno.writeTextFile(encryptionKey.path, "0123456789abcdef".repeat(4));
+  }
+  const database = await openDatabase(join(dir, "data"), createLogger("error", () => {}), { encryptionKey });
+  try {
+    await fn(database, dir);
+  } finally {
+    database.close();
+    await Deno.remove(dir, { recursive: true });
+  }
 }
