@@ -52,7 +52,11 @@ async function lockHeldElsewhere() {
   }).spawn();
   const input = sqlite.stdin.getWriter();
   try {
-    await input.write(new TextEncoder().encode("BEGIN IMMEDIATE;\nINSERT INTO cursors VALUES ('lock-test', 0);\n"));
+    // The shell waits for the lock (its default is to fail at once): Outpost may hold it for a
+    // commit just then, and a BEGIN that failed would leave nothing locked.
+    await input.write(
+      new TextEncoder().encode(".timeout 5000\nBEGIN IMMEDIATE;\nINSERT INTO cursors VALUES ('lock-test', 0);\n"),
+    );
     const refused = await eventually(
       () => postJson(`${outpost.url}/v1/readings`, reading(1_763_805_600_000)),
       (response) => response.status !== 202,
