@@ -12,8 +12,8 @@
  * baseline then moves to the mean of that settled period.
  *
  * For RECOVERY_PERIODS x `settleSeconds` after any episode, the baseline follows the plant at the
- * faster `settleSeconds`, even through a new episode whose score stays below RECOVERY_SCORE: a
- * plant settling after a fault would otherwise start small episodes that never fade.
+ * faster `settleSeconds`, and a new episode needs a score above RECOVERY_SCORE: a plant settling
+ * after a fault would otherwise start small episodes, one after another (see `countsAsAnomalous`).
  */
 import {
   ADAPTIVE_TERMS,
@@ -52,8 +52,8 @@ export interface Period {
 export const REFRESH_READINGS = 16;
 /** After an episode, for this many `settleSeconds`, the baseline follows the plant faster... */
 const RECOVERY_PERIODS = 3;
-/** ...even through an episode whose score stays below this. */
-const RECOVERY_SCORE = 2;
+/** ...and a reading counts towards a new episode only with a score above this. */
+export const RECOVERY_SCORE = 2;
 /** A faded episode whose fault's terms no longer alarm at all settles this many times sooner. */
 const GONE_SPEEDUP = 3;
 
@@ -138,6 +138,64 @@ export function copyBaseline(state: BaselineState): BaselineState {
     settledAfterId: state.settledAfterId,
     followUntilCount: state.followUntilCount,
   };
+}
+
+/** A scored reading, as `countsAsAnomalous` judges it. */
+export interface ScoredStep {
+  /** The reading's features, held where missing (`heldWhereMissing`). */
+  features: ArrayLike<number>;
+  /** The graph's score, against `centres` (the device's scoring centres for this reading). */
+  score: number;
+  centres: readonly number[];
+  ts: number;
+  /** Whether the device was in an episode before this reading. */
+  inEpisode: boolean;
+}
+
+/** The adaptive term that judges a rate of change. */
+const ADAPTIVE_RATE = TERMS.indexOf("rate");
+
+/**
+ * Whether a scored reading counts towards an episode (what the debouncer is fed), given the score
+ * the graph gave it against the device's scoring centres and its features (held where missing):
+ * - a rate of change that brings a sensor's level back towards its centre is a return to normal
+ *   (a fluid cooling once hot water stops), not a fault: such rate terms do not count;
+ * - for a while after an episode (RECOVERY_PERIODS x `settleSeconds`) the plant settles somewhere
+ *   else, a little off the centres it left: a new episode then needs a score above
+ *   RECOVERY_SCORE, or each drift past the threshold would open and close another one.
+ * Within an episode the bar stays 1.
+ */
+export function countsAsAnomalous(
+  state: BaselineState,
+  params: TermParams,
+  reading: ScoredStep,
+): boolean {
+  const recovering = !reading.inEpisode && state.recoverUntilTs !== undefined && reading.ts < state.recoverUntilTs;
+  const bar = recovering ? RECOVERY_SCORE : 1;
+  if (!(reading.score > bar)) return false;
+  const { centres, features } = reading;
+  const z = termScores(Array.from(features), {
+    ...params,
+    center: [...centres, ...params.center.slice(centres.length)],
+  });
+  const sensors = z.length / TERMS.length;
+  let returning = false;
+  let largest = 0;
+  for (let i = 0; i < z.length; i++) {
+    const term = Math.floor(i / sensors);
+    const j = i % sensors;
+    if (term === ADAPTIVE_RATE) {
+      const rate = features[RATE * sensors + j] - centres[RATE * sensors + j];
+      const level = features[LEVEL * sensors + j] - centres[LEVEL * sensors + j];
+      if (rate * level < 0) {
+        returning ||= z[i] > bar;
+        continue;
+      }
+    }
+    largest = Math.max(largest, z[i]);
+  }
+  // Only when a returning rate is what exceeded is the score recomputed (the graph's is exact).
+  return returning ? largest > bar : true;
 }
 
 /**

@@ -21,7 +21,14 @@ import type { Outbox } from "../store/outbox.ts";
 import { deviceReadingsBetween } from "../store/readings.ts";
 import { type ReadingScore, scoreStatements } from "../store/scores.ts";
 import { missingSensors } from "./baseline_scoring.ts";
-import { advanceBaseline, followAccepted, heldWhereMissing, refreshBlock, scoringCentres } from "./baseline_tracker.ts";
+import {
+  advanceBaseline,
+  countsAsAnomalous,
+  followAccepted,
+  heldWhereMissing,
+  refreshBlock,
+  scoringCentres,
+} from "./baseline_tracker.ts";
 import {
   calibrate,
   calibrationReadings,
@@ -222,7 +229,18 @@ export async function planPass(deps: PassDeps, rows: readonly PassRow[]): Promis
   async function applyScore(item: Pending, result: ReadingResult): Promise<boolean> {
     const { score, contributions } = result;
     const state = item.device;
-    const step = state.debouncer!.push(score > item.model.manifest.threshold);
+    // The centres of a sensor missing from the window stay where they are.
+    const features = state.baseline && result.features ? heldWhereMissing(state.baseline, result.features) : null;
+    const exceeds = features && item.center
+      ? countsAsAnomalous(state.baseline!, item.model.manifest.baseline!, {
+        features,
+        score,
+        centres: item.center,
+        ts: item.ts,
+        inEpisode: state.debouncer!.anomaly,
+      })
+      : score > item.model.manifest.threshold;
+    const step = state.debouncer!.push(exceeds);
     if (step.started) {
       eventId ??= await devices.lastEventId();
       const info = registry.info(item.model.id);
@@ -252,9 +270,7 @@ export async function planPass(deps: PassDeps, rows: readonly PassRow[]): Promis
       state.episode = null;
     }
     let moved = false;
-    if (state.baseline && result.features) {
-      // The centres of a sensor missing from the window stay where they are.
-      const features = heldWhereMissing(state.baseline, result.features);
+    if (state.baseline && features) {
       // Just after an operator's accept the centres follow the accepted operating point at once...
       const followed = followAccepted(state.baseline, {
         features,

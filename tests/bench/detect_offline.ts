@@ -13,6 +13,7 @@ import { fitBaseline } from "../../src/detect/baseline_fit.ts";
 import {
   advanceBaseline,
   type BaselineOptions,
+  countsAsAnomalous,
   initialBaseline,
   scoringCentres,
   scoringTerms,
@@ -55,11 +56,18 @@ export function replayOffline(recording: PlantRecording, sensitivity = 1): (Offl
   let episodePeak: number | null = null;
   const out: (OfflineReading | null)[] = rows.map(() => null);
   for (let i = CALIBRATION; i < rows.length; i++) {
-    scoringCentres(state, i + 1);
+    const centres = scoringCentres(state, i + 1);
     const features = windowFeatures(rows.slice(Math.max(0, i - WINDOW + 1), i + 1), params.floor);
     const terms = scoringTerms(params, state);
     const { score, contributions } = referenceScore(features, terms);
-    const step = debouncer.push(score > 1);
+    const exceeds = countsAsAnomalous(state, params, {
+      features,
+      score,
+      centres,
+      ts: ts[i],
+      inEpisode: debouncer.anomaly,
+    });
+    const step = debouncer.push(exceeds);
     let event: OfflineReading["event"] = null;
     if (step.started) {
       episodePeak = score;
