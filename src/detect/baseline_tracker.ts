@@ -20,6 +20,7 @@ import {
   FEATURES,
   LEVEL,
   RATE,
+  SPREAD,
   TERM_FEATURE,
   type TermParams,
   TERMS,
@@ -82,6 +83,12 @@ export interface BaselineState {
   carry?: { peak: number; peaks: number[]; carriers: number[] } | null;
   /** ...and since when none of those terms alarms any more. */
   gone?: Period | null;
+  /**
+   * The carrying terms of the episode that ended last, kept until the next one starts: while the
+   * window still holds that fault, its readings do not count towards a new episode once the
+   * fault's sensors are back to normal (see `backToNormal`).
+   */
+  lastFault?: { peaks: number[]; carriers: number[] } | null;
   /** The reading after which the debouncer was last settled (a rebaseline or an operator action). */
   settledAfterId?: number;
   /** Until then (reading time), the baseline adapts at the faster `settleSeconds` (after an episode). */
@@ -134,6 +141,7 @@ export function copyBaseline(state: BaselineState): BaselineState {
     steady: copyPeriod(state.steady),
     gone: copyPeriod(state.gone ?? null),
     carry: state.carry ? { ...state.carry, peaks: [...state.carry.peaks], carriers: [...state.carry.carriers] } : null,
+    lastFault: state.lastFault ? { peaks: [...state.lastFault.peaks], carriers: [...state.lastFault.carriers] } : null,
     recoverUntilTs: state.recoverUntilTs,
     settledAfterId: state.settledAfterId,
     followUntilCount: state.followUntilCount,
@@ -147,10 +155,21 @@ export interface ScoredStep {
   /** The graph's score, against `centres` (the device's scoring centres for this reading). */
   score: number;
   centres: readonly number[];
+  /** The readings of its window, oldest first, the reading last (NaN: a sensor not sent). */
+  window: readonly (readonly number[])[];
   ts: number;
   /** Whether the device was in an episode before this reading. */
   inEpisode: boolean;
 }
+
+/** The latest readings that must look normal again for a level fault to be over (see `backToNormal`)... */
+export const RECENT_READINGS = 12;
+/**
+ * ...once the fault's level has stood this many thresholds off. A 12-reading mean varies by about
+ * 0.2 threshold, so a fault at 2 reads as normal on it only five of its deviations away; a fault
+ * just past the threshold would often look over while it lasts.
+ */
+const CLEAR_FAULT = 2;
 
 /** The adaptive term that judges a rate of change. */
 const ADAPTIVE_RATE = TERMS.indexOf("rate");
@@ -163,11 +182,12 @@ const ADAPTIVE_RATE = TERMS.indexOf("rate");
  * - for a while after an episode (RECOVERY_PERIODS x `settleSeconds`) the plant settles somewhere
  *   else, a little off the centres it left: a new episode then needs a score above
  *   RECOVERY_SCORE, or each drift past the threshold would open and close another one.
- * Within an episode the bar stays 1.
+ * - within an episode the bar stays 1, but a level fault is over once its sensors' latest readings
+ *   look normal again, though the window's features still hold it (`backToNormal`).
  */
 export function countsAsAnomalous(
   state: BaselineState,
-  params: TermParams,
+  params: CalibratedTerms,
   reading: ScoredStep,
 ): boolean {
   const recovering = !reading.inEpisode && state.recoverUntilTs !== undefined && reading.ts < state.recoverUntilTs;
@@ -195,7 +215,70 @@ export function countsAsAnomalous(
     largest = Math.max(largest, z[i]);
   }
   // Only when a returning rate is what exceeded is the score recomputed (the graph's is exact).
-  return returning ? largest > bar : true;
+  if (returning && !(largest > bar)) return false;
+  // Within an episode, its fault; just after one, the fault the window may still hold.
+  const fault = reading.inEpisode ? state.carry : recovering ? state.lastFault : null;
+  return !(fault && backToNormal(fault, params, reading, z));
+}
+
+/** Term parameters with each sensor's spread floor (as calibration fits them). */
+export type CalibratedTerms = TermParams & { floor: readonly number[] };
+
+/**
+ * Whether an episode's level fault is over while the window's features still hold it: a level is
+ * a 15-reading mean and a spread spans 20 readings, so after a step ends they alarm for up to 20
+ * readings more (the spread at the step's edge). It is over when every term that alarms (`z`) is
+ * on a sensor whose level carried the fault, at least CLEAR_FAULT thresholds off and more than its
+ * spread did (a fault of spread, such as spikes, can look normal for a few readings between
+ * spikes), and whose last RECENT_READINGS readings are back to its normal level and spread, each
+ * within its alarm threshold.
+ */
+function backToNormal(
+  carry: { peaks: readonly number[]; carriers: readonly number[] },
+  params: CalibratedTerms,
+  reading: ScoredStep,
+  z: number[],
+): boolean {
+  const rows = reading.window;
+  if (carry.peaks.length !== z.length || rows.length < RECENT_READINGS) return false;
+  const sensors = z.length / TERMS.length;
+  const checked = new Set<number>();
+  for (let i = 0; i < z.length; i++) {
+    if (!(z[i] > 1)) continue;
+    const term = Math.floor(i / sensors);
+    const j = i % sensors;
+    if (term >= ADAPTIVE_TERMS) return false;
+    if (checked.has(j)) continue;
+    const level = LEVEL * sensors + j;
+    const spread = SPREAD * sensors + j;
+    if (!carry.carriers.includes(level) || carry.peaks[spread] >= carry.peaks[level]) return false;
+    if (carry.peaks[level] < CLEAR_FAULT) return false;
+    if (!recentlyNormal(rows, j, params, reading.centres, sensors)) return false;
+    checked.add(j);
+  }
+  return checked.size > 0;
+}
+
+/** Whether sensor `j`'s last RECENT_READINGS readings have a level and a spread within their thresholds. */
+function recentlyNormal(
+  rows: readonly (readonly number[])[],
+  j: number,
+  params: CalibratedTerms,
+  centres: readonly number[],
+  sensors: number,
+): boolean {
+  let sum = 0;
+  for (let r = rows.length - RECENT_READINGS; r < rows.length; r++) sum += rows[r][j];
+  const mean = sum / RECENT_READINGS;
+  let squares = 0;
+  for (let r = rows.length - RECENT_READINGS; r < rows.length; r++) squares += (rows[r][j] - mean) ** 2;
+  const level = LEVEL * sensors + j;
+  const spread = SPREAD * sensors + j;
+  const offLevel = mean - centres[level];
+  const offSpread = Math.log(Math.sqrt(squares / RECENT_READINGS) + params.floor[j]) - centres[spread];
+  // NaN (a sensor not sent) is not normal.
+  return Math.max(offLevel * params.up[level], -offLevel * params.down[level]) <= 1 &&
+    offSpread * params.up[spread] <= 1;
 }
 
 /**
@@ -221,6 +304,7 @@ export function advanceBaseline(
       state.recoverUntilTs = step.ts + RECOVERY_PERIODS * options.settleSeconds * 1000;
     }
     if (!step.inEpisode) {
+      if (state.carry) state.lastFault = { peaks: state.carry.peaks, carriers: state.carry.carriers };
       state.steady = state.faded = null;
       state.carry = null;
       state.gone = null;
@@ -284,6 +368,7 @@ export function acceptCurrent(state: BaselineState, features: ArrayLike<number>)
   state.scoring = [...state.center];
   state.steady = state.faded = null;
   state.carry = null;
+  state.lastFault = null;
   state.gone = null;
 }
 
@@ -307,6 +392,7 @@ function faultNow(
   const carry = state.carry && state.carry.peaks.length === z.length
     ? state.carry
     : (state.carry = { peak: 0, peaks: z.map(() => 0), carriers: [] });
+  state.lastFault = null;
   let now = 0;
   for (let i = 0; i < z.length; i++) {
     carry.peaks[i] = Math.max(carry.peaks[i], z[i]);

@@ -236,6 +236,7 @@ export async function planPass(deps: PassDeps, rows: readonly PassRow[]): Promis
         features,
         score,
         centres: item.center,
+        window: item.window,
         ts: item.ts,
         inEpisode: state.debouncer!.anomaly,
       })

@@ -66,6 +66,7 @@ export function replayOffline(recording: PlantRecording, sensitivity = 1): (Offl
       centres,
       ts: ts[i],
       inEpisode: debouncer.anomaly,
+      window: rows.slice(Math.max(0, i - WINDOW + 1), i + 1),
     });
     const step = debouncer.push(exceeds);
     let event: OfflineReading["event"] = null;
