@@ -11,16 +11,16 @@
  * `settleTolerance` (in units of its alarm threshold) for `acceptSeconds` (a lasting change). The
  * baseline then moves to the mean of that settled period.
  *
- * For RECOVERY_PERIODS x `settleSeconds` after any episode, the baseline follows the plant at the
- * faster `settleSeconds`, and a new episode needs a score above RECOVERY_SCORE: a plant settling
- * after a fault would otherwise start small episodes, one after another (see `countsAsAnomalous`).
+ * For RECOVERY_PERIODS x `settleSeconds` after an episode that cleared (not one that rebaselined),
+ * the baseline follows the plant at the faster `settleSeconds`, and a new episode needs a score
+ * above RECOVERY_SCORE: a plant settling after a fault would otherwise start small episodes, one
+ * after another (`countsAsAnomalous` in episode_evidence.ts).
  */
 import {
   ADAPTIVE_TERMS,
   FEATURES,
   LEVEL,
   RATE,
-  SPREAD,
   TERM_FEATURE,
   type TermParams,
   TERMS,
@@ -84,9 +84,9 @@ export interface BaselineState {
   /** ...and since when none of those terms alarms any more. */
   gone?: Period | null;
   /**
-   * The carrying terms of the episode that ended last, kept until the next one starts: while the
-   * window still holds that fault, its readings do not count towards a new episode once the
-   * fault's sensors are back to normal (see `backToNormal`).
+   * The carrying terms of the episode that cleared last, kept while the plant recovers from it
+   * (until `recoverUntilTs`, a new episode, a rebaseline or an operator's word): while the window
+   * still holds that fault, it opens no new episode (`countsAsAnomalous` in episode_evidence.ts).
    */
   lastFault?: { peaks: number[]; carriers: number[] } | null;
   /** The reading after which the debouncer was last settled (a rebaseline or an operator action). */
@@ -128,7 +128,12 @@ export function scoringCentres(state: BaselineState, readingCount: number): numb
 
 /** The terms' parameters with the centres the device's readings are scored against. */
 export function scoringTerms(params: TermParams, state: BaselineState): TermParams {
-  return { ...params, center: [...state.scoring, ...params.center.slice(state.scoring.length)] };
+  return termsAround(params, state.scoring);
+}
+
+/** The terms' parameters with `centres` for the adaptive terms (the site limits' stay). */
+export function termsAround(params: TermParams, centres: readonly number[]): TermParams {
+  return { ...params, center: [...centres, ...params.center.slice(centres.length)] };
 }
 
 export function copyBaseline(state: BaselineState): BaselineState {
@@ -146,139 +151,6 @@ export function copyBaseline(state: BaselineState): BaselineState {
     settledAfterId: state.settledAfterId,
     followUntilCount: state.followUntilCount,
   };
-}
-
-/** A scored reading, as `countsAsAnomalous` judges it. */
-export interface ScoredStep {
-  /** The reading's features, held where missing (`heldWhereMissing`). */
-  features: ArrayLike<number>;
-  /** The graph's score, against `centres` (the device's scoring centres for this reading). */
-  score: number;
-  centres: readonly number[];
-  /** The readings of its window, oldest first, the reading last (NaN: a sensor not sent). */
-  window: readonly (readonly number[])[];
-  ts: number;
-  /** Whether the device was in an episode before this reading. */
-  inEpisode: boolean;
-}
-
-/** The latest readings that must look normal again for a level fault to be over (see `backToNormal`)... */
-export const RECENT_READINGS = 12;
-/**
- * ...once the fault's level has stood this many thresholds off. A 12-reading mean varies by about
- * 0.2 threshold, so a fault at 2 reads as normal on it only five of its deviations away; a fault
- * just past the threshold would often look over while it lasts.
- */
-const CLEAR_FAULT = 2;
-
-/** The adaptive term that judges a rate of change. */
-const ADAPTIVE_RATE = TERMS.indexOf("rate");
-
-/**
- * Whether a scored reading counts towards an episode (what the debouncer is fed), given the score
- * the graph gave it against the device's scoring centres and its features (held where missing):
- * - a rate of change that brings a sensor's level back towards its centre is a return to normal
- *   (a fluid cooling once hot water stops), not a fault: such rate terms do not count;
- * - for a while after an episode (RECOVERY_PERIODS x `settleSeconds`) the plant settles somewhere
- *   else, a little off the centres it left: a new episode then needs a score above
- *   RECOVERY_SCORE, or each drift past the threshold would open and close another one.
- * - within an episode the bar stays 1, but a level fault is over once its sensors' latest readings
- *   look normal again, though the window's features still hold it (`backToNormal`).
- */
-export function countsAsAnomalous(
-  state: BaselineState,
-  params: CalibratedTerms,
-  reading: ScoredStep,
-): boolean {
-  const recovering = !reading.inEpisode && state.recoverUntilTs !== undefined && reading.ts < state.recoverUntilTs;
-  const bar = recovering ? RECOVERY_SCORE : 1;
-  if (!(reading.score > bar)) return false;
-  const { centres, features } = reading;
-  const z = termScores(Array.from(features), {
-    ...params,
-    center: [...centres, ...params.center.slice(centres.length)],
-  });
-  const sensors = z.length / TERMS.length;
-  let returning = false;
-  let largest = 0;
-  for (let i = 0; i < z.length; i++) {
-    const term = Math.floor(i / sensors);
-    const j = i % sensors;
-    if (term === ADAPTIVE_RATE) {
-      const rate = features[RATE * sensors + j] - centres[RATE * sensors + j];
-      const level = features[LEVEL * sensors + j] - centres[LEVEL * sensors + j];
-      if (rate * level < 0) {
-        returning ||= z[i] > bar;
-        continue;
-      }
-    }
-    largest = Math.max(largest, z[i]);
-  }
-  // Only when a returning rate is what exceeded is the score recomputed (the graph's is exact).
-  if (returning && !(largest > bar)) return false;
-  // Within an episode, its fault; just after one, the fault the window may still hold.
-  const fault = reading.inEpisode ? state.carry : recovering ? state.lastFault : null;
-  return !(fault && backToNormal(fault, params, reading, z));
-}
-
-/** Term parameters with each sensor's spread floor (as calibration fits them). */
-export type CalibratedTerms = TermParams & { floor: readonly number[] };
-
-/**
- * Whether an episode's level fault is over while the window's features still hold it: a level is
- * a 15-reading mean and a spread spans 20 readings, so after a step ends they alarm for up to 20
- * readings more (the spread at the step's edge). It is over when every term that alarms (`z`) is
- * on a sensor whose level carried the fault, at least CLEAR_FAULT thresholds off and more than its
- * spread did (a fault of spread, such as spikes, can look normal for a few readings between
- * spikes), and whose last RECENT_READINGS readings are back to its normal level and spread, each
- * within its alarm threshold.
- */
-function backToNormal(
-  carry: { peaks: readonly number[]; carriers: readonly number[] },
-  params: CalibratedTerms,
-  reading: ScoredStep,
-  z: number[],
-): boolean {
-  const rows = reading.window;
-  if (carry.peaks.length !== z.length || rows.length < RECENT_READINGS) return false;
-  const sensors = z.length / TERMS.length;
-  const checked = new Set<number>();
-  for (let i = 0; i < z.length; i++) {
-    if (!(z[i] > 1)) continue;
-    const term = Math.floor(i / sensors);
-    const j = i % sensors;
-    if (term >= ADAPTIVE_TERMS) return false;
-    if (checked.has(j)) continue;
-    const level = LEVEL * sensors + j;
-    const spread = SPREAD * sensors + j;
-    if (!carry.carriers.includes(level) || carry.peaks[spread] >= carry.peaks[level]) return false;
-    if (carry.peaks[level] < CLEAR_FAULT) return false;
-    if (!recentlyNormal(rows, j, params, reading.centres, sensors)) return false;
-    checked.add(j);
-  }
-  return checked.size > 0;
-}
-
-/** Whether sensor `j`'s last RECENT_READINGS readings have a level and a spread within their thresholds. */
-function recentlyNormal(
-  rows: readonly (readonly number[])[],
-  j: number,
-  params: CalibratedTerms,
-  centres: readonly number[],
-  sensors: number,
-): boolean {
-  let sum = 0;
-  for (let r = rows.length - RECENT_READINGS; r < rows.length; r++) sum += rows[r][j];
-  const mean = sum / RECENT_READINGS;
-  let squares = 0;
-  for (let r = rows.length - RECENT_READINGS; r < rows.length; r++) squares += (rows[r][j] - mean) ** 2;
-  const level = LEVEL * sensors + j;
-  const spread = SPREAD * sensors + j;
-  const offLevel = mean - centres[level];
-  const offSpread = Math.log(Math.sqrt(squares / RECENT_READINGS) + params.floor[j]) - centres[spread];
-  // NaN (a sensor not sent) is not normal.
-  return Math.max(offLevel * params.up[level], -offLevel * params.down[level]) <= 1 &&
-    offSpread * params.up[spread] <= 1;
 }
 
 /**
@@ -305,6 +177,7 @@ export function advanceBaseline(
     }
     if (!step.inEpisode) {
       if (state.carry) state.lastFault = { peaks: state.carry.peaks, carriers: state.carry.carriers };
+      if (state.recoverUntilTs === undefined || step.ts >= state.recoverUntilTs) state.lastFault = null;
       state.steady = state.faded = null;
       state.carry = null;
       state.gone = null;

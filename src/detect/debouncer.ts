@@ -12,6 +12,14 @@ export interface DebounceStep {
   ended: boolean;
 }
 
+/** What a debouncer was fed, as far as it still matters (to resume from after a restart). */
+export interface DebounceSnapshot {
+  /** Its latest inputs since it was last settled, oldest first (at most `ofLast`). */
+  recent: boolean[];
+  /** The quiet inputs in a row at the end, up to `clearAfter`. */
+  quietRun: number;
+}
+
 /** k-of-n onset with a hysteresis release, per device. */
 export class Debouncer {
   readonly #options: DebounceOptions;
@@ -19,16 +27,24 @@ export class Debouncer {
   #anomaly: boolean;
   #quietRun: number;
 
-  /** `recent` are the latest exceed flags, oldest first (to resume after a restart). */
+  /**
+   * `recent` are the latest exceed flags, oldest first (to resume after a restart); `quietRun`, when
+   * known, the quiet ones in a row at the end (else counted in `recent`).
+   */
   constructor(
     options: DebounceOptions,
-    restored: { anomaly: boolean; recent: boolean[] } = { anomaly: false, recent: [] },
+    restored: { anomaly: boolean; recent: boolean[]; quietRun?: number } = { anomaly: false, recent: [] },
   ) {
     this.#options = options;
     this.#history = restored.recent.slice(-options.ofLast);
     this.#anomaly = restored.anomaly;
     this.#quietRun = 0;
     for (const exceed of restored.recent) this.#quietRun = exceed ? 0 : this.#quietRun + 1;
+    if (restored.quietRun !== undefined) this.#quietRun = restored.quietRun;
+  }
+
+  snapshot(): DebounceSnapshot {
+    return { recent: [...this.#history], quietRun: Math.min(this.#quietRun, this.#options.clearAfter) };
   }
 
   /** An independent copy (a scoring pass works on copies and keeps them only once it has committed). */

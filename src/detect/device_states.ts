@@ -21,7 +21,7 @@ import {
   newCalibrationClock,
   tickCalibrationClock,
 } from "./calibration_clock.ts";
-import { Debouncer } from "./debouncer.ts";
+import { Debouncer, type DebounceSnapshot } from "./debouncer.ts";
 import type { OpenEpisode } from "./episodes.ts";
 import type { LoadedModel } from "./inference.ts";
 
@@ -46,6 +46,11 @@ export interface DeviceState {
   anomaly: boolean;
   episode: OpenEpisode | null;
   debouncer: Debouncer | null;
+  /**
+   * What a calibrated model's debouncer was fed, as stored (`baseline_json`), until the debouncer is
+   * rebuilt after a restart: what it counted is not `score > threshold` (episode_evidence.ts).
+   */
+  storedDebounce: DebounceSnapshot | null;
   window: number[][];
   windowModelId: number | null;
   /** The model's sensors the latest reading lacked, and since when; null when it had them all. */
@@ -60,11 +65,16 @@ export interface DeviceState {
  * models only), and the sensors the device's latest reading lacked (`missing`, which
  * `GET /v1/devices` reads with json_extract). Older versions read the baseline and ignore the rest.
  */
-type StoredDetectorState = Partial<BaselineState> & { modelId?: number; missing?: MissingSensors };
+type StoredDetectorState = Partial<BaselineState> & {
+  modelId?: number;
+  missing?: MissingSensors;
+  debounce?: DebounceSnapshot;
+};
 
 function storedDetectorState(state: DeviceState): string | null {
   const stored: StoredDetectorState = {
     ...(state.baseline ? { modelId: state.baselineModelId!, ...state.baseline } : {}),
+    ...(state.baseline && state.debouncer ? { debounce: state.debouncer.snapshot() } : {}),
     ...(state.missing ? { missing: state.missing } : {}),
   };
   return Object.keys(stored).length > 0 ? JSON.stringify(stored) : null;
@@ -137,11 +147,14 @@ export class DeviceStates {
     const modelChanged = state.windowModelId !== null;
     state.windowModelId = model.id;
     const settledAfter = state.baselineModelId === model.id ? state.baseline?.settledAfterId ?? 0 : 0;
+    const params = model.manifest.baseline;
+    // A calibrated model's debouncer resumes from what it was fed, when that was stored.
+    const stored = !modelChanged && params && state.baselineModelId === model.id ? state.storedDebounce : null;
     const recent = modelChanged
       ? []
       : rows.flatMap((row) => row.score === null || row.id <= settledAfter ? [] : [row.score > threshold]);
-    state.debouncer = new Debouncer(this.#config.debounce, { anomaly: state.anomaly, recent });
-    const params = model.manifest.baseline;
+    state.debouncer = new Debouncer(this.#config.debounce, { anomaly: state.anomaly, ...(stored ?? { recent }) });
+    state.storedDebounce = null;
     if (!params) state.baseline = null;
     else if (state.baselineModelId !== model.id || state.baseline?.center.length !== ADAPTIVE_TERMS * features.length) {
       state.baseline = initialBaseline(params, features.length);
@@ -216,6 +229,7 @@ export class DeviceStates {
       anomaly: row ? row.anomaly : false,
       episode: null,
       debouncer: null,
+      storedDebounce: null,
       window: [],
       missing: null,
       windowModelId: null,
@@ -224,7 +238,9 @@ export class DeviceStates {
     };
     if (!row) return state;
     if (row.baselineJson) {
-      const { modelId, missing, ...baseline } = JSON.parse(row.baselineJson) as StoredDetectorState;
+      const { modelId, missing, debounce, ...baseline } = JSON.parse(row.baselineJson) as StoredDetectorState;
+      const wellFormed = Array.isArray(debounce?.recent) && Number.isInteger(debounce?.quietRun);
+      state.storedDebounce = wellFormed ? debounce! : null;
       if (modelId !== undefined && "center" in baseline) {
         state.baseline = baseline as BaselineState;
         state.baselineModelId = modelId;
@@ -266,6 +282,7 @@ function copy(state: DeviceState): DeviceState {
     ...state,
     episode: state.episode && { ...state.episode, topSensors: [...state.episode.topSensors] },
     debouncer: state.debouncer?.clone() ?? null,
+    storedDebounce: state.storedDebounce && { ...state.storedDebounce, recent: [...state.storedDebounce.recent] },
     calibrationClock: state.calibrationClock && copyCalibrationClock(state.calibrationClock),
     window: [...state.window],
     missing: state.missing && { ...state.missing, sensors: [...state.missing.sensors] },

@@ -21,14 +21,8 @@ import type { Outbox } from "../store/outbox.ts";
 import { deviceReadingsBetween } from "../store/readings.ts";
 import { type ReadingScore, scoreStatements } from "../store/scores.ts";
 import { missingSensors } from "./baseline_scoring.ts";
-import {
-  advanceBaseline,
-  countsAsAnomalous,
-  followAccepted,
-  heldWhereMissing,
-  refreshBlock,
-  scoringCentres,
-} from "./baseline_tracker.ts";
+import { advanceBaseline, followAccepted, heldWhereMissing, refreshBlock, scoringCentres } from "./baseline_tracker.ts";
+import { countsAsAnomalous } from "./episode_evidence.ts";
 import {
   calibrate,
   calibrationReadings,
@@ -229,18 +223,18 @@ export async function planPass(deps: PassDeps, rows: readonly PassRow[]): Promis
   async function applyScore(item: Pending, result: ReadingResult): Promise<boolean> {
     const { score, contributions } = result;
     const state = item.device;
-    // The centres of a sensor missing from the window stay where they are.
-    const features = state.baseline && result.features ? heldWhereMissing(state.baseline, result.features) : null;
-    const exceeds = features && item.center
-      ? countsAsAnomalous(state.baseline!, item.model.manifest.baseline!, {
-        features,
+    const { threshold } = item.model.manifest;
+    const exceeds = state.baseline && result.features && item.center
+      ? countsAsAnomalous(state.baseline, item.model.manifest.baseline!, {
+        features: result.features,
         score,
         centres: item.center,
+        threshold,
         window: item.window,
         ts: item.ts,
         inEpisode: state.debouncer!.anomaly,
       })
-      : score > item.model.manifest.threshold;
+      : score > threshold;
     const step = state.debouncer!.push(exceeds);
     if (step.started) {
       eventId ??= await devices.lastEventId();
@@ -271,7 +265,9 @@ export async function planPass(deps: PassDeps, rows: readonly PassRow[]): Promis
       state.episode = null;
     }
     let moved = false;
-    if (state.baseline && features) {
+    if (state.baseline && result.features) {
+      // The centres of a sensor missing from the window stay where they are.
+      const features = heldWhereMissing(state.baseline, result.features);
       // Just after an operator's accept the centres follow the accepted operating point at once...
       const followed = followAccepted(state.baseline, {
         features,

@@ -13,12 +13,12 @@ import { fitBaseline } from "../../src/detect/baseline_fit.ts";
 import {
   advanceBaseline,
   type BaselineOptions,
-  countsAsAnomalous,
   initialBaseline,
   scoringCentres,
   scoringTerms,
 } from "../../src/detect/baseline_tracker.ts";
 import { Debouncer } from "../../src/detect/debouncer.ts";
+import { countsAsAnomalous } from "../../src/detect/episode_evidence.ts";
 import { PLANT_CHANNELS, type PlantRecording, plantScenarios } from "../sim/plant_simulator.ts";
 import type { ScoredReading } from "../helpers/replay.ts";
 import { formatResult, scoreSet } from "./detect_eval_scoring.ts";
@@ -57,16 +57,18 @@ export function replayOffline(recording: PlantRecording, sensitivity = 1): (Offl
   const out: (OfflineReading | null)[] = rows.map(() => null);
   for (let i = CALIBRATION; i < rows.length; i++) {
     const centres = scoringCentres(state, i + 1);
-    const features = windowFeatures(rows.slice(Math.max(0, i - WINDOW + 1), i + 1), params.floor);
+    const window = rows.slice(Math.max(0, i - WINDOW + 1), i + 1);
+    const features = windowFeatures(window, params.floor);
     const terms = scoringTerms(params, state);
     const { score, contributions } = referenceScore(features, terms);
     const exceeds = countsAsAnomalous(state, params, {
       features,
       score,
       centres,
+      threshold: 1,
+      window,
       ts: ts[i],
       inEpisode: debouncer.anomaly,
-      window: rows.slice(Math.max(0, i - WINDOW + 1), i + 1),
     });
     const step = debouncer.push(exceeds);
     let event: OfflineReading["event"] = null;

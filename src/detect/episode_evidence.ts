@@ -1,0 +1,98 @@
+/**
+ * What counts towards an episode of a calibrated device: the debouncer (k of n readings to start,
+ * n quiet ones to clear) is fed `countsAsAnomalous`, which looks behind the graph's score at the
+ * terms that make it (their z, recomputed from the reading's features) and at the window's latest
+ * readings:
+ * - while the plant recovers from an episode that cleared (`recoverUntilTs`, baseline_tracker.ts)
+ *   it settles a little off the centres it left: a new episode needs a score above RECOVERY_SCORE;
+ * - a level fault is over once its sensor's latest readings are normal again, though the window's
+ *   features still hold it (`backToNormal`); while the plant recovers, the same holds for the
+ *   fault that just cleared, so that its window opens no new episode.
+ */
+import { ADAPTIVE_TERMS, type TermParams, TERMS, termScores, windowFeatures } from "./baseline_features.ts";
+import { type BaselineState, RECOVERY_SCORE, termsAround } from "./baseline_tracker.ts";
+
+/** A scored reading, as `countsAsAnomalous` judges it. */
+export interface ScoredStep {
+  /** The reading's features as the graph returned them (NaN: a sensor missing from the window). */
+  features: ArrayLike<number>;
+  /** The graph's score, against `centres` (the device's scoring centres for this reading). */
+  score: number;
+  centres: readonly number[];
+  /** The model's threshold (1 for a calibrated model: terms are in units of their alarm threshold). */
+  threshold: number;
+  /** The readings of its window, oldest first, the reading last (NaN: a sensor not sent). */
+  window: readonly (readonly number[])[];
+  ts: number;
+  /** Whether the device was in an episode before this reading. */
+  inEpisode: boolean;
+}
+
+/** Term parameters with each sensor's spread floor (as calibration fits them). */
+export type CalibratedTerms = TermParams & { floor: readonly number[] };
+
+/** The latest readings that must look normal again for a level fault to be over (see `backToNormal`)... */
+export const RECENT_READINGS = 12;
+/**
+ * ...once the fault's level has stood this many thresholds off. A 12-reading mean varies by about
+ * 0.2 threshold, so a fault at 2 reads as normal on it only five of its deviations away; a fault
+ * just past the threshold would often look over while it lasts.
+ */
+export const MIN_CLEARABLE_PEAK = 2;
+
+/** The adaptive terms that judge a state (TERMS: level, spread, rate; then the site limits'). */
+const LEVEL_TERM = TERMS.indexOf("level");
+const SPREAD_TERM = TERMS.indexOf("spread");
+
+/** Whether the reading counts towards an episode (see the module's comment). */
+export function countsAsAnomalous(state: BaselineState, params: CalibratedTerms, reading: ScoredStep): boolean {
+  const recovering = !reading.inEpisode && state.recoverUntilTs !== undefined && reading.ts < state.recoverUntilTs;
+  const bar = reading.threshold * (recovering ? RECOVERY_SCORE : 1);
+  if (!(reading.score > bar)) return false;
+  // Within an episode, its fault; while the plant recovers, the fault that just cleared.
+  const fault = reading.inEpisode ? state.carry : recovering ? state.lastFault : null;
+  if (!fault) return true;
+  const z = termScores(Array.from(reading.features), termsAround(params, reading.centres));
+  const sensors = z.length / TERMS.length;
+  // The terms over the bar (NaN, a sensor missing from the window, is one the graph scored 0).
+  const counting = z.flatMap((value, i) => value > bar ? [i] : []);
+  return !backToNormal(fault, counting, params, reading, sensors);
+}
+
+/**
+ * Whether the fault (`fault`: the carrying terms of an episode) is over while the window's
+ * features still hold it: a level is a 15-reading mean and a spread spans 20 readings, so after a
+ * step ends they alarm for up to 20 readings more (the spread at the step's edge). It is over when
+ * every term that counts is on a sensor whose level carried the fault, at least
+ * MIN_CLEARABLE_PEAK thresholds off and more than its spread did (a fault of spread, such as
+ * spikes, can leave a dozen quiet readings between spikes), and whose last RECENT_READINGS
+ * readings have its normal level and spread (neither raised nor, as a stuck sensor's, lowered).
+ */
+function backToNormal(
+  fault: { peaks: readonly number[]; carriers: readonly number[] },
+  counting: readonly number[],
+  params: CalibratedTerms,
+  reading: ScoredStep,
+  sensors: number,
+): boolean {
+  const rows = reading.window;
+  if (counting.length === 0 || fault.peaks.length !== TERMS.length * sensors || rows.length < RECENT_READINGS) {
+    return false;
+  }
+  let recent: number[] | null = null;
+  for (const i of counting) {
+    if (Math.floor(i / sensors) >= ADAPTIVE_TERMS) return false;
+    const j = i % sensors;
+    const level = LEVEL_TERM * sensors + j;
+    if (!fault.carriers.includes(level) || fault.peaks[level] < MIN_CLEARABLE_PEAK) return false;
+    if (fault.peaks[SPREAD_TERM * sensors + j] >= fault.peaks[level]) return false;
+    // The latest readings' level and spread, as the graph's features but over RECENT_READINGS.
+    recent ??= termScores(
+      windowFeatures(rows.slice(-RECENT_READINGS), params.floor),
+      termsAround(params, reading.centres),
+    );
+    // NaN (a sensor not sent) is not normal.
+    if (!(recent[level] <= 1 && recent[SPREAD_TERM * sensors + j] <= 1)) return false;
+  }
+  return true;
+}
