@@ -5,7 +5,7 @@
  * through the real program, with and without a restart while the plant recovers.
  */
 import assert from "node:assert/strict";
-import { FEATURES, LEVEL, RATE, referenceScore, SPREAD, WINDOW } from "../src/detect/baseline_features.ts";
+import { FEATURES, LEVEL, referenceScore, SPREAD, WINDOW } from "../src/detect/baseline_features.ts";
 import { fitBaseline } from "../src/detect/baseline_fit.ts";
 import {
   advanceBaseline,
@@ -41,13 +41,9 @@ function calibrated(seed: number) {
   const s = sensors.length;
   const state = initialBaseline(params, s);
   const centres = scoringCentres(state, 401);
-  /** Features with `sensor`'s level and rate this many thresholds off their centres. */
-  const off = (i: number, thresholds: number) =>
-    thresholds === 0 ? 0 : thresholds / (thresholds > 0 ? params.up[i] : params.down[i]);
-  const at = (sensor: number, level: number, rate: number) =>
-    centres.slice(0, FEATURES.length * s).map((c, i) =>
-      c + (i === LEVEL * s + sensor ? off(i, level) : i === RATE * s + sensor ? off(i, rate) : 0)
-    );
+  /** Features at the centres but `sensor`'s level, this many thresholds above its centre. */
+  const at = (sensor: number, level: number) =>
+    centres.slice(0, FEATURES.length * s).map((c, i) => i === LEVEL * s + sensor ? c + level / params.up[i] : c);
   const judge = (features: number[], ts: number, inEpisode = false, window: number[][] = []) => {
     const { score } = referenceScore(features, scoringTerms(params, state));
     const reading = { features, score, centres, threshold: 1, window, ts, inEpisode };
@@ -70,7 +66,7 @@ Deno.test("just after an episode a new one needs a score above RECOVERY_SCORE; w
   // A minute-long episode on flow, then the first reading after it (starts the recovery period).
   for (let k = 0; k < 60; k++) {
     advanceBaseline(state, params, {
-      features: at(flow, 4, 0),
+      features: at(flow, 4),
       score: 4,
       inEpisode: true,
       peakScore: 4,
@@ -78,16 +74,16 @@ Deno.test("just after an episode a new one needs a score above RECOVERY_SCORE; w
     }, OPTIONS);
   }
   advanceBaseline(state, params, {
-    features: at(flow, 0.5, 0),
+    features: at(flow, 0.5),
     score: 0.5,
     inEpisode: false,
     peakScore: 0.5,
     ts: ts += 1000,
   }, OPTIONS);
   assert.equal(state.recoverUntilTs, ts + 3 * OPTIONS.settleSeconds * 1000);
-  const settling = at(flow, 1.5, 0);
+  const settling = at(flow, 1.5);
   assert.equal(judge(settling, ts + 1000).counts, false);
-  assert.equal(judge(at(flow, RECOVERY_SCORE + 0.5, 0), ts + 1000).counts, true);
+  assert.equal(judge(at(flow, RECOVERY_SCORE + 0.5), ts + 1000).counts, true);
   // An episode already open keeps the bar at 1 (it is not ended by the recovery's bar)...
   assert.equal(judge(settling, ts + 1000, true).counts, true);
   // ...and once the recovery period is over, 1.5 thresholds off opens an episode again.
@@ -103,8 +99,8 @@ Deno.test("a level fault is over once its sensor's latest readings are normal ag
   const inEpisode = (features: number[], score: number) =>
     advanceBaseline(state, params, { features, score, inEpisode: true, peakScore: score, ts: ts += 1000 }, OPTIONS);
   // A step of flow 4 thresholds off for a minute; it has ended: the window's level is still 3 off.
-  for (let k = 0; k < 60; k++) inEpisode(at(flow, 4, 0), 4);
-  const draining = at(flow, 3, 0);
+  for (let k = 0; k < 60; k++) inEpisode(at(flow, 4), 4);
+  const draining = at(flow, 3);
   assert.equal(judge(draining, ts + 1000, true, window()).counts, false);
   // Not while any of the last RECENT_READINGS readings is still shifted...
   assert.equal(judge(draining, ts + 1000, true, window(flow, 4, RECENT_READINGS)).counts, true);
@@ -115,13 +111,12 @@ Deno.test("a level fault is over once its sensor's latest readings are normal ag
   );
   assert.equal(judge(draining, ts + 1000, true, swinging).counts, true);
   // ...or stuck (one value repeated: a spread far below normal), or not sent (NaN).
-  const held = (value: (row: number[]) => number) =>
-    window().map((row, r) => row.map((v, j) => j === flow && r >= WINDOW - RECENT_READINGS ? value(row) : v));
-  const first = window()[WINDOW - RECENT_READINGS][flow];
-  assert.equal(judge(draining, ts + 1000, true, held(() => first)).counts, true);
-  assert.equal(judge(draining, ts + 1000, true, held(() => NaN)).counts, true);
+  const held = (value: number) =>
+    window().map((row, r) => row.map((v, j) => j === flow && r >= WINDOW - RECENT_READINGS ? value : v));
+  assert.equal(judge(draining, ts + 1000, true, held(window()[WINDOW - RECENT_READINGS][flow])).counts, true);
+  assert.equal(judge(draining, ts + 1000, true, held(NaN)).counts, true);
   // ...nor while another sensor alarms, nor on a window too short to tell.
-  const alsoVibration = draining.map((f, i) => i === LEVEL * s + vibration ? at(vibration, 1.5, 0)[i] : f);
+  const alsoVibration = draining.map((f, i) => i === LEVEL * s + vibration ? at(vibration, 1.5)[i] : f);
   assert.equal(judge(alsoVibration, ts + 1000, true, window()).counts, true);
   assert.equal(judge(draining, ts + 1000, true, window().slice(-RECENT_READINGS + 1)).counts, true);
   // Once it has ended: while the plant recovers, the window still holding it opens no new episode;
@@ -134,7 +129,7 @@ Deno.test("a level fault is over once its sensor's latest readings are normal ag
   );
   assert.ok(state.recoverUntilTs! > ts);
   assert.equal(judge(draining, ts + 1000, false, window()).counts, false);
-  assert.equal(judge(at(vibration, 3, 0), ts + 1000, false, window()).counts, true);
+  assert.equal(judge(at(vibration, 3), ts + 1000, false, window()).counts, true);
 });
 
 Deno.test("a fault of spread, or one just past the threshold, is not judged over on its latest readings", () => {
@@ -145,21 +140,21 @@ Deno.test("a fault of spread, or one just past the threshold, is not judged over
   const inEpisode = (features: number[], score: number) =>
     advanceBaseline(state, params, { features, score, inEpisode: true, peakScore: score, ts: ts += 1000 }, OPTIONS);
   // Spikes: the spread 5 thresholds up, the level 2.5 (the spikes move the mean too).
-  const spiky = at(flow, 2.5, 0).map((f, i) => i === SPREAD * s + flow ? f + 5 / params.up[i] : f);
+  const spiky = at(flow, 2.5).map((f, i) => i === SPREAD * s + flow ? f + 5 / params.up[i] : f);
   for (let k = 0; k < 30; k++) inEpisode(spiky, 5);
   assert.equal(judge(spiky, ts + 1000, true, window()).counts, true);
   // A fault 1.5 thresholds off: 12 readings cannot tell it from normal.
   const marginal = calibrated(64);
   for (let k = 0; k < 30; k++) {
     advanceBaseline(marginal.state, params, {
-      features: marginal.at(flow, 1.5, 0),
+      features: marginal.at(flow, 1.5),
       score: 1.5,
       inEpisode: true,
       peakScore: 1.5,
       ts: k * 1000,
     }, OPTIONS);
   }
-  assert.equal(marginal.judge(marginal.at(flow, 1.5, 0), 31_000, true, marginal.window()).counts, true);
+  assert.equal(marginal.judge(marginal.at(flow, 1.5), 31_000, true, marginal.window()).counts, true);
 });
 
 /** Development seeds (neither tuned on nor reported), with how many readings may be flagged after the fault. */
