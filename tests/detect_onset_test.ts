@@ -17,6 +17,7 @@ import {
 } from "../src/detect/baseline_tracker.ts";
 import { countsAsAnomalous, RECENT_READINGS } from "../src/detect/episode_evidence.ts";
 import { replayOffline } from "./bench/detect_offline.ts";
+import { eventually } from "./helpers/eventually.ts";
 import { startOutpost, writeManifest } from "./helpers/outpost_process.ts";
 import { fetchReadings, replay, scoredThrough } from "./helpers/replay.ts";
 import { simulateFaultRecording } from "./sim/plant_simulator.ts";
@@ -175,9 +176,11 @@ Deno.test("replayed plant recordings: no episode reopens as the plant settles af
   }
 });
 
-Deno.test("a restart while the plant recovers changes no flag: the debouncer resumes from what it was fed", async () => {
+Deno.test("restarts while the plant recovers change no flag: the debouncer resumes from what it was fed", async () => {
   // Imbalance: the episode clears 14 readings after the fault; Outpost stops on the next reading,
-  // while the window still holds the fault, which the old debouncer restore took as anomalous.
+  // while the window still holds the fault, which a restore from stored scores took as anomalous.
+  // Then one reading that is not scored (none of the model's sensors) and a second restart: the
+  // debouncer's stored inputs must outlive a pass that did not rebuild it.
   const recording = simulateFaultRecording({ seed: 320011, fault: "imbalance" });
   const offline = replayOffline(recording);
   const cleared = offline.findIndex((r) => r?.event === "end");
@@ -191,9 +194,18 @@ Deno.test("a restart while the plant recovers changes no flag: the debouncer res
     await scoredThrough(outpost.url, device, recording.readings[cleared + 1].ts);
     assert.equal(await outpost.stop(), 0);
     outpost = await startOutpost(manifest);
+    const unscoredTs = recording.readings[cleared + 1].ts + 1;
+    await replay(outpost.url, device, [{ ts: unscoredTs, values: { unrelated: 1 } }]);
+    await eventually(
+      () => fetchReadings(outpost.url, device),
+      (rows) => rows.some((row) => row.tsMs === unscoredTs && row.flags !== undefined),
+      20_000,
+    );
+    assert.equal(await outpost.stop(), 0);
+    outpost = await startOutpost(manifest);
     await replay(outpost.url, device, recording.readings.slice(cleared + 2));
     await scoredThrough(outpost.url, device, recording.readings[recording.readings.length - 1].ts);
-    const rows = await fetchReadings(outpost.url, device);
+    const rows = (await fetchReadings(outpost.url, device)).filter((row) => row.tsMs !== unscoredTs);
     const differ = rows.filter((row, i) => i >= 400 && row.anomaly !== offline[i]!.anomaly).length;
     assert.ok(differ <= 2, `${differ} flags differ from the replay without a restart`);
     const events = (await (await fetch(`${outpost.url}/v1/events?device=${device}`)).json()).events;

@@ -1,8 +1,9 @@
 /**
  * Recalibration on request (issue 10, review items 2 and 4), against the real program over
  * loopback: a device scored by a global uploaded model calibrates its own baseline when an admin
- * asks, which then takes over; and repeated recalibrations keep only the current and the previous
- * (rollback) calibrated bundle of a device.
+ * asks, which then takes over (ending the global model's open episode as `recalibrated`, with or
+ * without a restart in between); and repeated recalibrations keep only the current and the
+ * previous (rollback) calibrated bundle of a device.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
@@ -46,7 +47,7 @@ async function scoredThrough(url: string, device: string, count: number) {
   );
 }
 
-function globalBundle() {
+function globalBundle(threshold = 1_000) {
   const onnx = linearRegressionOnnx([1, 10, 100], 0.5);
   return {
     manifest: {
@@ -57,7 +58,7 @@ function globalBundle() {
       input: "float_input",
       output: "variable",
       outputMeaning: "predicted health index",
-      threshold: 1_000,
+      threshold,
       sha256: sha256Hex(onnx),
     },
     onnx: encodeBase64(onnx),
@@ -149,4 +150,49 @@ Deno.test("five calibrations of a device leave two bundles, the current and the 
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("a restart between a recalibration and the next reading still ends the old model's episode as recalibrated", async () => {
+  // A global model whose threshold every reading passes keeps an episode open; the device then
+  // calibrates its own baseline. The next reading ends that episode as `recalibrated`, whether or
+  // not Outpost restarted in between (after a restart, the model that scored last is the stored one).
+  const device = "pump-r";
+  const { readings } = simulateRecording({ seed: 31, fault: "step", calibration: 50, seconds: 300 });
+  const runs: unknown[] = [];
+  for (const restart of [false, true]) {
+    const dir = await Deno.makeTempDir({ prefix: "outpost-recal-restart-" });
+    const manifest = await writeManifest(dir, { detection: ["calibration: { readings: 50 }"], logLevel: "warn" });
+    const env = { OUTPOST_ADMIN_TOKEN: TOKEN };
+    let outpost = await startOutpost(manifest, { env });
+    try {
+      assert.equal((await admin(outpost.url, "/v1/models", globalBundle(1))).status, 201);
+      await replay(outpost.url, device, readings.slice(0, 20));
+      await scoredThrough(outpost.url, device, 20);
+      assert.equal((await admin(outpost.url, `/v1/devices/${device}/calibrate`)).status, 202);
+      await replay(outpost.url, device, readings.slice(20, 70));
+      await eventually(() => deviceRow(outpost.url, device), (row) => row?.model?.source === "calibrated", 20_000);
+      if (restart) {
+        assert.equal(await outpost.stop(), 0);
+        outpost = await startOutpost(manifest, { env });
+      }
+      await replay(outpost.url, device, readings.slice(70, 100));
+      const rows = await scoredThrough(outpost.url, device, 100);
+      const events = (await (await fetch(`${outpost.url}/v1/events?device=${device}`)).json()).events;
+      const global = events.find((event: { model: string }) => event.model.startsWith("fleet-health-index"));
+      assert.equal(global?.endReason, "recalibrated", JSON.stringify(events));
+      runs.push({
+        events: events.map((e: { start: string; end: string; endReason: string; readings: number }) => [
+          e.start,
+          e.end,
+          e.endReason,
+          e.readings,
+        ]),
+        flags: rows.map((row) => row.anomaly),
+      });
+    } finally {
+      await outpost.stop();
+      await Deno.remove(dir, { recursive: true });
+    }
+  }
+  assert.deepEqual(runs[1], runs[0]);
 });

@@ -7,7 +7,9 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { query } from "./helpers/db.ts";
+import { commitDerived } from "../src/store/derived_commit.ts";
+import { dropEpisodesStatement, upsertDeviceStatements } from "../src/store/device_rows.ts";
+import { query, withTempDatabase } from "./helpers/db.ts";
 import { eventually } from "./helpers/eventually.ts";
 import { type OutpostProcess, startOutpost, writeManifest } from "./helpers/outpost_process.ts";
 import { replay, scoredThrough } from "./helpers/replay.ts";
@@ -120,4 +122,34 @@ Deno.test("while it runs, a device retention forgets loses its metric series and
     await outpost.stop();
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("a device that came back while it was forgotten loses the episode and the debouncer inputs that led to it, nothing else", async () => {
+  await withTempDatabase(async (database) => {
+    const state = { modelId: 3, center: [1, 2], debounce: { recent: [true, true, true], quietRun: 0, modelId: 3 } };
+    const row = (device: string, baselineJson: string) => ({
+      device,
+      state: "active" as const,
+      calibrationAfterId: 0,
+      readings: 10,
+      lastReadingId: 10,
+      anomaly: true,
+      openEventId: 7,
+      baselineJson,
+    });
+    await commitDerived(database.client, [
+      ...upsertDeviceStatements([row("back", JSON.stringify(state)), row("damaged", "{not json")], Date.now()),
+      dropEpisodesStatement(["back", "damaged"]),
+    ]);
+    const rows = await database.client.execute(
+      "SELECT device, anomaly, open_event_id, baseline_json FROM devices ORDER BY device",
+    );
+    const { debounce: _dropped, ...kept } = state;
+    assert.deepEqual(rows.rows.map((r) => [r.device, r.anomaly, r.open_event_id]), [
+      ["back", 0, null],
+      ["damaged", 0, null],
+    ]);
+    assert.deepEqual(JSON.parse(String(rows.rows[0].baseline_json)), kept);
+    assert.equal(rows.rows[1].baseline_json, "{not json");
+  });
 });

@@ -47,10 +47,11 @@ export interface DeviceState {
   episode: OpenEpisode | null;
   debouncer: Debouncer | null;
   /**
-   * What a calibrated model's debouncer was fed, as stored (`baseline_json`), until the debouncer is
-   * rebuilt after a restart: what it counted is not `score > threshold` (episode_evidence.ts).
+   * What the debouncer was fed and for which model, as stored (`baseline_json`), until the
+   * debouncer is rebuilt after a restart: a calibrated model's debouncer does not count
+   * `score > threshold` (episode_evidence.ts), and a model that changed ends the episode.
    */
-  storedDebounce: DebounceSnapshot | null;
+  storedDebounce: StoredDebounce | null;
   window: number[][];
   windowModelId: number | null;
   /** The model's sensors the latest reading lacked, and since when; null when it had them all. */
@@ -68,13 +69,20 @@ export interface DeviceState {
 type StoredDetectorState = Partial<BaselineState> & {
   modelId?: number;
   missing?: MissingSensors;
-  debounce?: DebounceSnapshot;
+  debounce?: StoredDebounce;
 };
 
+/** A debouncer's inputs with the model whose scores fed it. */
+export type StoredDebounce = DebounceSnapshot & { modelId: number };
+
 function storedDetectorState(state: DeviceState): string | null {
+  // A device not scored since a restart keeps what was stored.
+  const debounce = state.debouncer && state.windowModelId !== null
+    ? { ...state.debouncer.snapshot(), modelId: state.windowModelId }
+    : state.storedDebounce;
   const stored: StoredDetectorState = {
     ...(state.baseline ? { modelId: state.baselineModelId!, ...state.baseline } : {}),
-    ...(state.baseline && state.debouncer ? { debounce: state.debouncer.snapshot() } : {}),
+    ...(debounce ? { debounce } : {}),
     ...(state.missing ? { missing: state.missing } : {}),
   };
   return Object.keys(stored).length > 0 ? JSON.stringify(stored) : null;
@@ -144,12 +152,13 @@ export class DeviceStates {
     if (window === 1) state.window = [];
     // The debouncer resumes from the readings this model scored since the baseline last moved at
     // once (a rebaseline or an operator's word settled it then); a new model starts afresh.
-    const modelChanged = state.windowModelId !== null;
+    const previous = scoredBefore(state);
+    const modelChanged = previous !== null && previous !== model.id;
     state.windowModelId = model.id;
     const settledAfter = state.baselineModelId === model.id ? state.baseline?.settledAfterId ?? 0 : 0;
     const params = model.manifest.baseline;
-    // A calibrated model's debouncer resumes from what it was fed, when that was stored.
-    const stored = !modelChanged && params && state.baselineModelId === model.id ? state.storedDebounce : null;
+    // The debouncer resumes from what it was fed, when that was stored for this model.
+    const stored = !modelChanged && state.storedDebounce?.modelId === model.id ? state.storedDebounce : null;
     const recent = modelChanged
       ? []
       : rows.flatMap((row) => row.score === null || row.id <= settledAfter ? [] : [row.score > threshold]);
@@ -239,8 +248,14 @@ export class DeviceStates {
     if (!row) return state;
     if (row.baselineJson) {
       const { modelId, missing, debounce, ...baseline } = JSON.parse(row.baselineJson) as StoredDetectorState;
-      const wellFormed = Array.isArray(debounce?.recent) && Number.isInteger(debounce?.quietRun);
+      const wellFormed = Array.isArray(debounce?.recent) && Number.isInteger(debounce?.quietRun) &&
+        Number.isInteger(debounce?.modelId);
       state.storedDebounce = wellFormed ? debounce! : null;
+      // A fault's terms that do not have their shape (a damaged row) are dropped, not read.
+      for (const key of ["carry", "lastFault"] as const) {
+        const fault = baseline[key];
+        if (fault && !(Array.isArray(fault.peaks) && Array.isArray(fault.carriers))) baseline[key] = null;
+      }
       if (modelId !== undefined && "center" in baseline) {
         state.baseline = baseline as BaselineState;
         state.baselineModelId = modelId;
@@ -275,6 +290,11 @@ export class DeviceStates {
     this.#committed.set(device, state);
     return state;
   }
+}
+
+/** The model that scored the device last, in this process or (after a restart) as stored; null if none. */
+export function scoredBefore(state: DeviceState): number | null {
+  return state.windowModelId ?? state.storedDebounce?.modelId ?? null;
 }
 
 function copy(state: DeviceState): DeviceState {

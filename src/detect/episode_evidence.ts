@@ -84,7 +84,7 @@ function backToNormal(
     if (Math.floor(i / sensors) >= ADAPTIVE_TERMS) return false;
     const j = i % sensors;
     const level = LEVEL_TERM * sensors + j;
-    if (!fault.carriers.includes(level) || fault.peaks[level] < MIN_CLEARABLE_PEAK) return false;
+    if (!fault.carriers.includes(level) || fault.peaks[level] < MIN_CLEARABLE_PEAK * reading.threshold) return false;
     if (fault.peaks[SPREAD_TERM * sensors + j] >= fault.peaks[level]) return false;
     // The latest readings' level and spread, as the graph's features but over RECENT_READINGS.
     recent ??= termScores(
@@ -92,7 +92,8 @@ function backToNormal(
       termsAround(params, reading.centres),
     );
     // NaN (a sensor not sent) is not normal.
-    if (!(recent[level] <= 1 && recent[SPREAD_TERM * sensors + j] <= 1)) return false;
+    const normal = reading.threshold;
+    if (!(recent[level] <= normal && recent[SPREAD_TERM * sensors + j] <= normal)) return false;
   }
   return true;
 }

@@ -31,7 +31,7 @@ import {
   selectSensors,
 } from "./calibration.ts";
 import { coveredSeconds, newCalibrationClock, tickCalibrationClock } from "./calibration_clock.ts";
-import type { DeviceState, DeviceStates } from "./device_states.ts";
+import { type DeviceState, type DeviceStates, scoredBefore } from "./device_states.ts";
 import { type AlertMessage, episodeStatements, type OpenEpisode, topSensors } from "./episodes.ts";
 import type { Inference, LoadedModel } from "./inference.ts";
 import { inferPending, type PendingReading, type ReadingResult } from "./pass_inference.ts";
@@ -174,7 +174,8 @@ export async function planPass(deps: PassDeps, rows: readonly PassRow[]): Promis
       if (calibration) break;
       continue;
     }
-    if (state.episode && state.windowModelId !== null && state.windowModelId !== model.id && baseline) {
+    const previous = scoredBefore(state);
+    if (state.episode && previous !== null && previous !== model.id && baseline) {
       // A recalibration took effect: the episode belonged to the old model's view of normal.
       record("end", state, state.episode, row.ts, "recalibrated");
       state.episode = null;

@@ -306,10 +306,15 @@ export function deleteForgottenDevicesStatement(devices: readonly string[]): InS
   };
 }
 
-/** Takes any open episode off the rows of `devices` (at most 500 names) that are still there. */
+/**
+ * Takes any open episode off the rows of `devices` (at most 500 names) that are still there, with
+ * the debouncer's stored inputs (they led to that episode).
+ */
 export function dropEpisodesStatement(devices: readonly string[]): InStatement {
   return {
-    sql: `UPDATE devices SET open_event_id = NULL, anomaly = 0
+    sql: `UPDATE devices SET open_event_id = NULL, anomaly = 0,
+            baseline_json = CASE WHEN json_valid(baseline_json) THEN json_remove(baseline_json, '$.debounce')
+                            ELSE baseline_json END
             WHERE open_event_id IS NOT NULL AND device IN (${devices.map(() => "?").join(",")})`,
     args: [...devices],
   };
