@@ -1,13 +1,18 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
+import { parseConfig } from "../src/config/config.ts";
+import { DeviceStates } from "../src/detect/device_states.ts";
 import { WorkMarkers } from "../src/detect/work_markers.ts";
-import { query } from "./helpers/db.ts";
+import { commitDerived } from "../src/store/derived_commit.ts";
+import { upsertDeviceStatements } from "../src/store/device_rows.ts";
+import { query, withTempDatabase } from "./helpers/db.ts";
 import { eventually } from "./helpers/eventually.ts";
 import { postJson, startOutpost, writeManifest } from "./helpers/outpost_process.ts";
 import { fetchReadings, replay } from "./helpers/replay.ts";
 import { simulateRecording } from "./sim/pump_simulator.ts";
 
 const TOKEN = "crash-recovery-token";
+const DETECTION = parseConfig("apiVersion: fde/v1\nkind: Deployment\nmetadata:\n  name: t\n", "defaults").detection;
 const env = { OUTPOST_ADMIN_TOKEN: TOKEN };
 
 async function json(url: string, init?: RequestInit) {
@@ -185,4 +190,51 @@ Deno.test("a model the process died running is deactivated for its scope after t
     await outpost.stop();
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("a damaged baseline_json is not read as state, so loading the device cannot fail every pass", async () => {
+  await withTempDatabase(async (database) => {
+    const rows: [string, string][] = [
+      ["not-json", "{not json"],
+      ["number", "5"],
+      ["array", "[1]"],
+      ["centre-not-array", '{"modelId":3,"center":5}'],
+      ["no-scoring", '{"modelId":3,"center":[1,2]}'],
+      [
+        "fault-shapeless",
+        '{"modelId":3,"center":[1,2],"scoring":[1,2],"lastFault":{"peaks":1},"carry":{"carriers":[]}}',
+      ],
+      [
+        "debounce-shapeless",
+        '{"modelId":3,"center":[1,2],"scoring":[1,2],"debounce":{"recent":"x","quietRun":0,"modelId":3}}',
+      ],
+    ];
+    await commitDerived(
+      database.client,
+      upsertDeviceStatements(
+        rows.map(([device, baselineJson]) => ({
+          device,
+          state: "active" as const,
+          calibrationAfterId: 0,
+          readings: 1,
+          lastReadingId: 1,
+          anomaly: false,
+          openEventId: null,
+          baselineJson,
+        })),
+        Date.now(),
+      ),
+    );
+    const devices = new DeviceStates(database.client, DETECTION);
+    const loaded = Object.fromEntries(
+      await Promise.all(rows.map(async ([device]) => [device, await devices.draft(device, 2)] as const)),
+    );
+    for (const device of ["not-json", "number", "array", "centre-not-array"]) {
+      assert.equal(loaded[device].baseline, null);
+    }
+    assert.deepEqual(loaded["fault-shapeless"].baseline?.center, [1, 2]);
+    assert.equal(loaded["fault-shapeless"].baseline?.lastFault, null);
+    assert.equal(loaded["fault-shapeless"].baseline?.carry, null);
+    assert.equal(loaded["debounce-shapeless"].storedDebounce, null);
+  });
 });

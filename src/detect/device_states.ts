@@ -247,7 +247,7 @@ export class DeviceStates {
     };
     if (!row) return state;
     if (row.baselineJson) {
-      const { modelId, missing, debounce, ...baseline } = JSON.parse(row.baselineJson) as StoredDetectorState;
+      const { modelId, missing, debounce, ...baseline } = parseStoredState(row.baselineJson);
       const wellFormed = Array.isArray(debounce?.recent) && Number.isInteger(debounce?.quietRun) &&
         Number.isInteger(debounce?.modelId);
       state.storedDebounce = wellFormed ? debounce! : null;
@@ -256,7 +256,7 @@ export class DeviceStates {
         const fault = baseline[key];
         if (fault && !(Array.isArray(fault.peaks) && Array.isArray(fault.carriers))) baseline[key] = null;
       }
-      if (modelId !== undefined && "center" in baseline) {
+      if (modelId !== undefined && Array.isArray(baseline.center) && Array.isArray(baseline.scoring)) {
         state.baseline = baseline as BaselineState;
         state.baselineModelId = modelId;
       }
@@ -289,6 +289,19 @@ export class DeviceStates {
     // Only states that match the store are kept; a new device is kept once its first pass commits.
     this.#committed.set(device, state);
     return state;
+  }
+}
+
+/**
+ * What a device row's `baseline_json` holds; nothing when it is not a JSON object (a damaged row:
+ * the device then starts from its model's calibration instead of failing every pass that loads it).
+ */
+function parseStoredState(json: string): StoredDetectorState {
+  try {
+    const parsed = JSON.parse(json);
+    return typeof parsed === "object" && parsed !== null && !Array.isArray(parsed) ? parsed : {};
+  } catch {
+    return {};
   }
 }
 
