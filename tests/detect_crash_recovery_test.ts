@@ -200,6 +200,7 @@ Deno.test("a damaged baseline_json is not read as state, so loading the device c
       ["array", "[1]"],
       ["centre-not-array", '{"modelId":3,"center":5}'],
       ["no-scoring", '{"modelId":3,"center":[1,2]}'],
+      ["missing-shapeless", '{"missing":5}'],
       [
         "fault-shapeless",
         '{"modelId":3,"center":[1,2],"scoring":[1,2],"lastFault":{"peaks":1},"carry":{"carriers":[]}}',
@@ -236,5 +237,6 @@ Deno.test("a damaged baseline_json is not read as state, so loading the device c
     assert.equal(loaded["fault-shapeless"].baseline?.lastFault, null);
     assert.equal(loaded["fault-shapeless"].baseline?.carry, null);
     assert.equal(loaded["debounce-shapeless"].storedDebounce, null);
+    assert.equal(loaded["missing-shapeless"].missing, null);
   });
 });

@@ -45,9 +45,9 @@ function calibrated(seed: number) {
   /** Features at the centres but `sensor`'s level, this many thresholds above its centre. */
   const at = (sensor: number, level: number) =>
     centres.slice(0, FEATURES.length * s).map((c, i) => i === LEVEL * s + sensor ? c + level / params.up[i] : c);
-  const judge = (features: number[], ts: number, inEpisode = false, window: number[][] = []) => {
+  const judge = (features: number[], ts: number, inEpisode = false, window: number[][] = [], threshold = 1) => {
     const { score } = referenceScore(features, scoringTerms(params, state));
-    const reading = { features, score, centres, threshold: 1, window, ts, inEpisode };
+    const reading = { features, score, centres, threshold, window, ts, inEpisode };
     return { score, counts: countsAsAnomalous(state, params, reading) };
   };
   /** Normal readings (the end of calibration), the last `shifted` of them with `sensor` moved by `thresholds` levels. */
@@ -103,6 +103,9 @@ Deno.test("a level fault is over once its sensor's latest readings are normal ag
   for (let k = 0; k < 60; k++) inEpisode(at(flow, 4), 4);
   const draining = at(flow, 3);
   assert.equal(judge(draining, ts + 1000, true, window()).counts, false);
+  // A model whose threshold is 2.5 (an uploaded bundle may set it): the fault's peak of 4 is not
+  // 2 of its thresholds off, so 12 readings do not judge it over.
+  assert.equal(judge(draining, ts + 1000, true, window(), 2.5).counts, true);
   // Not while any of the last RECENT_READINGS readings is still shifted...
   assert.equal(judge(draining, ts + 1000, true, window(flow, 4, RECENT_READINGS)).counts, true);
   assert.equal(judge(draining, ts + 1000, true, window(flow, 4, 1)).counts, true);

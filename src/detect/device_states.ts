@@ -260,7 +260,7 @@ export class DeviceStates {
         state.baseline = baseline as BaselineState;
         state.baselineModelId = modelId;
       }
-      state.missing = missing ?? null;
+      state.missing = Array.isArray(missing?.sensors) ? missing! : null;
     }
     if (state.state === "calibrating") {
       const ids = { afterId: state.calibrationAfterId, beforeId: readingId };
