@@ -4,7 +4,6 @@
  * a V8 heap of 64 MiB. A pass cut for size must still go on until nothing is waiting.
  */
 import assert from "node:assert/strict";
-import { parseConfig } from "../src/config/config.ts";
 import { Aggregator } from "../src/forward/aggregator.ts";
 import { Outbox } from "../src/store/outbox.ts";
 import { Inference } from "../src/detect/inference.ts";
@@ -15,12 +14,12 @@ import type { Database } from "../src/store/database.ts";
 import { ReadingWriter } from "../src/store/reading_writer.ts";
 import { maxReadingId, readingsAfterWithin } from "../src/store/readings.ts";
 import { RollupPass } from "../src/store/rollup_pass.ts";
+import { DEFAULT_DETECTION as DETECTION } from "./helpers/detection_defaults.ts";
 import { withTempDatabase } from "./helpers/db.ts";
 import { FORWARDING_CONFIG } from "./helpers/forwarding_config.ts";
 
 const quiet = createLogger("error", () => {});
 const count = async (client: Database["client"], sql: string) => Number((await client.execute(sql)).rows[0][0]);
-const DETECTION = parseConfig("apiVersion: fde/v1\nkind: Deployment\nmetadata:\n  name: t\n", "defaults").detection;
 const T0 = 1_763_805_600_000;
 const longName = (j: number) => `${"s".repeat(124)}${String(j).padStart(4, "0")}`;
 /** A reading of 64 sensors with 128-character names: about 9 KB of JSON. */

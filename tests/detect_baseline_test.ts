@@ -29,16 +29,11 @@ import {
 } from "../src/detect/baseline_tracker.ts";
 import { Inference } from "../src/detect/inference.ts";
 import { sha256Hex } from "../src/sha256.ts";
+import { DEFAULT_DETECTION } from "./helpers/detection_defaults.ts";
 import { simulateFaultRecording } from "./sim/plant_simulator.ts";
 
 const FIT = { sensitivity: 1, slowLevelTolerance: 3, sensors: {} };
-const OPTIONS: BaselineOptions = {
-  adaptSeconds: 600,
-  settleSeconds: 60,
-  settleTolerance: 0.5,
-  settleRatio: 0.6,
-  acceptSeconds: 900,
-};
+const OPTIONS: BaselineOptions = DEFAULT_DETECTION.baseline;
 
 function recordingRows(seed: number, fault: string) {
   const recording = simulateFaultRecording({ seed, fault });

@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { parseConfig } from "../src/config/config.ts";
 import { DeviceStates } from "../src/detect/device_states.ts";
 import { WorkMarkers } from "../src/detect/work_markers.ts";
 import { commitDerived } from "../src/store/derived_commit.ts";
 import { upsertDeviceStatements } from "../src/store/device_rows.ts";
+import { DEFAULT_DETECTION as DETECTION } from "./helpers/detection_defaults.ts";
 import { query, withTempDatabase } from "./helpers/db.ts";
 import { eventually } from "./helpers/eventually.ts";
 import { postJson, startOutpost, writeManifest } from "./helpers/outpost_process.ts";
@@ -12,7 +12,6 @@ import { fetchReadings, replay } from "./helpers/replay.ts";
 import { simulateRecording } from "./sim/pump_simulator.ts";
 
 const TOKEN = "crash-recovery-token";
-const DETECTION = parseConfig("apiVersion: fde/v1\nkind: Deployment\nmetadata:\n  name: t\n", "defaults").detection;
 const env = { OUTPOST_ADMIN_TOKEN: TOKEN };
 
 async function json(url: string, init?: RequestInit) {

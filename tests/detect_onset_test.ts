@@ -17,18 +17,13 @@ import {
 } from "../src/detect/baseline_tracker.ts";
 import { countsAsAnomalous, RECENT_READINGS } from "../src/detect/episode_evidence.ts";
 import { replayOffline } from "./bench/detect_offline.ts";
+import { DEFAULT_DETECTION } from "./helpers/detection_defaults.ts";
 import { eventually } from "./helpers/eventually.ts";
 import { startOutpost, writeManifest } from "./helpers/outpost_process.ts";
 import { fetchReadings, replay, scoredThrough } from "./helpers/replay.ts";
 import { simulateFaultRecording } from "./sim/plant_simulator.ts";
 
-const OPTIONS: BaselineOptions = {
-  adaptSeconds: 600,
-  settleSeconds: 60,
-  settleTolerance: 0.5,
-  settleRatio: 0.6,
-  acceptSeconds: 900,
-};
+const OPTIONS: BaselineOptions = DEFAULT_DETECTION.baseline;
 
 function calibrated(seed: number) {
   const recording = simulateFaultRecording({ seed, fault: "hot_water" });

@@ -4,7 +4,6 @@
  * peak RSS of the whole process with models loaded under ingest load.
  */
 import * as ort from "onnxruntime-node";
-import { parseConfig } from "../../src/config/config.ts";
 import { baselineFeeds, scoreBaseline, scoreBaselineColumns } from "../../src/detect/baseline_scoring.ts";
 import { calibrate } from "../../src/detect/calibration.ts";
 import { Inference } from "../../src/detect/inference.ts";
@@ -13,6 +12,7 @@ import { Scorer } from "../../src/detect/scorer.ts";
 import { createLogger } from "../../src/observability/log.ts";
 import { openDatabase } from "../../src/store/database.ts";
 import { ReadingWriter } from "../../src/store/reading_writer.ts";
+import { DEFAULT_DETECTION as DETECTION } from "../helpers/detection_defaults.ts";
 import { postJson, startOutpost, writeManifest } from "../helpers/outpost_process.ts";
 import { replay } from "../helpers/replay.ts";
 import { simulateRecording } from "../sim/pump_simulator.ts";
@@ -20,7 +20,6 @@ import { mb, processMemory } from "./process_memory.ts";
 
 const quiet = createLogger("error", () => {});
 /** The default manifest's detection settings. */
-const DETECTION = parseConfig("apiVersion: fde/v1\nkind: Deployment\nmetadata:\n  name: bench\n", "defaults").detection;
 
 export async function latencyAtRate(seconds: number): Promise<{ p50: number; p99: number; rss: number; idle: number }> {
   const dir = await Deno.makeTempDir();

@@ -10,27 +10,15 @@
 import { parseArgs } from "node:util";
 import { referenceScore, TERMS, WINDOW, windowFeatures } from "../../src/detect/baseline_features.ts";
 import { fitBaseline } from "../../src/detect/baseline_fit.ts";
-import {
-  advanceBaseline,
-  type BaselineOptions,
-  initialBaseline,
-  scoringCentres,
-  scoringTerms,
-} from "../../src/detect/baseline_tracker.ts";
+import { advanceBaseline, initialBaseline, scoringCentres, scoringTerms } from "../../src/detect/baseline_tracker.ts";
 import { Debouncer } from "../../src/detect/debouncer.ts";
 import { countsAsAnomalous } from "../../src/detect/episode_evidence.ts";
 import { PLANT_CHANNELS, type PlantRecording, plantScenarios } from "../sim/plant_simulator.ts";
+import { DEFAULT_DETECTION } from "../helpers/detection_defaults.ts";
 import type { ScoredReading } from "../helpers/replay.ts";
 import { formatResult, scoreSet } from "./detect_eval_scoring.ts";
 
 const CALIBRATION = 400;
-const BASELINE: BaselineOptions = {
-  adaptSeconds: 600,
-  settleSeconds: 60,
-  settleTolerance: 0.5,
-  settleRatio: 0.6,
-  acceptSeconds: 900,
-};
 
 export interface OfflineReading {
   score: number;
@@ -48,7 +36,7 @@ export function replayOffline(recording: PlantRecording, sensitivity = 1): (Offl
   const ts = recording.readings.map((r) => r.ts);
   const params = fitBaseline(sensors, rows.slice(0, CALIBRATION), ts.slice(0, CALIBRATION), {
     sensitivity,
-    slowLevelTolerance: 3,
+    slowLevelTolerance: DEFAULT_DETECTION.baseline.slowLevelTolerance,
     sensors: {},
   });
   const state = initialBaseline(params, sensors.length);
@@ -87,7 +75,7 @@ export function replayOffline(recording: PlantRecording, sensitivity = 1): (Offl
       state,
       params,
       { features, score, inEpisode: anomaly, peakScore: peak, ts: ts[i] },
-      BASELINE,
+      DEFAULT_DETECTION.baseline,
     );
     if (moved && episodePeak !== null) {
       episodePeak = null;
