@@ -84,6 +84,19 @@ Deno.test("just after an episode a new one needs a score above RECOVERY_SCORE; w
   assert.equal(judge(settling, ts + 1000, true).counts, true);
   // ...and once the recovery period is over, 1.5 thresholds off opens an episode again.
   assert.equal(judge(settling, state.recoverUntilTs! + 1000).counts, true);
+  // A device clock that steps back a day does not stretch the recovery by a day: the stepped
+  // reading counts as coming right after the last one, with the whole recovery still ahead.
+  const stepped = ts - 86_400_000 + 10_000;
+  advanceBaseline(state, params, {
+    features: at(flow, 0.5),
+    score: 0.5,
+    inEpisode: false,
+    peakScore: 0.5,
+    ts: stepped,
+  }, OPTIONS);
+  assert.equal(state.recoverUntilTs, stepped + 3 * OPTIONS.settleSeconds * 1000);
+  assert.equal(judge(settling, stepped + 100_000).counts, false);
+  assert.equal(judge(settling, stepped + 181_000).counts, true);
 });
 
 Deno.test("a level fault is over once its sensor's latest readings are normal again, though the window still holds it", () => {

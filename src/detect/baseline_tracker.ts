@@ -167,6 +167,11 @@ export function advanceBaseline(
   const elapsed = state.lastTs === null
     ? 0
     : Math.min(Math.max(step.ts - state.lastTs, 0) / 1000, options.adaptSeconds / 10);
+  // A device clock that steps back would stretch the recovery (and its higher bar, see
+  // episode_evidence.ts) by the step: its end moves back with the clock.
+  if (state.lastTs !== null && step.ts < state.lastTs && state.recoverUntilTs !== undefined) {
+    state.recoverUntilTs -= state.lastTs - step.ts;
+  }
   state.lastTs = step.ts;
   const recovering = state.recoverUntilTs !== undefined && step.ts < state.recoverUntilTs;
   if (!step.inEpisode || (recovering && step.score < RECOVERY_SCORE)) {
