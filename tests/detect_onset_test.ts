@@ -5,7 +5,7 @@
  * through the real program, with and without a restart while the plant recovers.
  */
 import assert from "node:assert/strict";
-import { FEATURES, LEVEL, referenceScore, SPREAD, WINDOW } from "../src/detect/baseline_features.ts";
+import { FEATURES, LEVEL, referenceScore, SPREAD, TERMS, WINDOW } from "../src/detect/baseline_features.ts";
 import { fitBaseline } from "../src/detect/baseline_fit.ts";
 import {
   advanceBaseline,
@@ -43,7 +43,7 @@ function calibrated(seed: number) {
   const judge = (features: number[], ts: number, inEpisode = false, window: number[][] = [], threshold = 1) => {
     const { score } = referenceScore(features, scoringTerms(params, state));
     const reading = { features, score, centres, threshold, window, ts, inEpisode };
-    return { score, counts: countsAsAnomalous(state, params, reading) };
+    return { score, counts: countsAsAnomalous(state, params, reading, DEFAULT_DETECTION.baseline) };
   };
   /** Normal readings (the end of calibration), the last `shifted` of them with `sensor` moved by `thresholds` levels. */
   const window = (sensor = 0, thresholds = 0, shifted = 0) =>
@@ -169,6 +169,57 @@ Deno.test("a fault of spread, or one just past the threshold, is not judged over
   assert.equal(marginal.judge(marginal.at(flow, 1.5), 31_000, true, marginal.window()).counts, true);
 });
 
+Deno.test("within an episode a slow sensor's level keeps it going while it stays where its rate alarmed it to", () => {
+  const { sensors, params, state, at, judge } = calibrated(62);
+  const fluid = sensors.indexOf("fluid_temperature");
+  const flow = sensors.indexOf("flow");
+  assert.equal(params.roles[fluid], "slow");
+  assert.equal(params.roles[flow], "fast");
+  const s = sensors.length;
+  const rateAlarmed = (sensor: number, peak: number) => {
+    const peaks = new Array(TERMS.length * s).fill(0);
+    peaks[TERMS.indexOf("rate") * s + sensor] = peak;
+    state.carry = { peak: 0, peaks, carriers: [] };
+  };
+  // The fluid rose (its rate alarmed); its level, at half its slow threshold, is still 1.5 times
+  // a fast sensor's: the score is under the bar, the reading still counts.
+  rateAlarmed(fluid, 2);
+  assert.equal(judge(at(fluid, 0.5), 1000, true).score < 1, true);
+  assert.equal(judge(at(fluid, 0.5), 1000, true).counts, true);
+  // Back within a fast sensor's threshold (0.3 x 3 = 0.9): it does not.
+  assert.equal(judge(at(fluid, 0.3), 1000, true).counts, false);
+  // Outside an episode, a slow level under its threshold never counts.
+  assert.equal(judge(at(fluid, 0.5), 1000, false).counts, false);
+  // Nor when the rate never alarmed in the episode, nor for a fast sensor's level, nor unmeasured.
+  rateAlarmed(fluid, 0.9);
+  assert.equal(judge(at(fluid, 0.5), 1000, true).counts, false);
+  rateAlarmed(flow, 2);
+  assert.equal(judge(at(flow, 0.5), 1000, true).counts, false);
+  rateAlarmed(fluid, 2);
+  const unmeasured = at(fluid, 0.5);
+  unmeasured[LEVEL * s + fluid] = NaN;
+  assert.equal(judge(unmeasured, 1000, true).counts, false);
+  state.carry = null;
+  assert.equal(judge(at(fluid, 0.5), 1000, true).counts, false);
+});
+
+/** Development seeds whose hot water rose slowly: the episode ended once the rise stopped, another opened as it cooled. */
+const SLOW_RISES = [330003, 330113] as const;
+
+Deno.test("replayed slow hot-water rises: one episode that lasts while the fluid is hot", () => {
+  for (const seed of SLOW_RISES) {
+    const recording = simulateFaultRecording({ seed, fault: "hot_water" });
+    const first = recording.readings.findIndex((r) => r.anomalous);
+    const last = recording.readings.findLastIndex((r) => r.anomalous);
+    const replayed = replayOffline(recording);
+    const events = replayed.flatMap((r, i) => r?.event ? [{ i, event: r.event }] : []);
+    assert.equal(events.filter((e) => e.event === "start").length, 1, `${seed}: ${JSON.stringify(events)}`);
+    assert.ok(events.every((e) => e.event === "start" || e.i > last), `${seed}: ${JSON.stringify(events)}`);
+    const missed = replayed.slice(first, last + 1).filter((r) => r && !r.anomaly).length;
+    assert.ok(missed <= 15, `${seed}: ${missed} fault readings not flagged`);
+  }
+});
+
 /** Development seeds (neither tuned on nor reported), with how many readings may be flagged after the fault. */
 const REPLAYED = [[320011, "imbalance", 13], [322032, "cavitation", 13], [321000, "hot_water", 24]] as const;
 
@@ -231,7 +282,10 @@ Deno.test("the real program flags those recordings as the offline replay does: t
   const dir = await Deno.makeTempDir({ prefix: "outpost-onset-" });
   const outpost = await startOutpost(await writeManifest(dir, { logLevel: "warn" }));
   try {
-    const recordings = REPLAYED.map(([seed, fault]) => simulateFaultRecording({ seed, fault }));
+    const recordings = [
+      ...REPLAYED.map(([seed, fault]) => simulateFaultRecording({ seed, fault })),
+      ...SLOW_RISES.map((seed) => simulateFaultRecording({ seed, fault: "hot_water" })),
+    ];
     await Promise.all(recordings.map((recording) => replay(outpost.url, recording.name, recording.readings)));
     for (const recording of recordings) {
       const last = recording.readings[recording.readings.length - 1];

@@ -7,9 +7,12 @@
  *   it settles a little off the centres it left: a new episode needs a score above RECOVERY_SCORE;
  * - a level fault is over once its sensor's latest readings are normal again, though the window's
  *   features still hold it (`backToNormal`); while the plant recovers, the same holds for the
- *   fault that just cleared, so that its window opens no new episode.
+ *   fault that just cleared, so that its window opens no new episode;
+ * - within an episode, a slow sensor whose rate alarmed in it keeps it going while its level stays
+ *   where the rise took it (`risenLevelHolds`).
  */
 import { ADAPTIVE_TERMS, type TermParams, TERMS, termScores, windowFeatures } from "./baseline_features.ts";
+import type { SensorRole } from "./baseline_fit.ts";
 import { type BaselineState, RECOVERY_SCORE, termsAround } from "./baseline_tracker.ts";
 
 /** A scored reading, as `countsAsAnomalous` judges it. */
@@ -28,8 +31,8 @@ export interface ScoredStep {
   inEpisode: boolean;
 }
 
-/** Term parameters with each sensor's spread floor (as calibration fits them). */
-export type CalibratedTerms = TermParams & { floor: readonly number[] };
+/** Term parameters with each sensor's spread floor and role (as calibration fits them). */
+export type CalibratedTerms = TermParams & { floor: readonly number[]; roles: readonly SensorRole[] };
 
 /** The latest readings that must look normal again for a level fault to be over (see `backToNormal`)... */
 export const RECENT_READINGS = 12;
@@ -40,15 +43,26 @@ export const RECENT_READINGS = 12;
  */
 export const MIN_CLEARABLE_PEAK = 2;
 
-/** The adaptive terms that judge a state (TERMS: level, spread, rate; then the site limits'). */
+/** The adaptive terms (TERMS: level, spread, rate; then the site limits'). */
 const LEVEL_TERM = TERMS.indexOf("level");
 const SPREAD_TERM = TERMS.indexOf("spread");
+const RATE_TERM = TERMS.indexOf("rate");
 
-/** Whether the reading counts towards an episode (see the module's comment). */
-export function countsAsAnomalous(state: BaselineState, params: CalibratedTerms, reading: ScoredStep): boolean {
+/**
+ * Whether the reading counts towards an episode (see the module's comment). `slowLevelTolerance`:
+ * how many times further out a slow sensor's level alarms than a fast one's (the configured one).
+ */
+export function countsAsAnomalous(
+  state: BaselineState,
+  params: CalibratedTerms,
+  reading: ScoredStep,
+  options: { slowLevelTolerance: number },
+): boolean {
   const recovering = !reading.inEpisode && state.recoverUntilTs !== undefined && reading.ts < state.recoverUntilTs;
   const bar = reading.threshold * (recovering ? RECOVERY_SCORE : 1);
-  if (!(reading.score > bar)) return false;
+  if (!(reading.score > bar)) {
+    return reading.inEpisode && risenLevelHolds(state, params, reading, options.slowLevelTolerance);
+  }
   // Within an episode, its fault; while the plant recovers, the fault that just cleared.
   const fault = reading.inEpisode ? state.carry : recovering ? state.lastFault : null;
   if (!fault) return true;
@@ -57,6 +71,35 @@ export function countsAsAnomalous(state: BaselineState, params: CalibratedTerms,
   // The terms over the bar (NaN, a sensor missing from the window, is one the graph scored 0).
   const counting = z.flatMap((value, i) => value > bar ? [i] : []);
   return !backToNormal(fault, counting, params, reading, sensors);
+}
+
+/**
+ * Whether a reading of an episode whose score fell under the bar still counts: a slow sensor's
+ * rate alarmed in this episode (a rise, such as hot water) and its level is still where the rise
+ * took it, judged as a fast sensor's level would be. The slow tolerance is for drift over hours;
+ * during an episode the centres are frozen where the plant was before the rise. Without this, an
+ * episode ends once the rise stops (a rate alarms only while the level moves) though the fluid is
+ * still hot, and a second one opens as it cools. It still ends when the level comes back, or
+ * rebaselines when the plant stays there. A reading over the bar is left to the rules above: when
+ * its fault's sensors are back to normal, holding it would only lengthen the episode's tail.
+ */
+function risenLevelHolds(
+  state: BaselineState,
+  params: CalibratedTerms,
+  reading: ScoredStep,
+  slowLevelTolerance: number,
+): boolean {
+  const peaks = state.carry?.peaks;
+  const sensors = params.roles.length;
+  if (!peaks || peaks.length !== TERMS.length * sensors) return false;
+  let z: number[] | null = null;
+  for (let j = 0; j < sensors; j++) {
+    if (params.roles[j] !== "slow" || !(peaks[RATE_TERM * sensors + j] > reading.threshold)) continue;
+    z ??= termScores(Array.from(reading.features), termsAround(params, reading.centres));
+    // NaN (a sensor missing from the window) holds nothing.
+    if (z[LEVEL_TERM * sensors + j] * slowLevelTolerance > reading.threshold) return true;
+  }
+  return false;
 }
 
 /**

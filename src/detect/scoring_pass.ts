@@ -234,7 +234,7 @@ export async function planPass(deps: PassDeps, rows: readonly PassRow[]): Promis
         window: item.window,
         ts: item.ts,
         inEpisode: state.debouncer!.anomaly,
-      })
+      }, deps.config.baseline)
       : score > threshold;
     const step = state.debouncer!.push(exceeds);
     if (step.started) {

@@ -57,7 +57,7 @@ export function replayOffline(recording: PlantRecording, sensitivity = 1): (Offl
       window,
       ts: ts[i],
       inEpisode: debouncer.anomaly,
-    });
+    }, DEFAULT_DETECTION.baseline);
     const step = debouncer.push(exceeds);
     let event: OfflineReading["event"] = null;
     if (step.started) {
