@@ -205,6 +205,14 @@ Deno.test("a damaged baseline_json is not read as state, so loading the device c
         '{"modelId":3,"center":[1,2],"scoring":[1,2],"lastFault":{"peaks":1},"carry":{"carriers":[]}}',
       ],
       [
+        "carry-seconds-shapeless",
+        '{"modelId":3,"center":[1,2],"scoring":[1,2],"carry":{"peak":1,"peaks":[1],"carriers":[],"seconds":"60"}}',
+      ],
+      [
+        "carry-with-seconds",
+        '{"modelId":3,"center":[1,2],"scoring":[1,2],"carry":{"peak":1,"peaks":[1],"carriers":[],"seconds":60}}',
+      ],
+      [
         "debounce-shapeless",
         '{"modelId":3,"center":[1,2],"scoring":[1,2],"debounce":{"recent":"x","quietRun":0,"modelId":3}}',
       ],
@@ -235,6 +243,9 @@ Deno.test("a damaged baseline_json is not read as state, so loading the device c
     assert.deepEqual(loaded["fault-shapeless"].baseline?.center, [1, 2]);
     assert.equal(loaded["fault-shapeless"].baseline?.lastFault, null);
     assert.equal(loaded["fault-shapeless"].baseline?.carry, null);
+    // A string would be concatenated to, not added to, by the next step of the episode.
+    assert.equal(loaded["carry-seconds-shapeless"].baseline?.carry, null);
+    assert.equal(loaded["carry-with-seconds"].baseline?.carry?.seconds, 60);
     assert.equal(loaded["debounce-shapeless"].storedDebounce, null);
     assert.equal(loaded["missing-shapeless"].missing, null);
   });

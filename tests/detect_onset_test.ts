@@ -169,23 +169,24 @@ Deno.test("a fault of spread, or one just past the threshold, is not judged over
   assert.equal(marginal.judge(marginal.at(flow, 1.5), 31_000, true, marginal.window()).counts, true);
 });
 
-Deno.test("within an episode a slow sensor's level keeps it going while it stays where its rate alarmed it to", () => {
+Deno.test("within an episode's first acceptSeconds, a slow sensor's level holds it while it stays where its rate took it", () => {
   const { sensors, params, state, at, judge } = calibrated(62);
   const fluid = sensors.indexOf("fluid_temperature");
   const flow = sensors.indexOf("flow");
   assert.equal(params.roles[fluid], "slow");
   assert.equal(params.roles[flow], "fast");
   const s = sensors.length;
-  const rateAlarmed = (sensor: number, peak: number) => {
+  const rateAlarmed = (sensor: number, peak: number, seconds = 0) => {
     const peaks = new Array(TERMS.length * s).fill(0);
     peaks[TERMS.indexOf("rate") * s + sensor] = peak;
-    state.carry = { peak: 0, peaks, carriers: [] };
+    state.carry = { peak: 0, peaks, carriers: [], seconds };
   };
-  // The fluid rose (its rate alarmed); its level, at half its slow threshold, is still 1.5 times
-  // a fast sensor's: the score is under the bar, the reading still counts.
+  // The fluid's rate alarmed; its level, at half its slow threshold, is still 1.5 times a fast
+  // sensor's (the slow tolerance is 3): the score is under the bar, the reading still counts.
   rateAlarmed(fluid, 2);
   assert.equal(judge(at(fluid, 0.5), 1000, true).score < 1, true);
   assert.equal(judge(at(fluid, 0.5), 1000, true).counts, true);
+  assert.equal(judge(at(fluid, -0.5), 1000, true).counts, true);
   // Back within a fast sensor's threshold (0.3 x 3 = 0.9): it does not.
   assert.equal(judge(at(fluid, 0.3), 1000, true).counts, false);
   // Outside an episode, a slow level under its threshold never counts.
@@ -201,6 +202,32 @@ Deno.test("within an episode a slow sensor's level keeps it going while it stays
   assert.equal(judge(unmeasured, 1000, true).counts, false);
   state.carry = null;
   assert.equal(judge(at(fluid, 0.5), 1000, true).counts, false);
+  // A lasting change: after acceptSeconds of the episode the level no longer holds it.
+  rateAlarmed(fluid, 2, OPTIONS.acceptSeconds - 1);
+  assert.equal(judge(at(fluid, 0.5), 1000, true).counts, true);
+  rateAlarmed(fluid, 2, OPTIONS.acceptSeconds);
+  assert.equal(judge(at(fluid, 0.5), 1000, true).counts, false);
+});
+
+Deno.test("an episode's reading time adds each step's elapsed time: a clock that steps back adds nothing", () => {
+  const { sensors, params, state, at } = calibrated(62);
+  const fluid = sensors.indexOf("fluid_temperature");
+  const step = (ts: number) =>
+    advanceBaseline(
+      state,
+      params,
+      { features: at(fluid, 0.9), score: 0.9, inEpisode: true, peakScore: 1.4, ts },
+      OPTIONS,
+    );
+  for (let k = 0; k <= 10; k++) step(100_000 + k * 1000);
+  assert.equal(state.carry?.seconds, 10);
+  step(100_000 - 3_600_000);
+  assert.equal(state.carry?.seconds, 10);
+  step(100_000 - 3_600_000 + 5000);
+  assert.equal(state.carry?.seconds, 15);
+  // A gap counts at most a tenth of adaptSeconds, as for the centres.
+  step(100_000 - 3_600_000 + 5000 + 120_000);
+  assert.equal(state.carry?.seconds, 15 + OPTIONS.adaptSeconds / 10);
 });
 
 /** Development seeds whose hot water rose slowly: the episode ended once the rise stopped, another opened as it cooled. */
@@ -217,6 +244,10 @@ Deno.test("replayed slow hot-water rises: one episode that lasts while the fluid
     assert.ok(events.every((e) => e.event === "start" || e.i > last), `${seed}: ${JSON.stringify(events)}`);
     const missed = replayed.slice(first, last + 1).filter((r) => r && !r.anomaly).length;
     assert.ok(missed <= 15, `${seed}: ${missed} fault readings not flagged`);
+    // It ends as the fluid cools (35 readings after the fault, measured), not held on.
+    assert.equal(events.filter((e) => e.event !== "start").length, 1, `${seed}: ${JSON.stringify(events)}`);
+    const flaggedAfter = replayed.slice(last + 1).filter((r) => r?.anomaly).length;
+    assert.ok(flaggedAfter <= 40, `${seed}: ${flaggedAfter} readings flagged after the fault`);
   }
 });
 

@@ -78,9 +78,11 @@ export interface BaselineState {
   /**
    * During an episode, what carries the fault (see `fadedNow`): the largest z so far of the terms
    * that judge a state (level, spread, site bounds), each such term's own largest z (term-major,
-   * TERMS x sensors), and the terms that alarmed up to the state's peak.
+   * TERMS x sensors), the terms that alarmed up to the state's peak, and the episode's reading
+   * time so far (each step's elapsed time, as the centres' adaptation counts it: a clock that
+   * steps back adds nothing; `countsAsAnomalous` in episode_evidence.ts).
    */
-  carry?: { peak: number; peaks: number[]; carriers: number[] } | null;
+  carry?: { peak: number; peaks: number[]; carriers: number[]; seconds?: number } | null;
   /** ...and since when none of those terms alarms any more. */
   gone?: Period | null;
   /**
@@ -194,6 +196,7 @@ export function advanceBaseline(
   const width = FEATURES.length * sensors;
   // The fault went away: every term that alarmed has stayed well below its own peak.
   const fault = faultNow(state, params, step, options.settleRatio);
+  state.carry!.seconds = (state.carry!.seconds ?? 0) + elapsed;
   state.faded = fault === "present" ? null : accumulate(state.faded, step, width);
   state.gone = fault === "gone" ? accumulate(state.gone ?? null, step, width) : null;
   // A lasting change: no sensor's level has moved since the steady period began.

@@ -254,7 +254,10 @@ export class DeviceStates {
       // A fault's terms that do not have their shape (a damaged row) are dropped, not read.
       for (const key of ["carry", "lastFault"] as const) {
         const fault = baseline[key];
-        if (fault && !(Array.isArray(fault.peaks) && Array.isArray(fault.carriers))) baseline[key] = null;
+        const seconds = fault && "seconds" in fault ? fault.seconds : undefined;
+        const shaped = Array.isArray(fault?.peaks) && Array.isArray(fault?.carriers) &&
+          (seconds === undefined || Number.isFinite(seconds));
+        if (fault && !shaped) baseline[key] = null;
       }
       if (modelId !== undefined && Array.isArray(baseline.center) && Array.isArray(baseline.scoring)) {
         state.baseline = baseline as BaselineState;

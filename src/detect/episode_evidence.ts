@@ -8,10 +8,18 @@
  * - a level fault is over once its sensor's latest readings are normal again, though the window's
  *   features still hold it (`backToNormal`); while the plant recovers, the same holds for the
  *   fault that just cleared, so that its window opens no new episode;
- * - within an episode, a slow sensor whose rate alarmed in it keeps it going while its level stays
- *   where the rise took it (`risenLevelHolds`).
+ * - within an episode's first `acceptSeconds`, a slow sensor whose rate alarmed in it keeps it
+ *   going while its level stays where the rate took it (`movedSlowLevelHolds`).
  */
-import { ADAPTIVE_TERMS, type TermParams, TERMS, termScores, windowFeatures } from "./baseline_features.ts";
+import {
+  ADAPTIVE_TERMS,
+  LEVEL,
+  RATE,
+  type TermParams,
+  TERMS,
+  termScores,
+  windowFeatures,
+} from "./baseline_features.ts";
 import type { SensorRole } from "./baseline_fit.ts";
 import { type BaselineState, RECOVERY_SCORE, termsAround } from "./baseline_tracker.ts";
 
@@ -31,8 +39,12 @@ export interface ScoredStep {
   inEpisode: boolean;
 }
 
-/** Term parameters with each sensor's spread floor and role (as calibration fits them). */
-export type CalibratedTerms = TermParams & { floor: readonly number[]; roles: readonly SensorRole[] };
+/** Term parameters with each sensor's spread floor, role and feature scales (as calibration fits them). */
+export type CalibratedTerms = TermParams & {
+  floor: readonly number[];
+  roles: readonly SensorRole[];
+  scale: readonly number[];
+};
 
 /** The latest readings that must look normal again for a level fault to be over (see `backToNormal`)... */
 export const RECENT_READINGS = 12;
@@ -49,19 +61,19 @@ const SPREAD_TERM = TERMS.indexOf("spread");
 const RATE_TERM = TERMS.indexOf("rate");
 
 /**
- * Whether the reading counts towards an episode (see the module's comment). `slowLevelTolerance`:
- * how many times further out a slow sensor's level alarms than a fast one's (the configured one).
+ * Whether the reading counts towards an episode (see the module's comment). `acceptSeconds`: after
+ * this much reading time an episode's slow levels no longer hold it (a lasting change).
  */
 export function countsAsAnomalous(
   state: BaselineState,
   params: CalibratedTerms,
   reading: ScoredStep,
-  options: { slowLevelTolerance: number },
+  options: { acceptSeconds: number },
 ): boolean {
   const recovering = !reading.inEpisode && state.recoverUntilTs !== undefined && reading.ts < state.recoverUntilTs;
   const bar = reading.threshold * (recovering ? RECOVERY_SCORE : 1);
   if (!(reading.score > bar)) {
-    return reading.inEpisode && risenLevelHolds(state, params, reading, options.slowLevelTolerance);
+    return reading.inEpisode && movedSlowLevelHolds(state, params, reading, options.acceptSeconds);
   }
   // Within an episode, its fault; while the plant recovers, the fault that just cleared.
   const fault = reading.inEpisode ? state.carry : recovering ? state.lastFault : null;
@@ -75,31 +87,45 @@ export function countsAsAnomalous(
 
 /**
  * Whether a reading of an episode whose score fell under the bar still counts: a slow sensor's
- * rate alarmed in this episode (a rise, such as hot water) and its level is still where the rise
- * took it, judged as a fast sensor's level would be. The slow tolerance is for drift over hours;
- * during an episode the centres are frozen where the plant was before the rise. Without this, an
- * episode ends once the rise stops (a rate alarms only while the level moves) though the fluid is
- * still hot, and a second one opens as it cools. It still ends when the level comes back, or
- * rebaselines when the plant stays there. A reading over the bar is left to the rules above: when
- * its fault's sensors are back to normal, holding it would only lengthen the episode's tail.
+ * rate alarmed in this episode (hot water: the fluid's rise) and its level is still where the rate
+ * took it (either side of its centre), judged as a fast sensor's level would be. The slow
+ * tolerance is for drift over hours; an episode's centres stay where the plant was before it.
+ * Without this, an episode ends once a slow rise stops (a rate alarms only while the level moves)
+ * though the fluid is still hot, and a second one opens as it cools. The episode still ends when
+ * the level comes back; and after `acceptSeconds` of the episode's reading time (a lasting change,
+ * as for the baseline) the level no longer holds it, so a slow sensor that settled a little off
+ * cannot keep an episode open. A reading over the bar is left to the rules above: when its
+ * fault's sensors are back to normal, holding it would only lengthen the episode's tail.
  */
-function risenLevelHolds(
+function movedSlowLevelHolds(
   state: BaselineState,
   params: CalibratedTerms,
   reading: ScoredStep,
-  slowLevelTolerance: number,
+  acceptSeconds: number,
 ): boolean {
-  const peaks = state.carry?.peaks;
+  const carry = state.carry;
   const sensors = params.roles.length;
-  if (!peaks || peaks.length !== TERMS.length * sensors) return false;
-  let z: number[] | null = null;
+  if (!carry || carry.peaks.length !== TERMS.length * sensors || !((carry.seconds ?? 0) < acceptSeconds)) return false;
   for (let j = 0; j < sensors; j++) {
-    if (params.roles[j] !== "slow" || !(peaks[RATE_TERM * sensors + j] > reading.threshold)) continue;
-    z ??= termScores(Array.from(reading.features), termsAround(params, reading.centres));
+    if (params.roles[j] !== "slow" || !(carry.peaks[RATE_TERM * sensors + j] > reading.threshold)) continue;
     // NaN (a sensor missing from the window) holds nothing.
-    if (z[LEVEL_TERM * sensors + j] * slowLevelTolerance > reading.threshold) return true;
+    const offCentre = Math.abs(reading.features[LEVEL * sensors + j] - reading.centres[LEVEL_TERM * sensors + j]);
+    const moved = offCentre * fastLevelGain(params, j, sensors);
+    if (moved > reading.threshold) return true;
   }
   return false;
+}
+
+/**
+ * The gain a slow sensor's level term would have if the sensor were fast: calibration gives both
+ * roles' terms the same number of calibration scales to the threshold, which the sensor's rate
+ * term shows (its gain is 1 / (rate scale x that number)), while its level term has it times the
+ * slow tolerance. 0 when the model gives no such scales (an uploaded baseline without them).
+ */
+function fastLevelGain(params: CalibratedTerms, j: number, sensors: number): number {
+  const levelScale = params.scale[LEVEL * sensors + j];
+  const gain = (params.up[RATE_TERM * sensors + j] * params.scale[RATE * sensors + j]) / levelScale;
+  return levelScale > 0 && Number.isFinite(gain) ? gain : 0;
 }
 
 /**
