@@ -208,6 +208,15 @@ Deno.test("a damaged baseline_json is not read as state, so loading the device c
         "carry-seconds-shapeless",
         '{"modelId":3,"center":[1,2],"scoring":[1,2],"carry":{"peak":1,"peaks":[1],"carriers":[],"seconds":"60"}}',
       ],
+      ["carry-primitive", '{"modelId":3,"center":[1,2],"scoring":[1,2],"carry":1,"lastFault":true}'],
+      [
+        "carry-seconds-negative",
+        '{"modelId":3,"center":[1,2],"scoring":[1,2],"carry":{"peak":1,"peaks":[1],"carriers":[],"seconds":-1e12}}',
+      ],
+      [
+        "carry-from-shapeless",
+        '{"modelId":3,"center":[1,2],"scoring":[1,2],"carry":{"peak":1,"peaks":[1],"carriers":[],"from":"x"},"previousFrom":{"a":1}}',
+      ],
       [
         "carry-with-seconds",
         '{"modelId":3,"center":[1,2],"scoring":[1,2],"carry":{"peak":1,"peaks":[1],"carriers":[],"seconds":60}}',
@@ -246,6 +255,12 @@ Deno.test("a damaged baseline_json is not read as state, so loading the device c
     // A string would be concatenated to, not added to, by the next step of the episode.
     assert.equal(loaded["carry-seconds-shapeless"].baseline?.carry, null);
     assert.equal(loaded["carry-with-seconds"].baseline?.carry?.seconds, 60);
+    // A primitive where a fault belongs; a negative reading time would hold an episode for good.
+    assert.equal(loaded["carry-primitive"].baseline?.carry, null);
+    assert.equal(loaded["carry-primitive"].baseline?.lastFault, null);
+    assert.equal(loaded["carry-seconds-negative"].baseline?.carry, null);
+    assert.equal(loaded["carry-from-shapeless"].baseline?.carry, null);
+    assert.equal(loaded["carry-from-shapeless"].baseline?.previousFrom, null);
     assert.equal(loaded["debounce-shapeless"].storedDebounce, null);
     assert.equal(loaded["missing-shapeless"].missing, null);
   });

@@ -55,7 +55,10 @@ export interface BaselineParams extends TermParams {
   /** Why each role was chosen: "manifest" or the measured change/level ratio. */
   roleSource: (number | "manifest")[];
   floor: number[];
-  /** Per feature (feature-major): the calibration scale, used to judge when the plant has settled. */
+  /**
+   * Per feature (feature-major): the calibration scale, from which a slow sensor's level is judged at
+   * a fast sensor's threshold while an episode holds (episode_evidence.ts).
+   */
   scale: number[];
   /** Median seconds between calibration readings. */
   intervalSeconds: number;

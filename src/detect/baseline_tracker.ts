@@ -8,8 +8,9 @@
  * has stayed below `settleRatio` of the episode's peak for `settleSeconds` (the fault went away, the
  * plant did not come back to where it was; judged on the terms of a state, level and spread, when
  * they alarmed, since a rate of change alarms only while a fault comes on), or no sensor's level has moved by more than
- * `settleTolerance` (in units of its alarm threshold) for `acceptSeconds` (a lasting change). The
- * baseline then moves to the mean of that settled period.
+ * `settleTolerance` (in units of its alarm threshold) for `acceptSeconds` (a lasting change), or,
+ * at the latest, the episode has lasted `acceptSeconds` of reading time. The baseline then moves to
+ * the mean of that settled period (for the last, the readings since the levels last moved).
  *
  * For RECOVERY_PERIODS x `settleSeconds` after an episode that cleared (not one that rebaselined),
  * the baseline follows the plant at the faster `settleSeconds`, and a new episode needs a score
@@ -78,11 +79,12 @@ export interface BaselineState {
   /**
    * During an episode, what carries the fault (see `fadedNow`): the largest z so far of the terms
    * that judge a state (level, spread, site bounds), each such term's own largest z (term-major,
-   * TERMS x sensors), the terms that alarmed up to the state's peak, and the episode's reading
-   * time so far (each step's elapsed time, as the centres' adaptation counts it: a clock that
-   * steps back adds nothing; `countsAsAnomalous` in episode_evidence.ts).
+   * TERMS x sensors), the terms that alarmed up to the state's peak, the episode's reading time
+   * so far (each step's elapsed time, as the centres' adaptation counts it: a clock that steps
+   * back adds nothing) and the level centres it began from (`countsAsAnomalous` in
+   * episode_evidence.ts).
    */
-  carry?: { peak: number; peaks: number[]; carriers: number[]; seconds?: number } | null;
+  carry?: { peak: number; peaks: number[]; carriers: number[]; seconds?: number; from?: number[] } | null;
   /** ...and since when none of those terms alarms any more. */
   gone?: Period | null;
   /**
@@ -91,6 +93,11 @@ export interface BaselineState {
    * still holds that fault, it opens no new episode (`countsAsAnomalous` in episode_evidence.ts).
    */
   lastFault?: { peaks: number[]; carriers: number[] } | null;
+  /**
+   * The level centres (one per sensor) the last episode that ended began from: a slow level back
+   * there does not hold a later episode (`countsAsAnomalous` in episode_evidence.ts).
+   */
+  previousFrom?: number[] | null;
   /** The reading after which the debouncer was last settled (a rebaseline or an operator action). */
   settledAfterId?: number;
   /** Until then (reading time), the baseline adapts at the faster `settleSeconds` (after an episode). */
@@ -147,7 +154,15 @@ export function copyBaseline(state: BaselineState): BaselineState {
     faded: copyPeriod(state.faded),
     steady: copyPeriod(state.steady),
     gone: copyPeriod(state.gone ?? null),
-    carry: state.carry ? { ...state.carry, peaks: [...state.carry.peaks], carriers: [...state.carry.carriers] } : null,
+    carry: state.carry
+      ? {
+        ...state.carry,
+        peaks: [...state.carry.peaks],
+        carriers: [...state.carry.carriers],
+        from: state.carry.from && [...state.carry.from],
+      }
+      : null,
+    previousFrom: state.previousFrom ? [...state.previousFrom] : null,
     lastFault: state.lastFault ? { peaks: [...state.lastFault.peaks], carriers: [...state.lastFault.carriers] } : null,
     recoverUntilTs: state.recoverUntilTs,
     settledAfterId: state.settledAfterId,
@@ -186,6 +201,7 @@ export function advanceBaseline(
       if (state.carry) state.lastFault = { peaks: state.carry.peaks, carriers: state.carry.carriers };
       if (state.recoverUntilTs === undefined || step.ts >= state.recoverUntilTs) state.lastFault = null;
       state.steady = state.faded = null;
+      state.previousFrom = state.carry?.from ?? state.previousFrom;
       state.carry = null;
       state.gone = null;
     }
@@ -212,7 +228,10 @@ export function advanceBaseline(
     },
     {
       period: state.steady,
-      needed: options.acceptSeconds,
+      // At the latest when the episode has lasted acceptSeconds: levels that keep moving (a
+      // wandering fast sensor, a slow one warming up behind the frozen centres) would otherwise
+      // hold it open for good.
+      needed: state.carry!.seconds! >= options.acceptSeconds ? 0 : options.acceptSeconds,
     },
   ].find((candidate) => candidate && (step.ts - candidate.period.sinceTs) / 1000 >= candidate.needed);
   if (!settled) return null;
@@ -248,6 +267,7 @@ export function acceptCurrent(state: BaselineState, features: ArrayLike<number>)
   }
   state.scoring = [...state.center];
   state.steady = state.faded = null;
+  state.previousFrom = state.carry?.from ?? state.previousFrom;
   state.carry = null;
   state.lastFault = null;
   state.gone = null;
@@ -272,7 +292,7 @@ function faultNow(
   const sensors = z.length / TERMS.length;
   const carry = state.carry && state.carry.peaks.length === z.length
     ? state.carry
-    : (state.carry = { peak: 0, peaks: z.map(() => 0), carriers: [] });
+    : (state.carry = { peak: 0, peaks: z.map(() => 0), carriers: [], from: levelCentres(state, sensors) });
   state.lastFault = null;
   let now = 0;
   for (let i = 0; i < z.length; i++) {
@@ -288,6 +308,12 @@ function faultNow(
   if (carry.carriers.length === 0) return step.score < ratio * step.peakScore ? "faded" : "present";
   if (!carry.carriers.every((i) => z[i] < ratio * carry.peaks[i])) return "present";
   return carry.carriers.every((i) => z[i] < 1) ? "gone" : "faded";
+}
+
+/** The centres of the level terms, one per sensor. */
+function levelCentres(state: BaselineState, sensors: number): number[] {
+  const level = TERM_FEATURE.indexOf(LEVEL);
+  return state.center.slice(level * sensors, (level + 1) * sensors);
 }
 
 /** Terms that judge a rate of change rather than a state. */

@@ -253,12 +253,9 @@ export class DeviceStates {
       state.storedDebounce = wellFormed ? debounce! : null;
       // A fault's terms that do not have their shape (a damaged row) are dropped, not read.
       for (const key of ["carry", "lastFault"] as const) {
-        const fault = baseline[key];
-        const seconds = fault && "seconds" in fault ? fault.seconds : undefined;
-        const shaped = Array.isArray(fault?.peaks) && Array.isArray(fault?.carriers) &&
-          (seconds === undefined || Number.isFinite(seconds));
-        if (fault && !shaped) baseline[key] = null;
+        if (baseline[key] && !faultShaped(baseline[key])) baseline[key] = null;
       }
+      if (baseline.previousFrom && !numbers(baseline.previousFrom)) baseline.previousFrom = null;
       if (modelId !== undefined && Array.isArray(baseline.center) && Array.isArray(baseline.scoring)) {
         state.baseline = baseline as BaselineState;
         state.baselineModelId = modelId;
@@ -306,6 +303,23 @@ function parseStoredState(json: string): StoredDetectorState {
   } catch {
     return {};
   }
+}
+
+/**
+ * Whether a stored fault (`carry`, `lastFault`) has its shape. A string where a number belongs
+ * would be concatenated to by the next step of an episode, a negative reading time would hold an
+ * episode for good.
+ */
+function faultShaped(fault: unknown): boolean {
+  if (typeof fault !== "object" || fault === null) return false;
+  const { peaks, carriers, seconds, from } = fault as Record<string, unknown>;
+  return numbers(peaks) && numbers(carriers) &&
+    (seconds === undefined || (typeof seconds === "number" && Number.isFinite(seconds) && seconds >= 0)) &&
+    (from === undefined || numbers(from));
+}
+
+function numbers(value: unknown): boolean {
+  return Array.isArray(value) && value.every((item) => typeof item === "number");
 }
 
 /** The model that scored the device last, in this process or (after a restart) as stored; null if none. */

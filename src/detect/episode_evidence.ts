@@ -92,9 +92,12 @@ export function countsAsAnomalous(
  * tolerance is for drift over hours; an episode's centres stay where the plant was before it.
  * Without this, an episode ends once a slow rise stops (a rate alarms only while the level moves)
  * though the fluid is still hot, and a second one opens as it cools. The episode still ends when
- * the level comes back; and after `acceptSeconds` of the episode's reading time (a lasting change,
- * as for the baseline) the level no longer holds it, so a slow sensor that settled a little off
- * cannot keep an episode open. A reading over the bar is left to the rules above: when its
+ * the level comes back; and after `acceptSeconds` of the episode's reading time (what the baseline
+ * takes for a lasting change) the level no longer holds it, so a slow sensor that settled a little
+ * off cannot keep an episode open (the episode rebaselines then anyway, baseline_tracker.ts). Nor
+ * does a level back where the last episode that ended began from (`previousFrom`): when a fault
+ * outlasted its episode, the centres took the hot fluid as normal, so its cooling back opens an
+ * episode that must not be held. A reading over the bar is left to the rules above: when its
  * fault's sensors are back to normal, holding it would only lengthen the episode's tail.
  */
 function movedSlowLevelHolds(
@@ -109,9 +112,12 @@ function movedSlowLevelHolds(
   for (let j = 0; j < sensors; j++) {
     if (params.roles[j] !== "slow" || !(carry.peaks[RATE_TERM * sensors + j] > reading.threshold)) continue;
     // NaN (a sensor missing from the window) holds nothing.
-    const offCentre = Math.abs(reading.features[LEVEL * sensors + j] - reading.centres[LEVEL_TERM * sensors + j]);
-    const moved = offCentre * fastLevelGain(params, j, sensors);
-    if (moved > reading.threshold) return true;
+    const level = reading.features[LEVEL * sensors + j];
+    const gain = fastLevelGain(params, j, sensors);
+    if (!(Math.abs(level - reading.centres[LEVEL_TERM * sensors + j]) * gain > reading.threshold)) continue;
+    // Back where the last episode began (the plant returning after a fault outlasted its episode).
+    const before = state.previousFrom?.[j];
+    if (before === undefined || Math.abs(level - before) * gain > reading.threshold) return true;
   }
   return false;
 }
@@ -120,7 +126,7 @@ function movedSlowLevelHolds(
  * The gain a slow sensor's level term would have if the sensor were fast: calibration gives both
  * roles' terms the same number of calibration scales to the threshold, which the sensor's rate
  * term shows (its gain is 1 / (rate scale x that number)), while its level term has it times the
- * slow tolerance. 0 when the model gives no such scales (an uploaded baseline without them).
+ * slow tolerance. 0 when its scales are not positive (an uploaded baseline may set them so).
  */
 function fastLevelGain(params: CalibratedTerms, j: number, sensors: number): number {
   const levelScale = params.scale[LEVEL * sensors + j];
