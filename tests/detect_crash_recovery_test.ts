@@ -218,6 +218,10 @@ Deno.test("a damaged baseline_json is not read as state, so loading the device c
         '{"modelId":3,"center":[1,2],"scoring":[1,2],"carry":{"peak":1,"peaks":[1],"carriers":[],"from":"x"},"previousFrom":{"a":1}}',
       ],
       [
+        "periods-shapeless",
+        '{"modelId":3,"center":[1,2],"scoring":[1,2],"steady":1,"faded":{"ref":"x"},"gone":{"ref":[1],"sinceTs":5,"sum":[1],"count":1}}',
+      ],
+      [
         "carry-with-seconds",
         '{"modelId":3,"center":[1,2],"scoring":[1,2],"carry":{"peak":1,"peaks":[1],"carriers":[],"seconds":60}}',
       ],
@@ -261,6 +265,10 @@ Deno.test("a damaged baseline_json is not read as state, so loading the device c
     assert.equal(loaded["carry-seconds-negative"].baseline?.carry, null);
     assert.equal(loaded["carry-from-shapeless"].baseline?.carry, null);
     assert.equal(loaded["carry-from-shapeless"].baseline?.previousFrom, null);
+    // A period that is not one would fail every copy of the state (its ref is spread).
+    assert.equal(loaded["periods-shapeless"].baseline?.steady, null);
+    assert.equal(loaded["periods-shapeless"].baseline?.faded, null);
+    assert.deepEqual(loaded["periods-shapeless"].baseline?.gone, { ref: [1], sinceTs: 5, sum: [1], count: 1 });
     assert.equal(loaded["debounce-shapeless"].storedDebounce, null);
     assert.equal(loaded["missing-shapeless"].missing, null);
   });

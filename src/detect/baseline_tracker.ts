@@ -8,9 +8,8 @@
  * has stayed below `settleRatio` of the episode's peak for `settleSeconds` (the fault went away, the
  * plant did not come back to where it was; judged on the terms of a state, level and spread, when
  * they alarmed, since a rate of change alarms only while a fault comes on), or no sensor's level has moved by more than
- * `settleTolerance` (in units of its alarm threshold) for `acceptSeconds` (a lasting change), or,
- * at the latest, the episode has lasted `acceptSeconds` of reading time. The baseline then moves to
- * the mean of that settled period (for the last, the readings since the levels last moved).
+ * `settleTolerance` (in units of its alarm threshold) for `acceptSeconds` (a lasting change). The
+ * baseline then moves to the mean of that settled period.
  *
  * For RECOVERY_PERIODS x `settleSeconds` after an episode that cleared (not one that rebaselined),
  * the baseline follows the plant at the faster `settleSeconds`, and a new episode needs a score
@@ -94,8 +93,9 @@ export interface BaselineState {
    */
   lastFault?: { peaks: number[]; carriers: number[] } | null;
   /**
-   * The level centres (one per sensor) the last episode that ended began from: a slow level back
-   * there does not hold a later episode (`countsAsAnomalous` in episode_evidence.ts).
+   * The level centres (one per sensor) the last episode that outlasted `acceptSeconds` began from:
+   * a slow level back there does not hold a later episode (`countsAsAnomalous` in
+   * episode_evidence.ts).
    */
   previousFrom?: number[] | null;
   /** The reading after which the debouncer was last settled (a rebaseline or an operator action). */
@@ -201,7 +201,7 @@ export function advanceBaseline(
       if (state.carry) state.lastFault = { peaks: state.carry.peaks, carriers: state.carry.carriers };
       if (state.recoverUntilTs === undefined || step.ts >= state.recoverUntilTs) state.lastFault = null;
       state.steady = state.faded = null;
-      state.previousFrom = state.carry?.from ?? state.previousFrom;
+      keepWhereOutlastedBegan(state, options);
       state.carry = null;
       state.gone = null;
     }
@@ -228,13 +228,11 @@ export function advanceBaseline(
     },
     {
       period: state.steady,
-      // At the latest when the episode has lasted acceptSeconds: levels that keep moving (a
-      // wandering fast sensor, a slow one warming up behind the frozen centres) would otherwise
-      // hold it open for good.
-      needed: state.carry!.seconds! >= options.acceptSeconds ? 0 : options.acceptSeconds,
+      needed: options.acceptSeconds,
     },
   ].find((candidate) => candidate && (step.ts - candidate.period.sinceTs) / 1000 >= candidate.needed);
   if (!settled) return null;
+  keepWhereOutlastedBegan(state, options);
   const { sum, count } = settled.period;
   acceptCurrent(state, sum.slice(0, state.center.length).map((total) => total / count));
   return "rebaselined";
@@ -267,7 +265,6 @@ export function acceptCurrent(state: BaselineState, features: ArrayLike<number>)
   }
   state.scoring = [...state.center];
   state.steady = state.faded = null;
-  state.previousFrom = state.carry?.from ?? state.previousFrom;
   state.carry = null;
   state.lastFault = null;
   state.gone = null;
@@ -308,6 +305,15 @@ function faultNow(
   if (carry.carriers.length === 0) return step.score < ratio * step.peakScore ? "faded" : "present";
   if (!carry.carriers.every((i) => z[i] < ratio * carry.peaks[i])) return "present";
   return carry.carriers.every((i) => z[i] < 1) ? "gone" : "faded";
+}
+
+/**
+ * When an episode that outlasted `acceptSeconds` ends: keeps the level centres it began from, so
+ * that a slow level back there holds no later episode (`countsAsAnomalous` in episode_evidence.ts).
+ */
+function keepWhereOutlastedBegan(state: BaselineState, options: BaselineOptions): void {
+  const { carry } = state;
+  if (carry?.from && (carry.seconds ?? 0) >= options.acceptSeconds) state.previousFrom = carry.from;
 }
 
 /** The centres of the level terms, one per sensor. */

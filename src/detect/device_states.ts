@@ -256,6 +256,9 @@ export class DeviceStates {
         if (baseline[key] && !faultShaped(baseline[key])) baseline[key] = null;
       }
       if (baseline.previousFrom && !numbers(baseline.previousFrom)) baseline.previousFrom = null;
+      for (const key of ["steady", "faded", "gone"] as const) {
+        if (baseline[key] && !periodShaped(baseline[key])) baseline[key] = null;
+      }
       if (modelId !== undefined && Array.isArray(baseline.center) && Array.isArray(baseline.scoring)) {
         state.baseline = baseline as BaselineState;
         state.baselineModelId = modelId;
@@ -316,6 +319,13 @@ function faultShaped(fault: unknown): boolean {
   return numbers(peaks) && numbers(carriers) &&
     (seconds === undefined || (typeof seconds === "number" && Number.isFinite(seconds) && seconds >= 0)) &&
     (from === undefined || numbers(from));
+}
+
+/** Whether a stored period of an episode (`steady`, `faded`, `gone`) has its shape. */
+function periodShaped(period: unknown): boolean {
+  if (typeof period !== "object" || period === null) return false;
+  const { ref, sinceTs, sum, count } = period as Record<string, unknown>;
+  return numbers(ref) && numbers(sum) && Number.isFinite(sinceTs) && Number.isFinite(count);
 }
 
 function numbers(value: unknown): boolean {

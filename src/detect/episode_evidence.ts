@@ -94,10 +94,11 @@ export function countsAsAnomalous(
  * though the fluid is still hot, and a second one opens as it cools. The episode still ends when
  * the level comes back; and after `acceptSeconds` of the episode's reading time (what the baseline
  * takes for a lasting change) the level no longer holds it, so a slow sensor that settled a little
- * off cannot keep an episode open (the episode rebaselines then anyway, baseline_tracker.ts). Nor
- * does a level back where the last episode that ended began from (`previousFrom`): when a fault
- * outlasted its episode, the centres took the hot fluid as normal, so its cooling back opens an
- * episode that must not be held. A reading over the bar is left to the rules above: when its
+ * off cannot keep an episode open. Nor does a level back where the last episode that outlasted
+ * that began from (`previousFrom`): such an episode clears once the level stops holding it, the
+ * centres then follow the hot fluid, and its cooling back opens an episode that must not be held
+ * (on a plant that warmed meanwhile it may be, for up to `acceptSeconds`). A reading over the bar
+ * is left to the rules above: when its
  * fault's sensors are back to normal, holding it would only lengthen the episode's tail.
  */
 function movedSlowLevelHolds(
@@ -115,7 +116,7 @@ function movedSlowLevelHolds(
     const level = reading.features[LEVEL * sensors + j];
     const gain = fastLevelGain(params, j, sensors);
     if (!(Math.abs(level - reading.centres[LEVEL_TERM * sensors + j]) * gain > reading.threshold)) continue;
-    // Back where the last episode began (the plant returning after a fault outlasted its episode).
+    // Back where the last episode that outlasted the hold began (the plant returning after it).
     const before = state.previousFrom?.[j];
     if (before === undefined || Math.abs(level - before) * gain > reading.threshold) return true;
   }
