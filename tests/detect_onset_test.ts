@@ -1,8 +1,9 @@
 /**
  * What counts towards an episode (`countsAsAnomalous` in episode_evidence.ts): just after an
- * episode a new one needs a score above RECOVERY_SCORE, and a level fault is over once its
- * sensor's latest readings are normal again. Then on plant recordings, replayed offline and
- * through the real program, with and without a restart while the plant recovers.
+ * episode a new one needs a score above RECOVERY_SCORE, a level fault is over once its sensor's
+ * latest readings are normal again, and a slow sensor's level holds an episode its rate alarmed
+ * in. Then on plant recordings, replayed offline and through the real program, with and without a
+ * restart while the plant recovers.
  */
 import assert from "node:assert/strict";
 import { FEATURES, LEVEL, referenceScore, SPREAD, TERMS, WINDOW } from "../src/detect/baseline_features.ts";

@@ -91,15 +91,16 @@ export function countsAsAnomalous(
  * took it (either side of its centre), judged as a fast sensor's level would be. The slow
  * tolerance is for drift over hours; an episode's centres stay where the plant was before it.
  * Without this, an episode ends once a slow rise stops (a rate alarms only while the level moves)
- * though the fluid is still hot, and a second one opens as it cools. The episode still ends when
- * the level comes back; and after `acceptSeconds` of the episode's reading time (what the baseline
- * takes for a lasting change) the level no longer holds it, so a slow sensor that settled a little
- * off cannot keep an episode open. Nor does a level back where the last episode that outlasted
- * that began from (`previousFrom`): such an episode clears once the level stops holding it, the
- * centres then follow the hot fluid, and its cooling back opens an episode that must not be held
- * (on a plant that warmed meanwhile it may be, for up to `acceptSeconds`). A reading over the bar
- * is left to the rules above: when its
- * fault's sensors are back to normal, holding it would only lengthen the episode's tail.
+ * though the fluid is still hot, and a second one opens as it cools.
+ *
+ * The episode still ends when the level comes back. After `acceptSeconds` of the episode's reading
+ * time (what the baseline takes for a lasting change) the level no longer holds it, so a slow
+ * sensor that settled a little off cannot keep an episode open. Such an episode then clears and
+ * the centres follow the hot fluid; its cooling back opens an episode that must not be held, so a
+ * level back where it began (`previousFrom`) holds nothing (on a plant that warmed meanwhile the
+ * cooling may still be held, for up to `acceptSeconds`). A reading over the bar is left to the
+ * rules above: when its fault's sensors are back to normal, holding it would only lengthen the
+ * episode's tail.
  */
 function movedSlowLevelHolds(
   state: BaselineState,
