@@ -53,7 +53,13 @@ function calibrated(seed: number) {
         j === sensor && r >= WINDOW - shifted ? value + thresholds / params.up[LEVEL * s + sensor] : value
       )
     );
-  return { sensors, params, state, at, judge, window };
+  /** An episode in which `sensor`'s rate alarmed, `peak` thresholds at most, `seconds` of reading time so far. */
+  const rateAlarmed = (sensor: number, peak: number, seconds = 0) => {
+    const peaks = new Array(TERMS.length * s).fill(0);
+    peaks[TERMS.indexOf("rate") * s + sensor] = peak;
+    state.carry = { peak: 0, peaks, carriers: [], seconds };
+  };
+  return { sensors, params, state, at, judge, window, rateAlarmed };
 }
 
 Deno.test("just after an episode a new one needs a score above RECOVERY_SCORE; within an episode and later the bar is 1 again", () => {
@@ -171,17 +177,12 @@ Deno.test("a fault of spread, or one just past the threshold, is not judged over
 });
 
 Deno.test("within an episode's first acceptSeconds, a slow sensor's level holds it while it stays where its rate took it", () => {
-  const { sensors, params, state, at, judge } = calibrated(62);
+  const { sensors, params, state, at, judge, rateAlarmed } = calibrated(62);
   const fluid = sensors.indexOf("fluid_temperature");
   const flow = sensors.indexOf("flow");
   assert.equal(params.roles[fluid], "slow");
   assert.equal(params.roles[flow], "fast");
   const s = sensors.length;
-  const rateAlarmed = (sensor: number, peak: number, seconds = 0) => {
-    const peaks = new Array(TERMS.length * s).fill(0);
-    peaks[TERMS.indexOf("rate") * s + sensor] = peak;
-    state.carry = { peak: 0, peaks, carriers: [], seconds };
-  };
   // The fluid's rate alarmed; its level, at half its slow threshold, is still 1.5 times a fast
   // sensor's (the slow tolerance is 3): the score is under the bar, the reading still counts.
   rateAlarmed(fluid, 2);
@@ -211,7 +212,7 @@ Deno.test("within an episode's first acceptSeconds, a slow sensor's level holds 
 });
 
 Deno.test("an episode that outlasted acceptSeconds leaves the level centres it began from; a slow level back there is not held", () => {
-  const { sensors, params, state, at, judge } = calibrated(62);
+  const { sensors, params, state, at, judge, rateAlarmed } = calibrated(62);
   const fluid = sensors.indexOf("fluid_temperature");
   const s = sensors.length;
   const levels = () => state.center.slice(LEVEL * s, (LEVEL + 1) * s);
@@ -245,9 +246,7 @@ Deno.test("an episode that outlasted acceptSeconds leaves the level centres it b
   assert.deepEqual(state.previousFrom, movingBegan);
   // The fluid's rate alarmed; its level is half a slow threshold up. Had that episode begun there
   // (the plant cooling back after it), the level does not hold this one.
-  const peaks = new Array(TERMS.length * s).fill(0);
-  peaks[TERMS.indexOf("rate") * s + fluid] = 2;
-  state.carry = { peak: 0, peaks, carriers: [] };
+  rateAlarmed(fluid, 2);
   state.previousFrom = at(fluid, 0.5).slice(LEVEL * s, (LEVEL + 1) * s);
   assert.equal(judge(at(fluid, 0.5), 1000, true).counts, false);
   assert.equal(judge(at(fluid, -0.5), 1000, true).counts, true);

@@ -76,7 +76,7 @@ export interface BaselineState {
   /** ...and since when no sensor's level has moved. */
   steady: Period | null;
   /**
-   * During an episode, what carries the fault (see `fadedNow`): the largest z so far of the terms
+   * During an episode, what carries the fault (see `faultNow`): the largest z so far of the terms
    * that judge a state (level, spread, site bounds), each such term's own largest z (term-major,
    * TERMS x sensors), the terms that alarmed up to the state's peak, the episode's reading time
    * so far (each step's elapsed time, as the centres' adaptation counts it: a clock that steps
