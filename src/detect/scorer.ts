@@ -15,6 +15,7 @@
 import type { Client } from "@libsql/client";
 import { join } from "node:path";
 import type { DetectionConfig } from "../config/config.ts";
+import { nextTurn } from "../event_loop_turn.ts";
 import type { Logger } from "../observability/log.ts";
 import { readCursor } from "../store/cursors.ts";
 import { commitDerived } from "../store/derived_commit.ts";
@@ -30,7 +31,7 @@ import { Quarantine, type QuarantineEntry } from "./quarantine.ts";
 import type { ModelRegistry } from "./registry.ts";
 import { recoverInterruptedWork } from "./scorer_recovery.ts";
 import type { ScorerObserver } from "./scorer_observer.ts";
-import { nextTurn, type PassDeps, planPass, SCORE_CURSOR } from "./scoring_pass.ts";
+import { type PassDeps, planPass, SCORE_CURSOR } from "./scoring_pass.ts";
 import { WorkMarkers } from "./work_markers.ts";
 
 export type { OperatorOutcome, ScorerObserver };

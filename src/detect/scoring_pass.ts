@@ -13,6 +13,7 @@
  */
 import type { Client, InStatement, ResultSet } from "@libsql/client";
 import type { DetectionConfig } from "../config/config.ts";
+import { nextTurn } from "../event_loop_turn.ts";
 import { limitKey } from "../limit_exceeded_error.ts";
 import type { Logger } from "../observability/log.ts";
 import { cursorStatement } from "../store/cursors.ts";
@@ -495,9 +496,4 @@ function restartCalibration(state: DeviceState, afterId: number): void {
   state.calibrationAfterId = afterId;
   state.calibrationCount = 0;
   state.calibrationClock = null;
-}
-
-/** Lets timers and I/O run before going on (after a step that held the event loop). */
-export function nextTurn(): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, 0));
 }

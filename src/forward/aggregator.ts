@@ -1,5 +1,6 @@
 import type { Client, InStatement } from "@libsql/client";
 import type { ForwardingConfig } from "../config/config.ts";
+import { nextTurn } from "../event_loop_turn.ts";
 import type { Logger } from "../observability/log.ts";
 import { cursorStatement, readCursor } from "../store/cursors.ts";
 import { commitDerived } from "../store/derived_commit.ts";
@@ -69,7 +70,7 @@ export class Aggregator {
             const pass = await this.pass();
             total += pass.folded;
             more = pass.more;
-            if (more) await new Promise((resolve) => setTimeout(resolve, 0));
+            if (more) await nextTurn();
           } while (more);
         } while (this.#again);
       } finally {

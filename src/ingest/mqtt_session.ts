@@ -1,7 +1,7 @@
 import { Buffer } from "node:buffer";
 import type { Socket } from "node:net";
-import { setImmediate } from "node:timers";
 import mqttPacket from "mqtt-packet";
+import { laterTurn } from "../event_loop_turn.ts";
 import { BrokerRefusedError } from "./broker_access.ts";
 import { type MqttFrame, MqttFramer, type PublishFrame } from "./mqtt_framing.ts";
 
@@ -229,7 +229,7 @@ export class MqttSession {
       if (this.#stopping || this.#failure) break;
       if (performance.now() > deadline) {
         this.#updateReading();
-        setImmediate(() => this.#workOffBacklog());
+        laterTurn(() => this.#workOffBacklog());
         return;
       }
       this.#handleFrame(this.#backlog[this.#backlogAt++]);

@@ -1,5 +1,5 @@
 import type { Client, InStatement } from "@libsql/client";
-import { setImmediate } from "node:timers";
+import { laterTurn } from "../event_loop_turn.ts";
 import type { Reading } from "../ingest/reading_schema.ts";
 import { LimitExceededError, limitKey } from "../limit_exceeded_error.ts";
 import { StoreFullError, StoreUnavailableError } from "./errors.ts";
@@ -133,8 +133,8 @@ export class ReadingWriter {
   #schedule(): void {
     if (this.#scheduled || this.#flushing) return;
     this.#scheduled = true;
-    // setImmediate lets pending I/O (other requests) join this commit before it starts.
-    setImmediate(() => {
+    // A later turn lets pending I/O (other requests) join this commit before it starts.
+    laterTurn(() => {
       this.#scheduled = false;
       if (!this.#flushing) this.#flushing = this.#flush();
     });
