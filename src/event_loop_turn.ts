@@ -10,8 +10,9 @@
  * SIGTERM by 6.2 s; two timer chains, by 60 ms.
  *
  * The price: when nothing else runs, a 0 ms timer fires after 1-3 ms where an immediate takes
- * microseconds, so single-reading HTTP requests lost about a quarter of their rate (README
- * "Benchmarks"). Immediates until 20 ms of chained work had passed, then timers, did not help.
+ * microseconds, and a group commit waits for it. Single-reading HTTP requests lost about half
+ * their rate, batched ones a sixth (README "Benchmarks"). Immediates until 20 ms of chained work
+ * had passed, then timers, did not keep the health checks down.
  */
 
 /** Runs `callback` in a later turn of the event loop, after pending I/O and signals. */
