@@ -214,7 +214,7 @@ async function healthCheckTimes(url: string, count: number): Promise<number[]> {
   const times: number[] = [];
   for (let i = 0; i < count; i++) {
     const started = performance.now();
-    const response = await fetch(`${url}/healthz`);
+    const response = await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(10_000) });
     await response.body?.cancel();
     assert.equal(response.status, 200);
     times.push(Math.round(performance.now() - started));
