@@ -88,7 +88,10 @@ export class MqttSession {
     this.#closed = new Promise((resolve) => (this.#resolveClosed = resolve));
   }
 
-  /** Connects and subscribes; resolves once the broker granted the subscription. */
+  /**
+   * Connects and subscribes; resolves once the broker accepted the connection (CONNACK). A refused
+   * subscription (SUBACK) ends the session later, through `closed`.
+   */
   static async open(options: SessionOptions): Promise<MqttSession> {
     const timeoutMs = options.connectTimeoutMs ?? 10_000;
     const timedOut = () => new Error(`MQTT connect timed out after ${timeoutMs} ms`);
@@ -168,13 +171,16 @@ export class MqttSession {
           messageId: 1,
           subscriptions: options.topics.map((topic) => ({ topic, qos: 1 as const })),
         });
+        // Open from here: a persistent session's queued messages follow the CONNACK, and its SUBACK
+        // comes only after them. Waiting for it timed the connection out while a backlog of minutes
+        // was being stored, and each new attempt took again the messages left unacknowledged.
+        this.#startKeepalive();
+        done();
       } else if (stage === "suback" && packet.cmd === "suback") {
         if (packet.granted.some((code) => code === 128 || (typeof code === "number" && code > 2))) {
           return this.#fail(new Error(`Broker refused subscription to ${options.topics.join(", ")}`));
         }
         stage = "open";
-        this.#startKeepalive();
-        done();
       }
     });
     parser.on("error", (error: Error) => this.#fail(error));
@@ -215,7 +221,7 @@ export class MqttSession {
       ...(options.password === undefined ? {} : { password: Buffer.from(options.password) }),
     });
     this.#closed.then((error) => {
-      if (stage !== "open") done(error ?? new Error("MQTT session closed during handshake"));
+      if (stage === "connack") done(error ?? new Error("MQTT session closed during handshake"));
     });
     // The broker may have hung up before the listeners above were added (a TLS 1.3 broker refuses
     // a client certificate just after the handshake): its error is then all that is left.
