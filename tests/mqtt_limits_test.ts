@@ -309,7 +309,7 @@ Deno.test({
     keepaliveSeconds: 30,
     maxPayloadBytes: 1_024,
     keptPayloadBytes: 64,
-    connectTimeoutMs: 300,
+    connectTimeoutMs: 1_000,
     onMessage,
   });
   const publisher = await connectPublisher(broker.url);
@@ -323,11 +323,11 @@ Deno.test({
         Array.from({ length: 200 }, (_, i) => publisher.publish(`backlog/${start + i}`, `${start + i}`)),
       );
     }
-    // Nothing is acknowledged for 600 ms, longer than the 300 ms connect timeout: reading pauses at
+    // Nothing is acknowledged for 2.5 s, longer than the 1 s connect timeout: reading pauses at
     // 2,000 messages in flight, with the SUBACK still behind the rest of the backlog. Waiting for it
     // timed the session out, and the next one took again what the first had handled.
     const received: string[] = [];
-    const held = new Promise<void>((resolve) => setTimeout(resolve, 600));
+    const held = new Promise<void>((resolve) => setTimeout(resolve, 2_500));
     session = await MqttSession.open(sessionOptions((message) => {
       received.push(new TextDecoder().decode(message.payload));
       return held;

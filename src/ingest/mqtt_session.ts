@@ -80,6 +80,7 @@ export class MqttSession {
   #lastReceivedAt = performance.now();
   #paused = false;
   #stopping = false;
+  #subscribed = false;
   #failure: Error | null = null;
 
   private constructor(socket: Socket, options: SessionOptions) {
@@ -115,6 +116,11 @@ export class MqttSession {
     });
   }
 
+  /** The broker granted the subscription (SUBACK). */
+  get subscribed(): boolean {
+    return this.#subscribed;
+  }
+
   /** Settles with the error that ended the session, or null after `close()`. */
   get closed(): Promise<Error | null> {
     return this.#closed;
@@ -147,7 +153,8 @@ export class MqttSession {
     if (!this.#socket.destroyed) {
       this.#send({ cmd: "disconnect" });
       this.#socket.end();
-      setTimeout(() => this.#socket.destroy(), 500);
+      const timer = setTimeout(() => this.#socket.destroy(), 500);
+      this.#socket.once("close", () => clearTimeout(timer));
     }
     this.#finish(null);
   }
@@ -181,6 +188,7 @@ export class MqttSession {
           return this.#fail(new Error(`Broker refused subscription to ${options.topics.join(", ")}`));
         }
         stage = "open";
+        this.#subscribed = true;
       }
     });
     parser.on("error", (error: Error) => this.#fail(error));

@@ -77,7 +77,6 @@ export class MqttSource {
       this.#state = "connecting";
       const session = await this.#connect();
       if (session) {
-        delayMs = BACKOFF_MIN_MS;
         const onAbort = () => {
           const started = performance.now();
           session.stop(STOP_GRACE_MS).then((unacknowledged) =>
@@ -87,6 +86,9 @@ export class MqttSource {
         signal.addEventListener("abort", onAbort, { once: true });
         const error = await session.closed;
         signal.removeEventListener("abort", onAbort);
+        // Only a session the broker granted its subscription resets the backoff: one refused at
+        // SUBACK (after the CONNACK that opened it) backs off like a refused connection.
+        if (session.subscribed) delayMs = BACKOFF_MIN_MS;
         this.#session = null;
         this.#metrics.mqttConnected.set(0);
         if (signal.aborted) break;
