@@ -8,8 +8,8 @@ import { processMemory } from "./bench/process_memory.ts";
 import { BROKER_KIND, startBroker } from "./helpers/broker.ts";
 import { query, storedReadings } from "./helpers/db.ts";
 import { eventually } from "./helpers/eventually.ts";
-import { connectPublisher, flood } from "./helpers/mqtt_publisher.ts";
-import { startOutpost, waitForMqttIngest, writeManifest } from "./helpers/outpost_process.ts";
+import { connectPublisher, type Flood, flood } from "./helpers/mqtt_publisher.ts";
+import { type OutpostProcess, startOutpost, waitForMqttIngest, writeManifest } from "./helpers/outpost_process.ts";
 
 const MB = 1024 * 1024;
 const TS = 1_763_805_600_000;
@@ -225,68 +225,86 @@ async function healthCheckTimes(url: string, count: number): Promise<number[]> {
   return times;
 }
 
-Deno.test(`MQTT ingest (${BROKER_KIND}): health checks answer during a flood that is scored`, async () => {
+interface FloodedOutpost {
+  manifest: string;
+  /** The Outpost process reading now (a test may restart it). */
+  outpost: OutpostProcess;
+  messages: Flood;
+  /** Stops the flood, the publisher, Outpost and the broker, and removes the data. */
+  close(): Promise<void>;
+}
+
+/** Outpost on a fresh broker with one device's readings flooding in, 5,000 of them already stored. */
+async function floodedOutpost(): Promise<FloodedOutpost> {
   const dir = await Deno.makeTempDir();
   const broker = await startBroker();
-  const outpost = await startOutpost(await writeManifest(dir, { mqttUrl: broker.url }));
+  const manifest = await writeManifest(dir, { mqttUrl: broker.url });
+  const outpost = await startOutpost(manifest);
   await waitForMqttIngest(outpost.url);
   const publisher = await connectPublisher(broker.url);
   const messages = flood(publisher, "outpost/flood/readings", (i) => JSON.stringify({ ts: TS + i, values: { i } }));
+  const run: FloodedOutpost = {
+    manifest,
+    outpost,
+    messages,
+    async close() {
+      await messages.stop().catch(() => {});
+      await publisher.close();
+      await run.outpost.stop();
+      await broker.close();
+      await Deno.remove(dir, { recursive: true });
+    },
+  };
   try {
     await eventually(() => storedReadings(outpost.dataDir), (rows) => rows.length >= 5_000, 20_000);
+  } catch (error) {
+    await run.close();
+    throw error;
+  }
+  return run;
+}
+
+Deno.test(`MQTT ingest (${BROKER_KIND}): health checks answer during a flood that is scored`, async () => {
+  const run = await floodedOutpost();
+  try {
     // The device calibrated on its first readings, so the flood is scored as it is ingested.
-    const healthMs = await healthCheckTimes(outpost.url, 5);
-    assert.ok(metric(await metrics(outpost.url), "outpost_scored_readings_total") > 0, "the flood is scored");
+    const healthMs = await healthCheckTimes(run.outpost.url, 5);
+    assert.ok(metric(await metrics(run.outpost.url), "outpost_scored_readings_total") > 0, "the flood is scored");
     // Immediates kept the event loop from polling I/O (src/event_loop_turn.ts): medians of 2.9-3.3 s over
     // 5 checks. Now 0.13-0.25 s (aedes) and 0.4-1.1 s (mosquitto), single checks up to 2.7 s: the
     // publisher, the broker and Outpost saturate the same two cores.
     const median = [...healthMs].sort((a, b) => a - b)[2];
     assert.ok(median < 2_000, `/healthz took ${healthMs.join(", ")} ms`);
   } finally {
-    await messages.stop().catch(() => {});
-    await publisher.close();
-    await outpost.stop();
-    await broker.close();
-    await Deno.remove(dir, { recursive: true });
+    await run.close();
   }
 });
 
 Deno.test(`MQTT ingest (${BROKER_KIND}) stops reading at SIGTERM during a flood: exits 0 at once, loses nothing it acknowledged`, async () => {
-  const dir = await Deno.makeTempDir();
-  const broker = await startBroker();
-  const manifest = await writeManifest(dir, { mqttUrl: broker.url });
-  let outpost = await startOutpost(manifest);
-  await waitForMqttIngest(outpost.url);
-  const publisher = await connectPublisher(broker.url);
-  const messages = flood(publisher, "outpost/flood/readings", (i) => JSON.stringify({ ts: TS + i, values: { i } }));
+  const run = await floodedOutpost();
   try {
-    await eventually(() => storedReadings(outpost.dataDir), (rows) => rows.length >= 5_000, 20_000);
     const stopping = performance.now();
-    const code = await outpost.stop();
+    const code = await run.outpost.stop();
     const stopMs = performance.now() - stopping;
-    const storedByFirst = (await storedReadings(outpost.dataDir)).length;
-    const published = await messages.stop();
+    const storedByFirst = (await storedReadings(run.outpost.dataDir)).length;
+    const published = await run.messages.stop();
     assert.equal(code, 0);
-    assert.doesNotMatch(outpost.log(), /shutdown_timeout/);
+    assert.doesNotMatch(run.outpost.log(), /shutdown_timeout/);
     // Before the fixes, backpressure resumed the paused socket and stop() waited out its 5 s for acks that
     // never drained; later, immediates held the signal back for up to 4.6 s (src/event_loop_turn.ts).
     assert.ok(stopMs < 3_000, `stopped after ${Math.round(stopMs)} ms`);
     assert.ok(published > storedByFirst, `flood still running at stop: ${published} published`);
 
-    outpost = await startOutpost(manifest);
+    run.outpost = await startOutpost(run.manifest);
 
-    await waitForMqttIngest(outpost.url);
-    const stored = await eventually(() => storedReadings(outpost.dataDir), (r) => r.length >= published, 30_000);
+    await waitForMqttIngest(run.outpost.url);
+    const stored = await eventually(() => storedReadings(run.outpost.dataDir), (r) => r.length >= published, 30_000);
     assert.equal(stored.length, published);
     assert.equal(new Set(stored.map((row) => row.ts)).size, published);
     // Whatever the first process stored it had acknowledged: none of it comes back as a duplicate.
-    assert.equal(metric(await metrics(outpost.url), 'outpost_readings_total{source="mqtt",result="duplicate"}'), 0);
+    assert.equal(metric(await metrics(run.outpost.url), 'outpost_readings_total{source="mqtt",result="duplicate"}'), 0);
   } finally {
-    await messages.stop().catch(() => {});
-    await publisher.close();
-    await outpost.stop();
-    await broker.close();
-    await Deno.remove(dir, { recursive: true });
+    await run.close();
   }
 });
 
