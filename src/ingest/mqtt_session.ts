@@ -80,7 +80,8 @@ export class MqttSession {
   #lastReceivedAt = performance.now();
   #paused = false;
   #stopping = false;
-  #subscribed = false;
+  /** The handshake: waiting for the CONNACK, open and waiting for the SUBACK, or subscribed. */
+  #stage: "connack" | "suback" | "open" = "connack";
   #failure: Error | null = null;
 
   private constructor(socket: Socket, options: SessionOptions) {
@@ -118,7 +119,7 @@ export class MqttSession {
 
   /** The broker granted the subscription (SUBACK). */
   get subscribed(): boolean {
-    return this.#subscribed;
+    return this.#stage === "open";
   }
 
   /** Settles with the error that ended the session, or null after `close()`. */
@@ -167,12 +168,11 @@ export class MqttSession {
       maxControlBytes: MAX_CONTROL_PACKET_BYTES,
     });
     const parser = mqttPacket.parser({ protocolVersion: 4 });
-    let stage: "connack" | "suback" | "open" = "connack";
     parser.on("packet", (packet: mqttPacket.Packet) => {
-      if (stage === "connack") {
+      if (this.#stage === "connack") {
         if (packet.cmd !== "connack") return this.#fail(new Error(`Expected CONNACK, got ${packet.cmd}`));
         if (packet.returnCode !== 0) return this.#fail(new BrokerRefusedError(packet.returnCode ?? -1));
-        stage = "suback";
+        this.#stage = "suback";
         this.#send({
           cmd: "subscribe",
           messageId: 1,
@@ -183,12 +183,11 @@ export class MqttSession {
         // was being stored, and each new attempt took again the messages left unacknowledged.
         this.#startKeepalive();
         done();
-      } else if (stage === "suback" && packet.cmd === "suback") {
+      } else if (this.#stage === "suback" && packet.cmd === "suback") {
         if (packet.granted.some((code) => code === 128 || (typeof code === "number" && code > 2))) {
           return this.#fail(new Error(`Broker refused subscription to ${options.topics.join(", ")}`));
         }
-        stage = "open";
-        this.#subscribed = true;
+        this.#stage = "open";
       }
     });
     parser.on("error", (error: Error) => this.#fail(error));
@@ -229,7 +228,7 @@ export class MqttSession {
       ...(options.password === undefined ? {} : { password: Buffer.from(options.password) }),
     });
     this.#closed.then((error) => {
-      if (stage === "connack") done(error ?? new Error("MQTT session closed during handshake"));
+      if (this.#stage === "connack") done(error ?? new Error("MQTT session closed during handshake"));
     });
     // The broker may have hung up before the listeners above were added (a TLS 1.3 broker refuses
     // a client certificate just after the handshake): its error is then all that is left.
